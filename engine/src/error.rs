@@ -1,0 +1,115 @@
+//! The engine's one error type.
+
+use std::path::PathBuf;
+
+/// Everything the engine can refuse or fail at.
+///
+/// Input errors ([`EngineError::is_input_error`]) are detected before anything is written and
+/// name the file, the place in it, and what to change. I/O errors name the path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The job file is not valid TOML, or has an unknown or mistyped field.
+    #[error("{file}:{line}:{column}: {message}")]
+    SpecSyntax {
+        /// The job file.
+        file: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What is wrong and what to change.
+        message: String,
+    },
+    /// A field of the job spec has a value the engine refuses.
+    #[error("{file}: field `{field}`: {message}")]
+    SpecInvalid {
+        /// The job file (or `<builder>` when the job was built in code).
+        file: PathBuf,
+        /// Dotted path of the field, e.g. `parameters.space.beta.min`.
+        field: String,
+        /// What is wrong and what to change.
+        message: String,
+    },
+    /// A data file (observed data or a parameter file) cannot be used.
+    #[error("{file}{}: {message}", location(.line, .column))]
+    Data {
+        /// The data file.
+        file: PathBuf,
+        /// 1-based line (CSV) or row (Parquet, counting the header as line 1), when known.
+        line: Option<u64>,
+        /// The column concerned, when known.
+        column: Option<String>,
+        /// What is wrong and what to change.
+        message: String,
+    },
+    /// The output directory holds results that this job must not touch.
+    #[error("{dir}: {message}")]
+    OutputConflict {
+        /// The output directory.
+        dir: PathBuf,
+        /// What is there and what to do.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Encoding or decoding Parquet failed.
+    #[error("{path}: {source}")]
+    Parquet {
+        /// The Parquet file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Building or converting Arrow data failed (a bug or a model returning a wrong schema).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The manifest could not be encoded or decoded.
+    #[error("{path}: manifest: {source}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn location(line: &Option<u64>, column: &Option<String>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}: column `{c}`"),
+        (Some(l), None) => format!(":{l}"),
+        (None, Some(c)) => format!(": column `{c}`"),
+        (None, None) => String::new(),
+    }
+}
+
+impl EngineError {
+    /// True when the error is the user's input (spec, data, output directory) rather than the
+    /// machine's: the command line maps these to exit code 2.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            EngineError::SpecSyntax { .. }
+                | EngineError::SpecInvalid { .. }
+                | EngineError::Data { .. }
+                | EngineError::OutputConflict { .. }
+        )
+    }
+
+    /// Shorthand for an [`EngineError::Io`] at `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io { path: path.into(), source }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

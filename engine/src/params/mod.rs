@@ -1,0 +1,130 @@
+//! Parameter sets and the sweep's list of points.
+//!
+//! - [`ParameterSet`]: one point of the parameter space, a sorted map from name to value.
+//! - [`SweepPoint`]: a parameter set at its position in the sweep, with its `param_id` and, for
+//!   rows of a parameter file that carry a `seed`, the one seed to run.
+//! - `space` (samplers over a named space) and `file` (CSV/Parquet parameter files) produce the
+//!   points; `spec` decides which.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::identity::ParamId;
+
+pub mod file;
+pub mod space;
+
+/// One parameter's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// A real number (samplers always give these).
+    Float(f64),
+    /// An integer (from an integer column of a parameter file).
+    Int(i64),
+    /// A string (from a string column of a parameter file), e.g. a scenario name.
+    Str(String),
+}
+
+impl ParamValue {
+    /// The value as `f64`: floats as they are, integers converted, strings `None`.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            ParamValue::Float(x) => Some(*x),
+            ParamValue::Int(i) => Some(*i as f64),
+            ParamValue::Str(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Float(x) => write!(f, "{x}"),
+            ParamValue::Int(i) => write!(f, "{i}"),
+            ParamValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One point of the parameter space: parameter name → value, names sorted.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ParameterSet {
+    values: BTreeMap<String, ParamValue>,
+}
+
+impl ParameterSet {
+    /// An empty parameter set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name` to `value`, replacing any earlier value.
+    pub fn insert(&mut self, name: impl Into<String>, value: ParamValue) {
+        self.values.insert(name.into(), value);
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.values.get(name)
+    }
+
+    /// The value of `name` as `f64` (see [`ParamValue::as_f64`]).
+    pub fn get_f64(&self, name: &str) -> Option<f64> {
+        self.values.get(name).and_then(ParamValue::as_f64)
+    }
+
+    /// Names and values, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ParamValue)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True when there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+impl FromIterator<(String, ParamValue)> for ParameterSet {
+    fn from_iter<T: IntoIterator<Item = (String, ParamValue)>>(iter: T) -> Self {
+        ParameterSet { values: iter.into_iter().collect() }
+    }
+}
+
+/// The Arrow type a parameter column has in the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// `Float64`
+    Float,
+    /// `Int64`
+    Int,
+    /// `Utf8`
+    Str,
+}
+
+/// A parameter set at its place in the sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepPoint {
+    /// 0-based position in the sweep; batches are contiguous ranges of these.
+    pub index: u64,
+    /// The parameter values.
+    pub params: ParameterSet,
+    /// `param_id` of `params`.
+    pub param_id: ParamId,
+    /// From a parameter file's `seed` column: run exactly one replicate with this seed instead
+    /// of `replicates` replicates with derived seeds.
+    pub fixed_seed: Option<u32>,
+}
+
+/// The points of a sweep with the names and kinds of their parameters (the output columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// Parameter names, sorted, with the kind of each.
+    pub columns: Vec<(String, ParamKind)>,
+    /// The points, `index` = position.
+    pub points: Vec<SweepPoint>,
+}

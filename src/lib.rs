@@ -1,1 +1,165 @@
-pub fn x(){}
+//! simsweep: bounded, resumable, deterministic sweeps of stochastic simulations, written to
+//! Parquet batch by batch.
+//!
+//! A sweep runs N parameter sets × R replicates of a model, scores each parameter set against
+//! observed data (one loss per target), and commits its results batch by batch, so memory is
+//! set by the batch size, never by N. The same entry point, [`run`], serves the `simsweep`
+//! command, a host application embedding the engine, and (later) the daemon.
+//!
+//! | item | what |
+//! | --- | --- |
+//! | [`load_job`] / [`parse_job`] | read and validate a job spec (TOML) into a [`Job`] |
+//! | [`run`] | run a job to the end, resuming what an earlier run committed |
+//! | [`RunOptions`] | batch size, workers, bounds (none of them change results) |
+//! | [`ProgressObserver`], [`ProgressEvent`] | what a run tells while it goes |
+//! | [`CancelToken`] | ask a run to stop; its output stays resumable |
+//! | [`Report`] | what a run did, with the best parameter sets per target |
+//! | [`engine`], [`actors`] | the two crates underneath, for what this facade does not re-export |
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! let job = simsweep::load_job("examples/flu-boarding-school/job.toml".as_ref())?;
+//! let report = simsweep::run(
+//!     &job,
+//!     &simsweep::RunOptions::default(),
+//!     Arc::new(simsweep::NoProgress),
+//!     simsweep::CancelToken::new(),
+//! )?;
+//! println!("{} simulations committed", report.progress.simulations_committed);
+//! # Ok::<(), simsweep::Error>(())
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use simsweep_actors as actors;
+pub use simsweep_engine as engine;
+
+pub use simsweep_engine::progress::{
+    BestParameterSet, CancelToken, NoProgress, Progress, ProgressEvent, ProgressObserver, Report,
+    RunOptions, TargetSummary, DEFAULT_BATCH_SIZE,
+};
+pub use simsweep_engine::spec::{load_job, parse_job, Job};
+pub use simsweep_engine::EngineError;
+
+use simsweep_actors::{run_dataflow, RunError};
+use simsweep_engine::output::{prepare_output_dir, write_json_atomic, Manifest, OutputLayout};
+use simsweep_engine::plan::Planner;
+use simsweep_engine::summary::{best_per_target, SUMMARY_FILE};
+
+/// Number of best parameter sets per target kept in `summary.json` and the [`Report`].
+pub const SUMMARY_BEST_PER_TARGET: usize = 10;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad input (spec, data, output directory) or an I/O failure; see
+    /// [`EngineError::is_input_error`].
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The dataflow failed while running.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+impl Error {
+    /// True for the user's input errors (exit code 2 on the command line).
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, Error::Engine(e) if e.is_input_error())
+    }
+}
+
+/// Runs `job` to the end and returns what it did.
+///
+/// Writes under `job.output_dir`; if that directory holds an earlier, interrupted run of the
+/// same job (same spec hash), resumes it: committed batches are kept, leftovers of open batches
+/// are removed, and the rest is run, so the result is the same rows as one uninterrupted run,
+/// whatever `options` were used before or now.
+///
+/// Blocks the calling thread; do not call it from inside an async runtime (use
+/// `spawn_blocking`). `observer` is called from the run's threads.
+///
+/// # Errors
+/// - [`Error::Engine`] with an input error when the output directory holds another job's
+///   results or something that is not a simsweep output; nothing is written then.
+/// - [`Error::Engine`] with an I/O error naming the path when a file cannot be written.
+/// - [`Error::Run`] when the dataflow fails; committed batches stay committed and resumable.
+pub fn run(
+    job: &Job,
+    options: &RunOptions,
+    observer: Arc<dyn ProgressObserver>,
+    cancel: CancelToken,
+) -> Result<Report, Error> {
+    let started = Instant::now();
+    let job = Arc::new(job.clone());
+    let layout = OutputLayout::new(&job.output_dir);
+    let span = tracing::info_span!("job", job = %job.name);
+    let _entered = span.enter();
+
+    let manifest = match prepare_output_dir(&layout, &job.spec_hash)? {
+        Some(manifest) => manifest,
+        None => {
+            let manifest = Manifest::new(&job, options.batch_size.get() as u64);
+            manifest.write_atomic(&layout)?;
+            manifest
+        }
+    };
+    let planner = Planner::new(
+        job.sweep.points.len() as u64,
+        options.batch_size,
+        &manifest.committed_ranges(),
+        manifest.next_index(),
+        options.max_open_batches,
+    );
+    let batches_resumed = manifest.batches.len() as u32;
+    let mut progress = Progress {
+        batches_committed: batches_resumed,
+        batches_planned: planner.batches_planned(),
+        simulations_committed: manifest.batches.iter().map(|b| b.simulations).sum(),
+        simulations_planned: job.simulations(),
+        failed: 0,
+    };
+    tracing::info!(
+        planned = progress.batches_planned,
+        resumed = batches_resumed,
+        simulations = progress.simulations_planned,
+        "run starts"
+    );
+    observer.on_event(&ProgressEvent::Started { progress, output_dir: job.output_dir.clone() });
+
+    let mut manifest = manifest;
+    let mut cancelled = false;
+    if !planner.is_finished() || !manifest.finished {
+        let outcome = run_dataflow(
+            job.clone(),
+            layout.clone(),
+            manifest,
+            planner,
+            progress,
+            options,
+            observer,
+            cancel,
+        )?;
+        if let Some(error) = outcome.error {
+            return Err(error.into());
+        }
+        progress = outcome.progress;
+        manifest = outcome.manifest;
+        cancelled = outcome.cancelled;
+    }
+
+    let target_names: Vec<String> = job.targets.iter().map(|t| t.name.clone()).collect();
+    let summary = best_per_target(&layout, &manifest, &job.sweep, &target_names, SUMMARY_BEST_PER_TARGET)?;
+    if manifest.finished {
+        write_json_atomic(&layout.root().join(SUMMARY_FILE), &summary)?;
+    }
+    Ok(Report {
+        output_dir: job.output_dir.clone(),
+        progress,
+        batches_resumed,
+        elapsed: started.elapsed(),
+        cancelled,
+        summary,
+    })
+}

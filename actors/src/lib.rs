@@ -1,1 +1,117 @@
-pub fn x(){}
+//! simsweep's dataflow: the actix actors that run a job.
+//!
+//! | module | actor / what |
+//! | --- | --- |
+//! | [`batcher`] | Batcher: releases bounded batches, records commits, reports progress |
+//! | [`sim_worker`] | SimWorker ×W: runs the model on a SyncArbiter thread |
+//! | [`aggregator`] | Aggregator: replicates → one loss per parameter set and target |
+//! | [`parquet_writer`] | ParquetWriter: buffers a batch's rows, commits its files |
+//! | [`messages`] | messages several actors share |
+//!
+//! [`run_dataflow`] wires them and runs them to the end on an actix `System` of its own.
+//!
+//! ```text
+//!  Batcher ──RunTask──► SimWorker ×W ──Replicate──► Aggregator ──PointScored──► ParquetWriter
+//!     ▲                        └────────────────Replicate─────────────────────────►   │
+//!     └──────────────────────────────── BatchFlushed ─────────────────────────────────┘
+//! ```
+//!
+//! Bounds: the Batcher hands out at most `RunOptions::max_tasks_in_flight` tasks and keeps at
+//! most `max_open_batches` batches open; the Aggregator's and the writer's mailboxes hold at
+//! most `mailbox_capacity` messages and every send to them waits for room. Replicate outputs
+//! held at any time ≤ `max_open_batches × batch_size × R` (open batches in the writer; the
+//! Aggregator holds a subset of the same, shared, buffers) — independent of the sweep's size.
+
+pub mod aggregator;
+pub mod batcher;
+pub mod messages;
+pub mod parquet_writer;
+pub mod sim_worker;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use simsweep_engine::output::{Manifest, OutputLayout};
+use simsweep_engine::plan::Planner;
+use simsweep_engine::progress::{CancelToken, Progress, ProgressObserver, RunOptions};
+use simsweep_engine::spec::Job;
+use simsweep_engine::EngineError;
+
+pub use batcher::Outcome;
+
+/// Why the dataflow stopped early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Writing files or the manifest failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// An actor was unreachable (it stopped after an earlier failure).
+    #[error("an actor of the dataflow stopped: {0}")]
+    Mailbox(#[source] actix::MailboxError),
+    /// The actor system could not start or ended without an outcome.
+    #[error("actor system: {0}")]
+    System(#[source] std::io::Error),
+}
+
+/// Runs `job` from where `manifest` says it is to the end (or until `cancel`), on an actix
+/// `System` started for the purpose on the calling thread.
+///
+/// `planner` must already know the committed ranges of `manifest`. Call from a thread that is
+/// not inside an async runtime (in an async host: `spawn_blocking`).
+///
+/// # Errors
+/// [`RunError::System`] when the actor system cannot run. Failures inside the dataflow are in
+/// [`Outcome::error`], with the manifest as last committed.
+pub fn run_dataflow(
+    job: Arc<Job>,
+    layout: OutputLayout,
+    manifest: Manifest,
+    planner: Planner,
+    progress: Progress,
+    options: &RunOptions,
+    observer: Arc<dyn ProgressObserver>,
+    cancel: CancelToken,
+) -> Result<Outcome, RunError> {
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let system = System::new();
+    let options = options.clone();
+    system.block_on(async move {
+        let batcher_ctx: Context<batcher::Batcher> = Context::new();
+        let batcher_addr = batcher_ctx.address();
+        let capacity = options.mailbox_capacity.get();
+
+        let writer_job = job.clone();
+        let writer_layout = layout.clone();
+        let flushed = batcher_addr.clone().recipient();
+        let failed = batcher_addr.clone().recipient();
+        let writer = parquet_writer::ParquetWriter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            parquet_writer::ParquetWriter::new(&writer_job, writer_layout, flushed, failed, capacity)
+        });
+        let agg_job = job.clone();
+        let agg_writer = writer.clone();
+        let aggregator = aggregator::Aggregator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            aggregator::Aggregator::new(agg_job, agg_writer, capacity)
+        });
+        let worker_job = job.clone();
+        let workers = SyncArbiter::start(options.workers.get(), move || {
+            sim_worker::SimWorker::new(worker_job.clone(), aggregator.clone(), writer.clone())
+        });
+        batcher_ctx.run(batcher::Batcher::new(batcher::BatcherParts {
+            job,
+            planner,
+            workers,
+            layout,
+            manifest,
+            observer,
+            cancel,
+            max_in_flight: options.max_tasks_in_flight(),
+            progress,
+            done: done_tx,
+        }));
+    });
+    system.run().map_err(RunError::System)?;
+    done_rx.try_recv().map_err(|_| {
+        RunError::System(std::io::Error::other("the dataflow ended without reporting an outcome"))
+    })
+}

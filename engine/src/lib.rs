@@ -11,7 +11,11 @@
 //! | [`loss`] | losses and replicate aggregations over Arrow arrays |
 //! | [`plan`] | batch planning as a synchronous state machine |
 //! | [`output`] | output layout, per-batch Parquet files with atomic commit, the manifest |
+//! | [`collect`] | per-task and per-batch bookkeeping of the dataflow (Aggregator and writer state) |
+//! | [`progress`] | run options, progress events, cancellation, the report |
+//! | [`summary`] | best parameter sets per target, read back from the files |
 
+pub mod collect;
 pub mod error;
 pub mod identity;
 pub mod loss;
@@ -19,7 +23,9 @@ pub mod model;
 pub mod output;
 pub mod params;
 pub mod plan;
+pub mod progress;
 pub mod spec;
+pub mod summary;
 pub mod target;
 
 pub use error::{EngineError, Result};

@@ -1,0 +1,539 @@
+//! The per-task and per-batch bookkeeping of the dataflow, as synchronous state machines.
+//!
+//! - [`SimTask`] / [`SimReturn`]: one replicate to run, and what it returned.
+//! - [`ReplicateCollector`] (the Aggregator's state): holds a parameter set's replicates only
+//!   until all of them have returned, then scores every target ([`score_point`]) and drops them.
+//! - [`BatchAssembler`] (the ParquetWriter's state): holds an open batch's rows until the batch
+//!   is complete, then hands out its tables sorted by (parameter set index, replicate), so the
+//!   files do not depend on the order in which replicates finished.
+//!
+//! Both hold data for open batches only; the Batcher keeps at most
+//! [`crate::plan::Planner`]'s `max_open` batches open, which bounds them by
+//! `max_open × batch_size × R` replicates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    UInt32Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+
+use crate::model::{OutputSpec, SimError, SimOutput};
+use crate::output::{BatchTable, Dataset};
+use crate::params::{ParamKind, ParamValue, Sweep};
+use crate::plan::BatchRange;
+use crate::target::Target;
+
+/// One replicate to run.
+#[derive(Debug, Clone)]
+pub struct SimTask {
+    /// The batch the task belongs to (index and point range).
+    pub batch: BatchRange,
+    /// Index of the parameter set in the sweep.
+    pub point: u64,
+    /// 0-based replicate number.
+    pub replicate: u32,
+    /// The replicate's seed.
+    pub seed: u32,
+}
+
+/// What one replicate returned.
+#[derive(Debug, Clone)]
+pub struct SimReturn {
+    /// The task that ran.
+    pub task: SimTask,
+    /// The output tables, or why the replicate failed.
+    pub result: std::result::Result<SimOutput, SimError>,
+}
+
+/// Number of replicates run for a point: 1 for a point with a fixed seed, else `replicates`.
+pub fn replicates_of(sweep: &Sweep, point: u64, replicates: u32) -> u32 {
+    match sweep.points.get(point as usize) {
+        Some(p) if p.fixed_seed.is_some() => 1,
+        _ => replicates,
+    }
+}
+
+/// The seed of replicate `replicate` of point `point`.
+pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
+    let p = &sweep.points[point as usize];
+    p.fixed_seed
+        .unwrap_or_else(|| crate::identity::replicate_seed(&p.param_id, replicate))
+}
+
+/// Expands a batch into its tasks, in (point, replicate) order.
+pub fn tasks_of(sweep: &Sweep, batch: &BatchRange, replicates: u32) -> impl Iterator<Item = SimTask> + '_ {
+    let batch = batch.clone();
+    batch.points.clone().flat_map(move |point| {
+        let batch = batch.clone();
+        (0..replicates_of(sweep, point, replicates)).map(move |replicate| SimTask {
+            batch: batch.clone(),
+            point,
+            replicate,
+            seed: seed_of(sweep, point, replicate),
+        })
+    })
+}
+
+/// Number of tasks of the points `points`.
+pub fn task_count(sweep: &Sweep, points: &Range<u64>, replicates: u32) -> u64 {
+    points.clone().map(|p| u64::from(replicates_of(sweep, p, replicates))).sum()
+}
+
+/// One parameter set's losses, one per target, with how its replicates fared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointLosses {
+    /// The batch of the point.
+    pub batch: BatchRange,
+    /// Index of the parameter set in the sweep.
+    pub point: u64,
+    /// Loss per target, in the job's target order; `None` when no replicate succeeded or the
+    /// model's output could not be aligned with the observations.
+    pub losses: Vec<Option<f64>>,
+    /// Replicates run.
+    pub n_replicates: u32,
+    /// Replicates that failed.
+    pub n_failed: u32,
+    /// Seeds of all replicates, by replicate number.
+    pub seeds: Vec<u32>,
+}
+
+struct PendingPoint {
+    batch: BatchRange,
+    expected: u32,
+    /// (replicate, seed, tables of the scored outputs or None when failed)
+    arrived: Vec<(u32, u32, Option<SimOutput>)>,
+}
+
+/// The Aggregator's state: replicates of the parameter sets whose replicates are not all in.
+#[derive(Default)]
+pub struct ReplicateCollector {
+    pending: HashMap<u64, PendingPoint>,
+}
+
+impl ReplicateCollector {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parameter sets waiting for replicates.
+    pub fn pending_points(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Replicates held.
+    pub fn held_replicates(&self) -> usize {
+        self.pending.values().map(|p| p.arrived.len()).sum()
+    }
+
+    /// Adds one replicate; when it was the last of its parameter set, scores every target and
+    /// returns the losses (the replicates are dropped).
+    pub fn add(
+        &mut self,
+        ret: SimReturn,
+        sweep: &Sweep,
+        replicates: u32,
+        targets: &[Target],
+    ) -> Option<PointLosses> {
+        let point = ret.task.point;
+        let entry = self.pending.entry(point).or_insert_with(|| PendingPoint {
+            batch: ret.task.batch.clone(),
+            expected: replicates_of(sweep, point, replicates),
+            arrived: Vec::new(),
+        });
+        entry.arrived.push((ret.task.replicate, ret.task.seed, ret.result.ok()));
+        if entry.arrived.len() < entry.expected as usize {
+            return None;
+        }
+        let mut done = self.pending.remove(&point)?;
+        done.arrived.sort_by_key(|(r, _, _)| *r);
+        Some(score_point(done.batch, point, &done.arrived, targets))
+    }
+}
+
+/// Scores every target from the replicates of one parameter set.
+///
+/// `replicates`: (replicate, seed, output or `None` when failed), sorted by replicate. A target
+/// whose alignment fails gets a `None` loss and a warning in the log.
+pub fn score_point(
+    batch: BatchRange,
+    point: u64,
+    replicates: &[(u32, u32, Option<SimOutput>)],
+    targets: &[Target],
+) -> PointLosses {
+    let losses = targets
+        .iter()
+        .map(|target| {
+            let tables: Vec<&RecordBatch> = replicates
+                .iter()
+                .filter_map(|(_, _, out)| out.as_ref())
+                .filter_map(|out| out.tables.get(target.output_index))
+                .collect();
+            match target.loss(&tables) {
+                Ok(loss) => loss,
+                Err(error) => {
+                    tracing::warn!(target = %target.name, point, %error, "loss set to null");
+                    None
+                }
+            }
+        })
+        .collect();
+    PointLosses {
+        batch,
+        point,
+        losses,
+        n_replicates: replicates.len() as u32,
+        n_failed: replicates.iter().filter(|(_, _, o)| o.is_none()).count() as u32,
+        seeds: replicates.iter().map(|(_, s, _)| *s).collect(),
+    }
+}
+
+/// A failed replicate, as written to `failures/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureRecord {
+    /// Index of the parameter set.
+    pub point: u64,
+    /// Replicate number.
+    pub replicate: u32,
+    /// Seed of the replicate.
+    pub seed: u32,
+    /// `error` or `panic` (built-in models).
+    pub kind: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// The model's message.
+    pub message: String,
+}
+
+#[derive(Default)]
+struct OpenBatch {
+    expected_tasks: u64,
+    tasks: u64,
+    expected_points: u64,
+    /// (point, replicate) → output tables
+    outputs: BTreeMap<(u64, u32), (u32, SimOutput)>,
+    losses: BTreeMap<u64, PointLosses>,
+    failures: BTreeMap<(u64, u32), FailureRecord>,
+    rows_buffered: u64,
+}
+
+/// A batch whose rows are all in: its tables, ready for [`crate::output::commit_batch`].
+#[derive(Debug)]
+pub struct CompleteBatch {
+    /// The batch.
+    pub batch: BatchRange,
+    /// One table per dataset: each selected model output, each target, failures.
+    pub tables: Vec<BatchTable>,
+    /// Replicates run.
+    pub simulations: u64,
+    /// Replicates failed.
+    pub failed: u64,
+}
+
+/// The ParquetWriter's state: the rows of each open batch, until the batch is complete.
+pub struct BatchAssembler {
+    sweep: Arc<Sweep>,
+    replicates: u32,
+    outputs: Vec<OutputSpec>,
+    output_schemas: Vec<SchemaRef>,
+    target_names: Vec<String>,
+    target_schema: SchemaRef,
+    open: BTreeMap<u32, OpenBatch>,
+}
+
+impl BatchAssembler {
+    /// An assembler for a sweep whose model has `outputs` and whose job scores `targets`.
+    pub fn new(sweep: Arc<Sweep>, replicates: u32, outputs: Vec<OutputSpec>, targets: &[Target]) -> Self {
+        let output_schemas = outputs.iter().map(|o| model_output_schema(&o.schema)).collect();
+        let target_schema = target_schema(&sweep);
+        BatchAssembler {
+            sweep,
+            replicates,
+            outputs,
+            output_schemas,
+            target_names: targets.iter().map(|t| t.name.clone()).collect(),
+            target_schema,
+            open: BTreeMap::new(),
+        }
+    }
+
+    fn batch_mut(&mut self, batch: &BatchRange) -> &mut OpenBatch {
+        let sweep = &self.sweep;
+        let replicates = self.replicates;
+        self.open.entry(batch.index).or_insert_with(|| OpenBatch {
+            expected_tasks: task_count(sweep, &batch.points, replicates),
+            expected_points: batch.points.end - batch.points.start,
+            ..OpenBatch::default()
+        })
+    }
+
+    /// Model-output rows held in open batches.
+    pub fn rows_buffered(&self) -> u64 {
+        self.open.values().map(|b| b.rows_buffered).sum()
+    }
+
+    /// Batches with rows held.
+    pub fn open_batches(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Adds one replicate's return. Returns the batch when this completed it.
+    ///
+    /// # Errors
+    /// Arrow errors while building the tables of a completed batch.
+    pub fn add_return(&mut self, ret: SimReturn) -> Result<Option<CompleteBatch>> {
+        let batch = ret.task.batch.clone();
+        let open = self.batch_mut(&batch);
+        open.tasks += 1;
+        let key = (ret.task.point, ret.task.replicate);
+        match ret.result {
+            Ok(output) => {
+                open.rows_buffered += output.tables.iter().map(|t| t.num_rows() as u64).sum::<u64>();
+                open.outputs.insert(key, (ret.task.seed, output));
+            }
+            Err(error) => {
+                open.failures.insert(
+                    key,
+                    FailureRecord {
+                        point: ret.task.point,
+                        replicate: ret.task.replicate,
+                        seed: ret.task.seed,
+                        kind: error.kind().to_string(),
+                        attempt: 1,
+                        message: error.to_string(),
+                    },
+                );
+            }
+        }
+        self.finish_if_complete(batch.index)
+    }
+
+    /// Adds one parameter set's losses. Returns the batch when this completed it.
+    ///
+    /// # Errors
+    /// Arrow errors while building the tables of a completed batch.
+    pub fn add_losses(&mut self, losses: PointLosses) -> Result<Option<CompleteBatch>> {
+        let index = losses.batch.index;
+        let open = self.batch_mut(&losses.batch.clone());
+        open.losses.insert(losses.point, losses);
+        self.finish_if_complete(index)
+    }
+
+    fn finish_if_complete(&mut self, index: u32) -> Result<Option<CompleteBatch>> {
+        let complete = self.open.get(&index).is_some_and(|b| {
+            b.tasks == b.expected_tasks && b.losses.len() as u64 == b.expected_points
+        });
+        if !complete {
+            return Ok(None);
+        }
+        let Some(open) = self.open.remove(&index) else {
+            return Ok(None);
+        };
+        let batch = open
+            .losses
+            .values()
+            .next()
+            .map(|l| l.batch.clone())
+            .unwrap_or(BatchRange { index, points: 0..0 });
+        let mut tables = Vec::with_capacity(self.outputs.len() + self.target_names.len() + 1);
+        for (o, spec) in self.outputs.iter().enumerate() {
+            tables.push(BatchTable {
+                dataset: Dataset::ModelOutput(spec.name.clone()),
+                schema: self.output_schemas[o].clone(),
+                batches: self.model_output_rows(&open, o)?,
+            });
+        }
+        for (t, name) in self.target_names.iter().enumerate() {
+            tables.push(BatchTable {
+                dataset: Dataset::Target(name.clone()),
+                schema: self.target_schema.clone(),
+                batches: vec![self.target_rows(&open, t)?],
+            });
+        }
+        tables.push(BatchTable {
+            dataset: Dataset::Failures,
+            schema: failure_schema(),
+            batches: vec![self.failure_rows(&open)?],
+        });
+        Ok(Some(CompleteBatch {
+            batch,
+            tables,
+            simulations: open.tasks,
+            failed: open.failures.len() as u64,
+        }))
+    }
+
+    fn model_output_rows(&self, open: &OpenBatch, output: usize) -> Result<Vec<RecordBatch>> {
+        let schema = &self.output_schemas[output];
+        let mut out = Vec::with_capacity(open.outputs.len());
+        for (&(point, replicate), (seed, sim)) in &open.outputs {
+            let Some(table) = sim.tables.get(output) else { continue };
+            let n = table.num_rows();
+            let param_id = self.sweep.points[point as usize].param_id.as_str();
+            let mut ids = StringBuilder::with_capacity(n, n * param_id.len());
+            for _ in 0..n {
+                ids.append_value(param_id);
+            }
+            let mut columns: Vec<ArrayRef> = table.columns().to_vec();
+            columns.push(Arc::new(ids.finish()));
+            columns.push(Arc::new(arrow::array::UInt32Array::from_value(replicate, n)));
+            columns.push(Arc::new(arrow::array::UInt32Array::from_value(*seed, n)));
+            out.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        Ok(out)
+    }
+
+    fn target_rows(&self, open: &OpenBatch, target: usize) -> Result<RecordBatch> {
+        let n = open.losses.len();
+        let mut ids = StringBuilder::with_capacity(n, n * 64);
+        let mut loss = Float64Builder::with_capacity(n);
+        let mut n_rep = UInt32Builder::with_capacity(n);
+        let mut n_failed = UInt32Builder::with_capacity(n);
+        let mut seeds = ListBuilder::new(UInt32Builder::new())
+            .with_field(Arc::new(Field::new("item", DataType::UInt32, false)));
+        for l in open.losses.values() {
+            ids.append_value(self.sweep.points[l.point as usize].param_id.as_str());
+            loss.append_option(l.losses.get(target).copied().flatten());
+            n_rep.append_value(l.n_replicates);
+            n_failed.append_value(l.n_failed);
+            seeds.values().append_slice(&l.seeds);
+            seeds.append(true);
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(ids.finish())];
+        for (name, kind) in &self.sweep.columns {
+            columns.push(param_column(&self.sweep, open.losses.keys().copied(), name, *kind));
+        }
+        columns.push(Arc::new(loss.finish()));
+        columns.push(Arc::new(n_rep.finish()));
+        columns.push(Arc::new(n_failed.finish()));
+        columns.push(Arc::new(seeds.finish()));
+        Ok(RecordBatch::try_new(self.target_schema.clone(), columns)?)
+    }
+
+    fn failure_rows(&self, open: &OpenBatch) -> Result<RecordBatch> {
+        let n = open.failures.len();
+        let mut ids = StringBuilder::new();
+        let mut replicate = UInt32Builder::with_capacity(n);
+        let mut seed = UInt32Builder::with_capacity(n);
+        let mut kind = StringBuilder::new();
+        let mut attempt = UInt32Builder::with_capacity(n);
+        let mut exit_code = Int32Builder::with_capacity(n);
+        let mut signal = Int32Builder::with_capacity(n);
+        let mut message = StringBuilder::new();
+        let mut stderr_tail = StringBuilder::new();
+        for f in open.failures.values() {
+            ids.append_value(self.sweep.points[f.point as usize].param_id.as_str());
+            replicate.append_value(f.replicate);
+            seed.append_value(f.seed);
+            kind.append_value(&f.kind);
+            attempt.append_value(f.attempt);
+            exit_code.append_null();
+            signal.append_null();
+            message.append_value(&f.message);
+            stderr_tail.append_null();
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ids.finish()),
+            Arc::new(replicate.finish()),
+            Arc::new(seed.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(attempt.finish()),
+            Arc::new(exit_code.finish()),
+            Arc::new(signal.finish()),
+            Arc::new(message.finish()),
+            Arc::new(stderr_tail.finish()),
+        ];
+        Ok(RecordBatch::try_new(failure_schema(), columns)?)
+    }
+}
+
+fn param_column(sweep: &Sweep, points: impl Iterator<Item = u64>, name: &str, kind: ParamKind) -> ArrayRef {
+    let values = points.map(|p| sweep.points[p as usize].params.get(name));
+    match kind {
+        ParamKind::Float => {
+            let mut b = Float64Builder::new();
+            for v in values {
+                b.append_option(v.and_then(ParamValue::as_f64));
+            }
+            Arc::new(b.finish())
+        }
+        ParamKind::Int => {
+            let mut b = Int64Builder::new();
+            for v in values {
+                b.append_option(match v {
+                    Some(ParamValue::Int(i)) => Some(*i),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+        ParamKind::Str => {
+            let mut b = StringBuilder::new();
+            for v in values {
+                b.append_option(match v {
+                    Some(ParamValue::Str(s)) => Some(s.as_str()),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// Schema of `model_outputs/<output>/`: the model's columns, then `param_id` (Utf8),
+/// `replicate` (UInt32), `seed` (UInt32).
+pub fn model_output_schema(model: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = model.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("param_id", DataType::Utf8, false));
+    fields.push(Field::new("replicate", DataType::UInt32, false));
+    fields.push(Field::new("seed", DataType::UInt32, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Schema of `targets/<target>/`: `param_id`, one column per parameter (Float64, Int64 or Utf8),
+/// `loss` (Float64, null when no replicate succeeded), `n_replicates`, `n_failed` (UInt32),
+/// `seeds` (List<UInt32>, by replicate number).
+pub fn target_schema(sweep: &Sweep) -> SchemaRef {
+    let mut fields = vec![Field::new("param_id", DataType::Utf8, false)];
+    for (name, kind) in &sweep.columns {
+        let dt = match kind {
+            ParamKind::Float => DataType::Float64,
+            ParamKind::Int => DataType::Int64,
+            ParamKind::Str => DataType::Utf8,
+        };
+        fields.push(Field::new(name, dt, true));
+    }
+    fields.push(Field::new("loss", DataType::Float64, true));
+    fields.push(Field::new("n_replicates", DataType::UInt32, false));
+    fields.push(Field::new("n_failed", DataType::UInt32, false));
+    fields.push(Field::new(
+        "seeds",
+        DataType::List(Arc::new(Field::new("item", DataType::UInt32, false))),
+        false,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+/// Schema of `failures/`: `param_id`, `replicate`, `seed`, `kind`, `attempt`, `exit_code`,
+/// `signal`, `message`, `stderr_tail` (the last three null for in-process models).
+pub fn failure_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("param_id", DataType::Utf8, false),
+        Field::new("replicate", DataType::UInt32, false),
+        Field::new("seed", DataType::UInt32, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("attempt", DataType::UInt32, false),
+        Field::new("exit_code", DataType::Int32, true),
+        Field::new("signal", DataType::Int32, true),
+        Field::new("message", DataType::Utf8, false),
+        Field::new("stderr_tail", DataType::Utf8, true),
+    ]))
+}
+

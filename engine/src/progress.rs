@@ -1,0 +1,173 @@
+//! What a run reports while it goes and when it ends, and how a caller stops it.
+//!
+//! The same types serve the command line (a progress bar), an embedding host, and later the
+//! daemon: a [`ProgressObserver`] receives [`ProgressEvent`]s, a [`CancelToken`] asks the run to
+//! stop, and the run returns a [`Report`].
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default number of parameter sets per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 200;
+/// Default number of batches that may be open (released, not yet committed) at once: one
+/// computing while the previous one flushes.
+pub const DEFAULT_MAX_OPEN_BATCHES: usize = 2;
+/// Default number of tasks handed to the workers but not yet returned, per worker.
+pub const DEFAULT_TASKS_IN_FLIGHT_PER_WORKER: usize = 32;
+/// Default capacity of the Aggregator's and ParquetWriter's mailboxes, in messages.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
+
+/// How a run is executed; none of this changes its results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Parameter sets per batch: the unit of commit and of resume.
+    pub batch_size: NonZeroUsize,
+    /// Simulation worker threads.
+    pub workers: NonZeroUsize,
+    /// Batches open at once (see [`DEFAULT_MAX_OPEN_BATCHES`]).
+    pub max_open_batches: NonZeroUsize,
+    /// Tasks handed out but not returned, per worker.
+    pub tasks_in_flight_per_worker: NonZeroUsize,
+    /// Capacity of the Aggregator's and ParquetWriter's mailboxes, in messages.
+    pub mailbox_capacity: NonZeroUsize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        RunOptions {
+            batch_size: nz(DEFAULT_BATCH_SIZE),
+            workers: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            max_open_batches: nz(DEFAULT_MAX_OPEN_BATCHES),
+            tasks_in_flight_per_worker: nz(DEFAULT_TASKS_IN_FLIGHT_PER_WORKER),
+            mailbox_capacity: nz(DEFAULT_MAILBOX_CAPACITY),
+        }
+    }
+}
+
+impl RunOptions {
+    /// The most tasks handed to workers and not yet returned.
+    ///
+    /// Together with `max_open_batches` this bounds what a run holds: at most
+    /// `max_open_batches × batch_size × R` replicates' outputs are buffered (in the Aggregator
+    /// and the ParquetWriter, for the open batches), whatever the number of parameter sets.
+    pub fn max_tasks_in_flight(&self) -> usize {
+        self.workers.get() * self.tasks_in_flight_per_worker.get()
+    }
+}
+
+/// How far a run is. Counts only committed work, so they never go backwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Batches committed, including those committed by an earlier run that this one resumed.
+    pub batches_committed: u32,
+    /// Batches in the whole sweep.
+    pub batches_planned: u32,
+    /// Simulations (replicates) committed.
+    pub simulations_committed: u64,
+    /// Simulations in the whole sweep.
+    pub simulations_planned: u64,
+    /// Failed replicates among those committed in this run.
+    pub failed: u64,
+}
+
+/// An event of a run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ProgressEvent {
+    /// The run started; `progress` counts what earlier runs already committed.
+    Started {
+        /// Progress at start.
+        progress: Progress,
+        /// Where the files go.
+        output_dir: PathBuf,
+    },
+    /// Batch `index` was committed (its files are in place and the manifest lists it).
+    BatchCommitted {
+        /// Batch index.
+        index: u32,
+        /// Progress after the commit.
+        progress: Progress,
+        /// Time since this run started.
+        elapsed: Duration,
+    },
+}
+
+/// Receives a run's events. Called from the run's threads: keep it quick.
+pub trait ProgressObserver: Send + Sync {
+    /// One event.
+    fn on_event(&self, event: &ProgressEvent);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl ProgressObserver for NoProgress {
+    fn on_event(&self, _event: &ProgressEvent) {}
+}
+
+/// Asks a run to stop: no new work is released, open batches that complete are committed, the
+/// others are dropped, and the run returns a [`Report`] with `cancelled` set. The output stays
+/// resumable. Clones share one flag.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Asks the run to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One of the best parameter sets of a target.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BestParameterSet {
+    /// Its `param_id`.
+    pub param_id: String,
+    /// Its position in the sweep.
+    pub point: u64,
+    /// Parameter name → value (as text).
+    pub parameters: Vec<(String, String)>,
+    /// The loss.
+    pub loss: f64,
+    /// Failed replicates among its replicates.
+    pub n_failed: u32,
+}
+
+/// The best parameter sets of one target, smallest loss first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TargetSummary {
+    /// Target name.
+    pub target: String,
+    /// Up to `k` parameter sets; ties broken by sweep position.
+    pub best: Vec<BestParameterSet>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The output directory.
+    pub output_dir: PathBuf,
+    /// Progress at the end.
+    pub progress: Progress,
+    /// Batches already committed when this run started (resumed).
+    pub batches_resumed: u32,
+    /// Wall time of this run.
+    pub elapsed: Duration,
+    /// True when stopped by a [`CancelToken`] before the sweep was complete.
+    pub cancelled: bool,
+    /// Best parameter sets per target (over all committed batches).
+    pub summary: Vec<TargetSummary>,
+}

@@ -1,0 +1,157 @@
+//! Test helpers: a small job written to a temporary directory, and reading a dataset back.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow::compute::concat_batches;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// Observed prevalence, numeric time column (days), for the small SIR job.
+pub const OBSERVED_CSV: &str = "day,cases\n2,8\n4,15\n6,30\n8,52\n10,80\n12,96\n14,90\n";
+
+/// Observed incidence with dates; origin 2020-03-01 is model day 0.
+pub const OBSERVED_DATED_CSV: &str =
+    "date,new\n2020-03-03,3\n2020-03-05,6\n2020-03-07,9\n2020-03-09,14\n2020-03-11,15\n";
+
+/// Builder of a small SIR job in a temporary directory.
+pub struct SmallJob {
+    pub count: u32,
+    pub replicates: u32,
+    pub sampler: &'static str,
+    pub extra_top: String,
+    pub targets: String,
+}
+
+impl Default for SmallJob {
+    fn default() -> Self {
+        SmallJob {
+            count: 23,
+            replicates: 3,
+            sampler: "latin_hypercube",
+            extra_top: String::new(),
+            targets: format!("{}\n{}", TARGET_PREVALENCE, TARGET_INCIDENCE),
+        }
+    }
+}
+
+pub const TARGET_PREVALENCE: &str = r#"
+[[targets]]
+name = "prevalence"
+output = "prevalence"
+column = "infected"
+data = "observed.csv"
+data_column = "cases"
+data_time_column = "day"
+aggregation = "likelihood"
+loss = "negative_binomial"
+dispersion = 5.0
+"#;
+
+pub const TARGET_INCIDENCE: &str = r#"
+[[targets]]
+name = "incidence"
+output = "incidence"
+column = "new_infections"
+data = "observed_dated.csv"
+data_column = "new"
+data_time_column = "date"
+origin = "2020-03-01"
+aggregation = "annealed"
+loss = "mse"
+"#;
+
+impl SmallJob {
+    pub fn toml(&self) -> String {
+        format!(
+            r#"name = "small"
+replicates = {replicates}
+seed = 42
+{extra_top}
+[parameters]
+sampler = "{sampler}"
+count = {count}
+
+[parameters.space]
+beta = {{ min = 0.3, max = 1.5 }}
+gamma = {{ min = 0.1, max = 0.5, scale = "log" }}
+
+[model]
+name = "sir"
+population = 500
+initial_infected = 3
+days = 14
+steps_per_day = 4
+{targets}"#,
+            replicates = self.replicates,
+            extra_top = self.extra_top,
+            sampler = self.sampler,
+            count = self.count,
+            targets = self.targets,
+        )
+    }
+
+    /// Writes `job.toml` and the data files into `dir`; returns the job path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        fs::write(dir.join("observed.csv"), OBSERVED_CSV).unwrap();
+        fs::write(dir.join("observed_dated.csv"), OBSERVED_DATED_CSV).unwrap();
+        let job = dir.join("job.toml");
+        fs::write(&job, self.toml()).unwrap();
+        job
+    }
+}
+
+/// All rows of a dataset folder (`batch-*.parquet` in name order), concatenated.
+pub fn read_dataset(dir: &Path) -> RecordBatch {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no files in {}", dir.display());
+    let mut batches = Vec::new();
+    let mut schema = None;
+    for f in &files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        schema.get_or_insert_with(|| reader.schema());
+        for b in reader {
+            batches.push(b.unwrap());
+        }
+    }
+    concat_batches(&schema.unwrap(), &batches).unwrap()
+}
+
+/// Names of the batch files in a dataset folder, sorted.
+pub fn batch_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every file below `dir`, relative, sorted (to check that nothing was written).
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

@@ -1,1 +1,1140 @@
-//! placeholder
+//! The job spec (TOML), its validation, and the resolved [`Job`].
+//!
+//! ```toml
+//! name = "flu"            # optional; default: the job file's stem
+//! replicates = 20         # R >= 1 replicates per parameter set
+//! seed = 1                # default sampler seed (default 0); replicate seeds do not use it
+//! batch_size = 200        # optional: parameter sets per batch
+//! output = "output"       # optional, relative to the job file
+//!
+//! [parameters]            # a space and a sampler ...
+//! sampler = "latin_hypercube"
+//! count = 1000
+//! [parameters.space]
+//! beta = { min = 0.1, max = 3.0, scale = "log" }
+//! gamma = 0.5
+//! # ... or a parameter file instead: `file = "params.csv"` (see `params::file`)
+//!
+//! [model]                 # a built-in model by name, with its settings
+//! name = "sir"
+//! population = 1000
+//! initial_infected = 10
+//! days = 60
+//! steps_per_day = 4
+//!
+//! [[targets]]             # zero or more; none: only the model outputs are written
+//! name = "cases"
+//! # ... see `target::TargetSpec`
+//! ```
+//!
+//! [`load_job`] / [`parse_job`] refuse bad input before anything runs: TOML errors and unknown
+//! or mistyped fields as [`EngineError::SpecSyntax`] with line and column, values out of range as
+//! [`EngineError::SpecInvalid`] with the field's dotted path, bad parameter or data files as
+//! [`EngineError::Data`] with the file's line and column.
+//!
+//! # Spec hash
+//!
+//! [`Job::spec_hash`] is the lowercase hex BLAKE2b-256 over a canonical description of
+//! everything that determines the results, and nothing else. Hashed, in order, each part
+//! followed by `\n`: [`SPEC_HASH_VERSION`]; `replicates=R`; `points=N`; for each point in sweep
+//! order `param_id:seed` (`-` without a fixed seed; the ids cover the values, hence the sampler,
+//! its seed and the parameter file's contents); the compact JSON of the [`ModelSpec`];
+//! `targets=T`; for each target its [`TargetSpec`] as compact JSON and `data=` followed by the
+//! lowercase hex BLAKE2b-256 of its data file's bytes.
+//!
+//! Not hashed, because they do not change the results: `name`, `output`, `batch_size`, the job
+//! `seed` beyond its effect on the points, the number of workers.
+//!
+//! # Duplicate parameter sets
+//!
+//! Two parameter sets with the same `param_id` are refused, naming both (two file lines, or two
+//! sampler indices): they would run the same replicate seeds twice and write two sets of rows
+//! under one `param_id`.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use blake2::{Blake2b, Digest};
+
+use crate::error::{EngineError, Result};
+use crate::identity::{self, ParamId};
+use crate::model::{ModelSpec, SharedSimulator};
+use crate::params::file::{read_parameter_file, ParameterTable};
+use crate::params::space::{ParameterSpaceSpec, SamplerKind, SpaceEntry};
+use crate::params::{ParamKind, ParameterSet, Sweep, SweepPoint};
+use crate::target::{Target, TargetSpec};
+
+/// Output directory, relative to the job file, when the spec gives none.
+pub const DEFAULT_OUTPUT_DIR: &str = "output";
+
+/// Version prefix of the bytes hashed into [`Job::spec_hash`]; bumped whenever what is hashed
+/// changes, so that old and new hashes never match by accident.
+pub const SPEC_HASH_VERSION: &str = "simsweep:spec:v1";
+
+/// A job file as written (before validation).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job name; default: the job file's stem (`flu.toml` → `flu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Replicates `R` per parameter set (>= 1); rows of a parameter file with a `seed` run one.
+    pub replicates: u32,
+    /// Job seed, default 0: the sampler seed when `[parameters]` gives none. Replicate seeds do
+    /// NOT depend on it: they derive from each set's `param_id` alone (see [`identity`]), so the
+    /// same parameter set gets the same replicates in every job.
+    #[serde(default)]
+    pub seed: u64,
+    /// Parameter sets per batch (>= 1), the unit of commit and resume; default chosen by the
+    /// runner. Does not change the results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Output directory, relative to the job file; default [`DEFAULT_OUTPUT_DIR`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
+    /// Where the parameter sets come from: a space with a sampler, or a file.
+    pub parameters: ParametersSpec,
+    /// The model and its fixed settings.
+    pub model: ModelSpec,
+    /// Observed data to score the replicates against; may be empty.
+    #[serde(default)]
+    pub targets: Vec<TargetSpec>,
+}
+
+/// The `[parameters]` section as written: either `file`, or `space` with the sampler fields.
+///
+/// The space fields mirror [`ParameterSpaceSpec`] rather than flattening it because serde does
+/// not support `flatten` together with `deny_unknown_fields`.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParametersSpec {
+    /// A CSV or Parquet parameter file, relative to the job file (see
+    /// [`crate::params::file`]); excludes every other field of the section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Parameter name → fixed value or range (see [`crate::params::space`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<BTreeMap<String, SpaceEntry>>,
+    /// The sampler: `grid`, `uniform`, `latin_hypercube` or `sobol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<SamplerKind>,
+    /// Number of parameter sets (`uniform`, `latin_hypercube`, `sobol`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Values per range, ends included (`grid`); the sweep has their product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_per_axis: Option<u64>,
+    /// Sampler seed; default: the job's `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// Where a sweep's parameter sets come from, once `[parameters]` is checked.
+enum ParameterSource {
+    Space(ParameterSpaceSpec),
+    File(PathBuf),
+}
+
+impl ParametersSpec {
+    fn source(self, job_file: &Path) -> Result<ParameterSource> {
+        let ParametersSpec {
+            file,
+            space,
+            sampler,
+            count,
+            points_per_axis,
+            seed,
+        } = self;
+        match (file, space) {
+            (Some(file), space) => {
+                let others = [
+                    ("space", space.is_some()),
+                    ("sampler", sampler.is_some()),
+                    ("count", count.is_some()),
+                    ("points_per_axis", points_per_axis.is_some()),
+                    ("seed", seed.is_some()),
+                ];
+                if let Some((other, _)) = others.iter().find(|(_, given)| *given) {
+                    return Err(invalid(
+                        job_file,
+                        "parameters.file",
+                        format!(
+                            "a parameter file excludes `{other}`: give either `file` or a \
+                             `space` with its sampler, not both"
+                        ),
+                    ));
+                }
+                Ok(ParameterSource::File(file))
+            }
+            (None, Some(space)) => Ok(ParameterSource::Space(ParameterSpaceSpec {
+                space,
+                sampler,
+                count,
+                points_per_axis,
+                seed,
+            })),
+            (None, None) => Err(invalid(
+                job_file,
+                "parameters",
+                "no parameters: give a space (`[parameters.space]` with `beta = { min = 0.1, max \
+                 = 2.0 }` and a `sampler`) or a file (`file = \"params.csv\"`)",
+            )),
+        }
+    }
+}
+
+/// A validated job, ready to run.
+#[derive(Clone)]
+pub struct Job {
+    /// Job name.
+    pub name: String,
+    /// The job file (or the path given to [`parse_job`]).
+    pub spec_file: PathBuf,
+    /// Lowercase hex BLAKE2b-256 of what determines the results (module docs, *Spec hash*).
+    pub spec_hash: String,
+    /// The parameter sets with their ids, in sweep order.
+    pub sweep: Sweep,
+    /// Replicates per parameter set without a fixed seed.
+    pub replicates: u32,
+    /// The job seed (default sampler seed only).
+    pub seed: u64,
+    /// The model spec as written.
+    pub model: ModelSpec,
+    /// The model, built.
+    pub simulator: SharedSimulator,
+    /// The targets, data loaded, in spec order.
+    pub targets: Vec<Target>,
+    /// Output directory (resolved against the job file's directory).
+    pub output_dir: PathBuf,
+    /// Parameter sets per batch, when the spec sets it.
+    pub batch_size: Option<NonZeroUsize>,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("spec_file", &self.spec_file)
+            .field("spec_hash", &self.spec_hash)
+            .field("sweep", &format_args!("{} points", self.sweep.points.len()))
+            .field("replicates", &self.replicates)
+            .field("seed", &self.seed)
+            .field("model", &self.model)
+            .field("simulator", &self.simulator.name())
+            .field("targets", &self.targets)
+            .field("output_dir", &self.output_dir)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+impl Job {
+    /// Total number of simulations: for each parameter set, 1 if it has a fixed seed, else
+    /// `replicates`.
+    pub fn simulations(&self) -> u64 {
+        self.sweep
+            .points
+            .iter()
+            .map(|p| {
+                if p.fixed_seed.is_some() {
+                    1
+                } else {
+                    u64::from(self.replicates)
+                }
+            })
+            .sum()
+    }
+}
+
+/// Reads and validates the job file at `path`.
+///
+/// Relative paths in the spec (`output`, `parameters.file`, targets' `data`) are resolved
+/// against the job file's directory.
+///
+/// # Errors
+/// [`EngineError::Data`] when the job file does not exist, [`EngineError::Io`] when it cannot
+/// be read; otherwise as [`parse_job`].
+pub fn load_job(path: &Path) -> Result<Job> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(EngineError::Data {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: "job file not found; check the path".into(),
+            })
+        }
+        Err(e) => return Err(EngineError::io(path, e)),
+    };
+    parse_job(&text, path)
+}
+
+/// Parses and validates a job spec whose text is `text`, as if read from `file` (which names
+/// the job by default, appears in errors, and whose parent directory is the base of relative
+/// paths).
+///
+/// # Errors
+/// - [`EngineError::SpecSyntax`] (line, column): invalid TOML, unknown or mistyped fields.
+/// - [`EngineError::SpecInvalid`] (field path): see [`JobSpec::resolve`].
+/// - [`EngineError::Data`]: a parameter file or target data file that cannot be used.
+///
+/// # Example
+/// ```no_run
+/// # use std::path::Path;
+/// let job = simsweep_engine::spec::load_job(Path::new("flu.toml"))?;
+/// println!("{}: {} simulations", job.name, job.simulations());
+/// # Ok::<(), simsweep_engine::EngineError>(())
+/// ```
+pub fn parse_job(text: &str, file: &Path) -> Result<Job> {
+    let spec: JobSpec = toml::from_str(text).map_err(|e| syntax_error(text, file, &e))?;
+    spec.resolve(file)
+}
+
+fn syntax_error(text: &str, file: &Path, e: &toml::de::Error) -> EngineError {
+    let offset = e.span().map_or(0, |s| s.start.min(text.len()));
+    let (line, column) = line_column(text, offset);
+    EngineError::SpecSyntax {
+        file: file.to_path_buf(),
+        line,
+        column,
+        message: e.message().trim_end().to_string(),
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn invalid(file: &Path, field: impl Into<String>, message: impl Into<String>) -> EngineError {
+    EngineError::SpecInvalid {
+        file: file.to_path_buf(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A parameter set's position, for errors: an index for samplers, a file line for files.
+#[derive(Clone, Copy)]
+enum Position {
+    Index(usize),
+    Line(u64),
+}
+
+impl Position {
+    fn line(self) -> Option<u64> {
+        match self {
+            Position::Line(l) => Some(l),
+            Position::Index(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Index(i) => write!(f, "parameter set {i}"),
+            Position::Line(l) => write!(f, "line {l}"),
+        }
+    }
+}
+
+impl JobSpec {
+    /// Validates the spec and resolves it into a [`Job`], as if read from `file`.
+    ///
+    /// # Errors
+    /// [`EngineError::SpecInvalid`] naming the field for: `replicates` 0; `batch_size` 0; an
+    /// empty `name`; a model setting out of range (`model.<setting>`); the space errors of
+    /// [`ParameterSpaceSpec::points`]; `parameters.file` together with space fields, or neither;
+    /// a parameter the model does not have, or a model parameter the sweep does not give; two
+    /// identical parameter sets (same `param_id`) from a sampler; two targets with one name.
+    /// [`EngineError::Data`] for parameter file errors (see
+    /// [`crate::params::file::read_parameter_file`]), a file column the model does not have or
+    /// a model parameter without a column, and two rows with the same parameter values (naming
+    /// both lines); target errors from [`TargetSpec::resolve`].
+    pub fn resolve(self, file: &Path) -> Result<Job> {
+        let base_dir = file.parent().unwrap_or(Path::new(""));
+        if self.replicates == 0 {
+            return Err(invalid(file, "replicates", "must be at least 1"));
+        }
+        let batch_size = match self.batch_size {
+            None => None,
+            Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| {
+                invalid(
+                    file,
+                    "batch_size",
+                    "must be at least 1; remove it for the default",
+                )
+            })?),
+        };
+        let name = match &self.name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(invalid(
+                    file,
+                    "name",
+                    "is empty; give a name or remove the field",
+                ))
+            }
+            Some(n) => n.clone(),
+            None => file
+                .file_stem()
+                .map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned()),
+        };
+
+        let simulator = self
+            .model
+            .build()
+            .map_err(|e| invalid(file, format!("model.{}", e.setting), e.message))?;
+        let mut model_params = simulator.parameter_names();
+        model_params.sort();
+
+        let sweep = match self.parameters.source(file)? {
+            ParameterSource::Space(space) => {
+                space_sweep(&space, self.seed, file, simulator.name(), &model_params)?
+            }
+            ParameterSource::File(path) => {
+                file_sweep(&base_dir.join(path), simulator.name(), &model_params)?
+            }
+        };
+
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (j, t) in self.targets.iter().enumerate() {
+            if let Some(i) = names.insert(t.name.as_str(), j) {
+                return Err(invalid(
+                    file,
+                    format!("targets[{j}].name"),
+                    format!(
+                        "target name `{}` is also used by targets[{i}]; give each target its \
+                         own name",
+                        t.name
+                    ),
+                ));
+            }
+        }
+        let outputs = simulator.outputs();
+        let targets = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| t.resolve(i, file, base_dir, &outputs))
+            .collect::<Result<Vec<_>>>()?;
+
+        let spec_hash = spec_hash(
+            &sweep,
+            self.replicates,
+            &self.model,
+            &self.targets,
+            &targets,
+        )?;
+        Ok(Job {
+            name,
+            spec_file: file.to_path_buf(),
+            spec_hash,
+            sweep,
+            replicates: self.replicates,
+            seed: self.seed,
+            model: self.model,
+            simulator,
+            targets,
+            output_dir: base_dir.join(
+                self.output
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_OUTPUT_DIR)),
+            ),
+            batch_size,
+        })
+    }
+}
+
+fn space_sweep(
+    space: &ParameterSpaceSpec,
+    job_seed: u64,
+    file: &Path,
+    model: &str,
+    model_params: &[String],
+) -> Result<Sweep> {
+    let names = space.parameter_names();
+    if let Some(extra) = names.iter().find(|n| !model_params.contains(n)) {
+        return Err(invalid(
+            file,
+            format!("parameters.space.{extra}"),
+            format!(
+                "model `{model}` has no parameter `{extra}` (its parameters: {}); remove it or \
+                 fix the name",
+                model_params.join(", ")
+            ),
+        ));
+    }
+    if let Some(missing) = model_params.iter().find(|n| !names.contains(n)) {
+        return Err(invalid(
+            file,
+            "parameters.space",
+            format!(
+                "model `{model}` needs parameter `{missing}`, which the space does not give; add \
+                 it as a value (`{missing} = 1.0`) or a range"
+            ),
+        ));
+    }
+    let sets = space.points(job_seed, file)?;
+    let points = number_points(
+        sets.into_iter()
+            .enumerate()
+            .map(|(i, s)| (Position::Index(i), s, None)),
+        |_, name, e| invalid(file, format!("parameters.space.{name}"), e),
+        |first, second, id| {
+            invalid(
+                file,
+                "parameters",
+                format!(
+                    "{second} is identical to {first} (param_id {id}); duplicates would run the \
+                     same replicates twice under one param_id: change the sampler settings or \
+                     ranges"
+                ),
+            )
+        },
+    )?;
+    Ok(Sweep {
+        columns: names.into_iter().map(|n| (n, ParamKind::Float)).collect(),
+        points,
+    })
+}
+
+fn file_sweep(path: &Path, model: &str, model_params: &[String]) -> Result<Sweep> {
+    let ParameterTable { columns, rows } = read_parameter_file(path)?;
+    let data = |line: Option<u64>, column: Option<&str>, message: String| EngineError::Data {
+        file: path.to_path_buf(),
+        line,
+        column: column.map(str::to_string),
+        message,
+    };
+    if let Some((extra, _)) = columns.iter().find(|(n, _)| !model_params.contains(n)) {
+        return Err(data(
+            Some(1),
+            Some(extra),
+            format!(
+                "model `{model}` has no parameter `{extra}` (its parameters: {}); remove the \
+                 column or fix its name",
+                model_params.join(", ")
+            ),
+        ));
+    }
+    if let Some(missing) = model_params
+        .iter()
+        .find(|m| !columns.iter().any(|(n, _)| n == *m))
+    {
+        return Err(data(
+            Some(1),
+            None,
+            format!("model `{model}` needs parameter `{missing}`; add a column `{missing}`"),
+        ));
+    }
+    let points = number_points(
+        rows.into_iter()
+            .map(|r| (Position::Line(r.line), r.params, r.seed)),
+        |pos, name, e| data(pos.line(), Some(name), e),
+        |first, second, id| {
+            data(
+                second.line(),
+                None,
+                format!(
+                    "same parameter values as {first} (param_id {id}); duplicates would run the \
+                     same replicates twice under one param_id: remove one of the rows"
+                ),
+            )
+        },
+    )?;
+    Ok(Sweep { columns, points })
+}
+
+/// Gives each parameter set its `param_id` and index, refusing non-finite values and
+/// duplicates.
+///
+/// Duplicates are refused rather than merged: they would run identical seeds twice and write
+/// two sets of rows under one `param_id`.
+fn number_points(
+    sets: impl Iterator<Item = (Position, ParameterSet, Option<u32>)>,
+    non_finite: impl Fn(Position, &str, String) -> EngineError,
+    duplicate: impl Fn(Position, Position, &ParamId) -> EngineError,
+) -> Result<Vec<SweepPoint>> {
+    let mut seen: HashMap<ParamId, Position> = HashMap::new();
+    let mut points = Vec::new();
+    for (index, (pos, params, fixed_seed)) in sets.enumerate() {
+        let param_id =
+            identity::param_id(&params).map_err(|e| non_finite(pos, &e.name, e.to_string()))?;
+        match seen.entry(param_id.clone()) {
+            Entry::Occupied(first) => return Err(duplicate(*first.get(), pos, &param_id)),
+            Entry::Vacant(v) => {
+                v.insert(pos);
+            }
+        }
+        points.push(SweepPoint {
+            index: index as u64,
+            params,
+            param_id,
+            fixed_seed,
+        });
+    }
+    Ok(points)
+}
+
+/// See the module docs, *Spec hash*.
+fn spec_hash(
+    sweep: &Sweep,
+    replicates: u32,
+    model: &ModelSpec,
+    target_specs: &[TargetSpec],
+    targets: &[Target],
+) -> Result<String> {
+    let mut h = Blake2b::<blake2::digest::consts::U32>::new();
+    let mut line = |s: &str| {
+        h.update(s.as_bytes());
+        h.update(b"\n");
+    };
+    line(SPEC_HASH_VERSION);
+    line(&format!("replicates={replicates}"));
+    line(&format!("points={}", sweep.points.len()));
+    for p in &sweep.points {
+        match p.fixed_seed {
+            Some(s) => line(&format!("{}:{s}", p.param_id)),
+            None => line(&format!("{}:-", p.param_id)),
+        }
+    }
+    line(&json(model));
+    line(&format!("targets={}", target_specs.len()));
+    for (spec, target) in target_specs.iter().zip(targets) {
+        line(&json(spec));
+        let bytes =
+            std::fs::read(&target.data_file).map_err(|e| EngineError::io(&target.data_file, e))?;
+        line(&format!(
+            "data={}",
+            hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))
+        ));
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing plain derived structs and enums of strings, numbers and paths into a String
+    // cannot fail except for non-UTF-8 paths, which then hash by their lossy form.
+    serde_json::to_string(value).unwrap_or_else(|e| format!("<unserializable: {e}>"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ParamValue;
+    use std::io::Write;
+
+    const MODEL: &str = "[model]\nname = \"sir\"\npopulation = 1000\ninitial_infected = 10\n\
+                         days = 30\nsteps_per_day = 4\n";
+
+    fn job(head: &str, params: &str) -> Result<Job> {
+        parse_job(
+            &format!("{head}\n{params}\n{MODEL}"),
+            Path::new("/jobs/flu.toml"),
+        )
+    }
+
+    fn grid_params() -> &'static str {
+        "[parameters]\nsampler = \"grid\"\npoints_per_axis = 3\n\
+         [parameters.space]\nbeta = { min = 1.0, max = 2.0 }\ngamma = { min = 0.1, max = 0.5 }"
+    }
+
+    fn err(head: &str, params: &str) -> EngineError {
+        job(head, params).unwrap_err()
+    }
+
+    #[test]
+    fn minimal_sir_grid_job() {
+        let j = job("replicates = 5", grid_params()).unwrap();
+        assert_eq!(j.name, "flu");
+        assert_eq!(j.replicates, 5);
+        assert_eq!(j.seed, 0);
+        assert_eq!(j.batch_size, None);
+        assert_eq!(j.output_dir, PathBuf::from("/jobs/output"));
+        assert_eq!(
+            j.sweep.columns,
+            vec![
+                ("beta".to_string(), ParamKind::Float),
+                ("gamma".to_string(), ParamKind::Float)
+            ]
+        );
+        assert_eq!(j.sweep.points.len(), 9);
+        assert_eq!(j.simulations(), 45);
+        let p = &j.sweep.points;
+        // Row-major, gamma (last in name order) fastest.
+        assert_eq!(p[0].params.get_f64("beta"), Some(1.0));
+        assert_eq!(p[0].params.get_f64("gamma"), Some(0.1));
+        assert_eq!(p[1].params.get_f64("beta"), Some(1.0));
+        assert_eq!(p[1].params.get_f64("gamma"), Some(0.30000000000000004)); // 0.1 + 0.5·0.4
+        assert_eq!(p[2].params.get_f64("gamma"), Some(0.5));
+        assert_eq!(p[3].params.get_f64("beta"), Some(1.5));
+        assert_eq!(p[8].params.get_f64("beta"), Some(2.0));
+        for (i, pt) in p.iter().enumerate() {
+            assert_eq!(pt.index, i as u64);
+            assert_eq!(pt.param_id, identity::param_id(&pt.params).unwrap());
+            assert_eq!(pt.fixed_seed, None);
+        }
+    }
+
+    #[test]
+    fn fixed_values_and_options() {
+        let j = job(
+            "name = \"x\"\nreplicates = 2\nseed = 3\nbatch_size = 4\noutput = \"out/a\"",
+            "[parameters]\nsampler = \"uniform\"\ncount = 6\n\
+             [parameters.space]\nbeta = 2\ngamma = { min = 0.1, max = 0.5, scale = \"log\" }",
+        )
+        .unwrap();
+        assert_eq!(j.name, "x");
+        assert_eq!(j.batch_size, NonZeroUsize::new(4));
+        assert_eq!(j.output_dir, PathBuf::from("/jobs/out/a"));
+        assert_eq!(j.sweep.points.len(), 6);
+        for p in &j.sweep.points {
+            assert_eq!(p.params.get("beta"), Some(&ParamValue::Float(2.0)));
+            let g = p.params.get_f64("gamma").unwrap();
+            assert!((0.1..0.5).contains(&g), "{g}");
+        }
+    }
+
+    #[test]
+    fn sampler_seed_follows_job_seed() {
+        let params = "[parameters]\nsampler = \"sobol\"\ncount = 4\n\
+                      [parameters.space]\nbeta = { min = 1.0, max = 2.0 }\ngamma = 0.2";
+        let ids = |head: &str| -> Vec<ParamId> {
+            job(head, params)
+                .unwrap()
+                .sweep
+                .points
+                .into_iter()
+                .map(|p| p.param_id)
+                .collect()
+        };
+        assert_eq!(
+            ids("replicates = 1\nseed = 1"),
+            ids("replicates = 1\nseed = 1")
+        );
+        assert_ne!(
+            ids("replicates = 1\nseed = 1"),
+            ids("replicates = 1\nseed = 2")
+        );
+    }
+
+    #[test]
+    fn spec_hash_tracks_results_only() {
+        let h = |head: &str| job(head, grid_params()).unwrap().spec_hash;
+        let base = h("replicates = 5");
+        assert_eq!(base.len(), 64);
+        assert!(base
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(base, h("replicates = 5"));
+        assert_ne!(base, h("replicates = 6"));
+        assert_eq!(base, h("replicates = 5\nbatch_size = 7"));
+        assert_eq!(
+            base,
+            h("replicates = 5\nname = \"other\"\noutput = \"elsewhere\"")
+        );
+        // The job seed does not enter a grid's points, hence not the hash.
+        assert_eq!(base, h("replicates = 5\nseed = 9"));
+        let other_model = parse_job(
+            &format!(
+                "replicates = 5\n{}\n{}",
+                grid_params(),
+                MODEL.replace("days = 30", "days = 31")
+            ),
+            Path::new("/jobs/flu.toml"),
+        )
+        .unwrap();
+        assert_ne!(base, other_model.spec_hash);
+    }
+
+    #[test]
+    fn spec_hash_covers_target_data_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("obs.csv");
+        std::fs::write(&data, "day,cases\n1,3\n").unwrap();
+        let spec: TargetSpec = toml::from_str(
+            "name = \"cases\"\noutput = \"incidence\"\ncolumn = \"cases\"\ndata = \"obs.csv\"\n\
+             data_column = \"cases\"\ndata_time_column = \"day\"\naggregation = \"annealed\"\n\
+             loss = \"mse\"",
+        )
+        .unwrap();
+        let target = Target {
+            name: "cases".into(),
+            output: "incidence".into(),
+            output_index: 0,
+            column: "cases".into(),
+            time_column: "day".into(),
+            times: vec![1.0],
+            observed: vec![3.0],
+            aggregation: spec.aggregation,
+            loss: spec.loss,
+            data_file: data.clone(),
+        };
+        let j = job("replicates = 2", grid_params()).unwrap();
+        let hash = |t: &[Target]| {
+            spec_hash(&j.sweep, 2, &j.model, std::slice::from_ref(&spec), t).unwrap()
+        };
+        let a = hash(std::slice::from_ref(&target));
+        assert_eq!(a, hash(std::slice::from_ref(&target)));
+        assert_ne!(a, spec_hash(&j.sweep, 2, &j.model, &[], &[]).unwrap());
+        std::fs::write(&data, "day,cases\n1,4\n").unwrap();
+        assert_ne!(a, hash(&[target]));
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let e = err("replicates = 5\nreplicate = 3", grid_params());
+        let EngineError::SpecSyntax {
+            line,
+            column,
+            ref message,
+            ..
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!((line, column), (2, 1));
+        assert!(
+            message.contains("unknown field `replicate`") && message.contains("replicates"),
+            "{message}"
+        );
+        assert!(e.to_string().starts_with("/jobs/flu.toml:2:1: "), "{e}");
+
+        let e = err("replicates = \"ten\"", grid_params());
+        let EngineError::SpecSyntax { line, column, .. } = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((line, column), (1, 14));
+
+        let e = err("replicates = 5\nseed = = 1", grid_params());
+        assert!(
+            matches!(e, EngineError::SpecSyntax { line: 2, .. }),
+            "{e:?}"
+        );
+
+        let e = err(
+            "replicates = 5",
+            &grid_params().replace("points_per_axis = 3", "points_per_axis = 3\ncont = 2"),
+        );
+        let EngineError::SpecSyntax {
+            line, ref message, ..
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(line, 5);
+        assert!(message.contains("unknown field `cont`"), "{message}");
+
+        let e = err(
+            "replicates = 5",
+            &grid_params().replace("max = 2.0", "mx = 2.0"),
+        );
+        let EngineError::SpecSyntax {
+            line, ref message, ..
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(line, 6);
+        assert!(message.contains("unknown field `mx`"), "{message}");
+
+        let e = err(
+            "replicates = 5",
+            &grid_params().replace("\"grid\"", "\"gird\""),
+        );
+        assert!(
+            matches!(e, EngineError::SpecSyntax { line: 3, .. }),
+            "{e:?}"
+        );
+    }
+
+    fn invalid_text(e: EngineError) -> String {
+        assert!(matches!(e, EngineError::SpecInvalid { .. }), "{e:?}");
+        e.to_string()
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let t = invalid_text(err("replicates = 0", grid_params()));
+        assert!(t.contains("field `replicates`"), "{t}");
+        let t = invalid_text(err("replicates = 1\nbatch_size = 0", grid_params()));
+        assert!(t.contains("field `batch_size`"), "{t}");
+        let t = invalid_text(
+            parse_job(
+                &format!(
+                    "replicates = 1\n{}\n{}",
+                    grid_params(),
+                    MODEL.replace("population = 1000", "population = 0")
+                ),
+                Path::new("/jobs/flu.toml"),
+            )
+            .unwrap_err(),
+        );
+        assert!(t.contains("field `model.population`"), "{t}");
+        let t = invalid_text(err(
+            "replicates = 1",
+            &format!("{}\ndelta = 0.3", grid_params()),
+        ));
+        assert!(
+            t.contains("parameters.space.delta") && t.contains("beta") && t.contains("gamma"),
+            "{t}"
+        );
+        let t = invalid_text(err(
+            "replicates = 1",
+            &grid_params().replace("gamma = { min = 0.1, max = 0.5 }", ""),
+        ));
+        assert!(
+            t.contains("`gamma`") && t.contains("parameters.space"),
+            "{t}"
+        );
+        let t = invalid_text(err(
+            "replicates = 1",
+            &grid_params().replace("max = 2.0", "max = 0.5"),
+        ));
+        assert!(
+            t.contains("parameters.space.beta.min") && t.contains("inverted"),
+            "{t}"
+        );
+        let t = invalid_text(err(
+            "replicates = 1",
+            &grid_params().replace("points_per_axis = 3", "count = 3"),
+        ));
+        assert!(
+            t.contains("parameters.count") && t.contains("points_per_axis"),
+            "{t}"
+        );
+        let t = invalid_text(err(
+            "replicates = 1",
+            &grid_params().replace("beta = { min = 1.0, max = 2.0 }", "beta = nan"),
+        ));
+        assert!(t.contains("parameters.space.beta"), "{t}");
+        let t = invalid_text(err("replicates = 1", "[parameters]"));
+        assert!(
+            t.contains("field `parameters`") && t.contains("file"),
+            "{t}"
+        );
+        let t = invalid_text(err(
+            "replicates = 1",
+            &grid_params().replace("[parameters]", "[parameters]\nfile = \"p.csv\""),
+        ));
+        assert!(
+            t.contains("parameters.file") && t.contains("not both"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn duplicate_target_names_refused() {
+        let target = "[[targets]]\nname = \"cases\"\noutput = \"incidence\"\ncolumn = \"cases\"\n\
+                      data = \"obs.csv\"\ndata_column = \"cases\"\ndata_time_column = \"day\"\n\
+                      aggregation = \"annealed\"\nloss = \"mse\"\n";
+        let text = format!("replicates = 1\n{}\n{MODEL}{target}{target}", grid_params());
+        let t = invalid_text(parse_job(&text, Path::new("/jobs/flu.toml")).unwrap_err());
+        assert!(
+            t.contains("targets[1].name") && t.contains("targets[0]"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn missing_job_file() {
+        let e = load_job(Path::new("/nonexistent/job.toml")).unwrap_err();
+        assert!(
+            matches!(e, EngineError::Data { .. }) && e.to_string().contains("not found"),
+            "{e}"
+        );
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn csv_parameter_file_with_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "params.csv",
+            "gamma,beta,seed\n0.5,1.7,11\n0.25,2,12\n0.25,3,13\n",
+        );
+        let job_file = write(
+            dir.path(),
+            "job.toml",
+            &format!("replicates = 10\n[parameters]\nfile = \"params.csv\"\n{MODEL}"),
+        );
+        let j = load_job(&job_file).unwrap();
+        assert_eq!(j.name, "job");
+        assert_eq!(
+            j.sweep.columns,
+            vec![
+                ("beta".to_string(), ParamKind::Float),
+                ("gamma".to_string(), ParamKind::Float)
+            ]
+        );
+        assert_eq!(j.sweep.points.len(), 3);
+        assert_eq!(j.simulations(), 3);
+        let p0 = &j.sweep.points[0];
+        assert_eq!(p0.fixed_seed, Some(11));
+        // The identity module's reference vector: {"beta":1.7,"gamma":0.5}.
+        assert_eq!(
+            p0.param_id.as_str(),
+            "9deb3d6bd878034b070c42bc93488d5d6ae08cdf702724c942acfe3da7296acb"
+        );
+        assert_eq!(j.sweep.points[2].index, 2);
+        assert_eq!(j.sweep.points[2].params.get_f64("beta"), Some(3.0));
+    }
+
+    #[test]
+    fn parameter_file_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let job_file = write(
+            dir.path(),
+            "job.toml",
+            &format!("replicates = 2\n[parameters]\nfile = \"params.csv\"\n{MODEL}"),
+        );
+        let run = |csv: &str| {
+            write(dir.path(), "params.csv", csv);
+            let e = load_job(&job_file).unwrap_err();
+            assert!(matches!(e, EngineError::Data { .. }), "{e:?}");
+            e.to_string()
+        };
+        let t = run("beta,gamma\n1,2\n3,4\n1,2.0\n");
+        assert!(t.contains("params.csv:4") && t.contains("line 2"), "{t}");
+        let t = run("beta,gamma,delta\n1,2,3\n");
+        assert!(
+            t.contains(":1: column `delta`") && t.contains("beta, gamma"),
+            "{t}"
+        );
+        let t = run("beta\n1\n");
+        assert!(t.contains("`gamma`"), "{t}");
+        let t = run("beta,gamma\n1,nan\n");
+        assert!(t.contains(":2: column `gamma`"), "{t}");
+        std::fs::remove_file(dir.path().join("params.csv")).unwrap();
+        let e = load_job(&job_file).unwrap_err();
+        assert!(
+            matches!(e, EngineError::Data { .. }) && e.to_string().contains("not found"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parquet_parameter_file() {
+        use arrow::array::{ArrayRef, Float64Array, Int64Array};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let batch = arrow::record_batch::RecordBatch::try_from_iter(vec![
+            (
+                "beta",
+                Arc::new(Float64Array::from(vec![1.7, 1.8])) as ArrayRef,
+            ),
+            (
+                "gamma",
+                Arc::new(Float64Array::from(vec![0.5, 0.5])) as ArrayRef,
+            ),
+            ("seed", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+        ])
+        .unwrap();
+        let f = std::fs::File::create(dir.path().join("p.parquet")).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let job_file = write(
+            dir.path(),
+            "job.toml",
+            &format!("replicates = 4\n[parameters]\nfile = \"p.parquet\"\n{MODEL}"),
+        );
+        let j = load_job(&job_file).unwrap();
+        assert_eq!(j.sweep.points.len(), 2);
+        assert_eq!(j.sweep.points[1].fixed_seed, Some(2));
+        assert_eq!(
+            j.sweep.points[0].param_id.as_str(),
+            "9deb3d6bd878034b070c42bc93488d5d6ae08cdf702724c942acfe3da7296acb"
+        );
+        assert_eq!(j.simulations(), 2);
+    }
+
+    #[test]
+    fn duplicate_sampler_points_refused() {
+        // A space without ranges and count > 1 would give identical sets: refused up front.
+        let t = invalid_text(err(
+            "replicates = 1",
+            "[parameters]\nsampler = \"uniform\"\ncount = 2\n[parameters.space]\nbeta = 1.0\ngamma = 2.0",
+        ));
+        assert!(
+            t.contains("parameters.count") && t.contains("identical"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn number_points_names_both_positions() {
+        let mut set = ParameterSet::new();
+        set.insert("beta", ParamValue::Float(1.0));
+        let points = vec![
+            (Position::Index(0), set.clone(), None),
+            (Position::Index(1), ParameterSet::new(), None),
+            (Position::Index(2), set, None),
+        ];
+        let e = number_points(
+            points.into_iter(),
+            |_, _, m| invalid(Path::new("j"), "x", m),
+            |a, b, _| {
+                invalid(
+                    Path::new("j"),
+                    "parameters",
+                    format!("{b} is identical to {a}"),
+                )
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("parameter set 2 is identical to parameter set 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_model_setting_is_a_syntax_error_at_the_model_table() {
+        // Internally tagged enums buffer their table, so toml points at `[model]` (line 8).
+        let text = format!("replicates = 1\n{}\n{MODEL}popul = 3\n", grid_params());
+        let e = parse_job(&text, Path::new("j.toml")).unwrap_err();
+        let EngineError::SpecSyntax {
+            line, ref message, ..
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(line, 8);
+        assert!(message.contains("unknown field `popul`"), "{message}");
+    }
+
+    #[test]
+    fn line_column_counts_chars() {
+        assert_eq!(line_column("ab\ncdé\nx", 0), (1, 1));
+        assert_eq!(line_column("ab\ncdé\nx", 3), (2, 1));
+        assert_eq!(line_column("ab\ncdé\nx", 8), (3, 1));
+        assert_eq!(line_column("ab\ncdé\nx", 7), (2, 4));
+    }
+}

@@ -1,1 +1,810 @@
-//! placeholder
+//! Named parameter spaces and the samplers that draw parameter sets from them.
+//!
+//! A space gives each parameter either a fixed value or a range:
+//!
+//! ```toml
+//! [parameters]
+//! sampler = "latin_hypercube"   # grid | uniform | latin_hypercube | sobol
+//! count = 1000                  # grid takes `points_per_axis` instead
+//! seed = 7                      # optional; default: the job seed
+//! [parameters.space]
+//! beta = { min = 0.1, max = 3.0, scale = "log" }
+//! gamma = { min = 0.05, max = 0.5 }
+//! N = 763.0                     # fixed: the same value in every set
+//! ```
+//!
+//! A sampler produces points of the unit hypercube `[0, 1]^d`, one axis per range parameter in
+//! sorted name order, each then mapped onto its range ([`Scale`]). The order of the points is
+//! deterministic for a given seed and is the order of the sweep.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{EngineError, Result};
+use crate::params::{ParamValue, ParameterSet};
+
+/// Largest number of parameter sets a space may produce (grid product or `count`).
+///
+/// The sweep holds every point in memory; ten million points is already several gigabytes.
+/// Larger studies should be split into several jobs or given as parameter files.
+pub const MAX_POINTS: u64 = 10_000_000;
+
+/// Largest number of range parameters the `sobol` sampler supports (a limit of `sobol_burley`).
+pub const MAX_SOBOL_DIMENSIONS: usize = 256;
+
+/// The space form of a job's `[parameters]` section: named parameters and a sampler.
+///
+/// See the [module documentation](self) for the TOML.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterSpaceSpec {
+    /// Parameter name → fixed value or range.
+    #[serde(default)]
+    pub space: BTreeMap<String, SpaceEntry>,
+    /// How points are drawn; required when at least one parameter is a range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<SamplerKind>,
+    /// Number of parameter sets, for `uniform`, `latin_hypercube` and `sobol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Values per range parameter, ends included, for `grid`; the sweep has their product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_per_axis: Option<u64>,
+    /// Sampler seed; default: the job's `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// One entry of a space: a fixed number or a range.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum SpaceEntry {
+    /// The same value in every parameter set (`beta = 2.0`).
+    Fixed(f64),
+    /// A range sampled by the sampler (`beta = { min = 0.1, max = 2.0 }`).
+    Range(RangeSpec),
+}
+
+// Hand-written rather than `#[serde(untagged)]`: untagged enums replace the inner error (e.g.
+// "unknown field `mx`, expected one of `min`, `max`, `scale`") with "did not match any variant".
+impl<'de> serde::Deserialize<'de> for SpaceEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = SpaceEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number (fixed value) or a table `{ min, max, scale }` (range)")
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<SpaceEntry, E> {
+                Ok(SpaceEntry::Fixed(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SpaceEntry, E> {
+                Ok(SpaceEntry::Fixed(v as f64))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SpaceEntry, E> {
+                Ok(SpaceEntry::Fixed(v as f64))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SpaceEntry, A::Error> {
+                let range = serde::Deserialize::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(SpaceEntry::Range(range))
+            }
+        }
+
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+/// A range of a space.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec {
+    /// Lower end, included.
+    pub min: f64,
+    /// Upper end, included (grid) or approached (the other samplers).
+    pub max: f64,
+    /// How unit-interval values map onto the range (default `linear`).
+    #[serde(default)]
+    pub scale: Scale,
+}
+
+/// How a unit-interval value `u` maps onto `[min, max]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scale {
+    /// `min + u·(max − min)`.
+    #[default]
+    Linear,
+    /// `exp(ln min + u·(ln max − ln min))`; requires `min > 0`.
+    Log,
+}
+
+impl RangeSpec {
+    /// Maps `u` in `[0, 1]` onto the range. `u = 0` gives exactly `min` and `u = 1` exactly
+    /// `max` (the formulas alone can be off by one ulp there, which would change `param_id`s).
+    pub fn map(&self, u: f64) -> f64 {
+        if u <= 0.0 {
+            return self.min;
+        }
+        if u >= 1.0 {
+            return self.max;
+        }
+        match self.scale {
+            Scale::Linear => self.min + u * (self.max - self.min),
+            Scale::Log => {
+                let (lo, hi) = (self.min.ln(), self.max.ln());
+                (lo + u * (hi - lo)).exp()
+            }
+        }
+    }
+}
+
+/// The sampler of a space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// Full factorial grid, `points_per_axis` values per axis including both ends (one value:
+    /// the midpoint), row-major with the last axis (in name order) varying fastest.
+    Grid,
+    /// Independent uniform draws from ChaCha8 seeded with the sampler seed, point by point,
+    /// axis by axis within a point.
+    Uniform,
+    /// Latin hypercube (McKay, Beckman & Conover 1979, Technometrics 21(2)): on each axis, a
+    /// random permutation of the `count` strata and a uniform offset within each stratum.
+    LatinHypercube,
+    /// Owen-scrambled Sobol sequence (`sobol_burley`), the sampler seed as scramble seed.
+    Sobol,
+}
+
+impl SamplerKind {
+    fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Grid => "grid",
+            SamplerKind::Uniform => "uniform",
+            SamplerKind::LatinHypercube => "latin_hypercube",
+            SamplerKind::Sobol => "sobol",
+        }
+    }
+}
+
+impl ParameterSpaceSpec {
+    /// Names of the space's parameters, sorted.
+    pub fn parameter_names(&self) -> Vec<String> {
+        self.space.keys().cloned().collect()
+    }
+
+    /// Validates the space and draws its parameter sets, in sweep order.
+    ///
+    /// `job_seed` is the sampler seed when the space has none; `file` is the job file, for
+    /// errors. Every set holds every parameter of the space as [`ParamValue::Float`].
+    ///
+    /// # Errors
+    /// [`EngineError::SpecInvalid`] naming the field (`parameters.space.beta.min`,
+    /// `parameters.count`, ...) for: an empty space; a non-finite fixed value or bound; an
+    /// inverted (`min > max`) or empty (`min == max`) range; a log range with `min <= 0`; a
+    /// missing sampler; `count` with `grid` or `points_per_axis` with the others; a missing or
+    /// zero `count`/`points_per_axis`; more than [`MAX_POINTS`] points; a `sobol` space with
+    /// more than [`MAX_SOBOL_DIMENSIONS`] ranges or a seed that does not fit in 32 bits; more
+    /// than one set from a space without ranges.
+    pub fn points(&self, job_seed: u64, file: &Path) -> Result<Vec<ParameterSet>> {
+        let invalid = |field: String, message: String| EngineError::SpecInvalid {
+            file: file.to_path_buf(),
+            field,
+            message,
+        };
+        if self.space.is_empty() {
+            return Err(invalid(
+                "parameters.space".into(),
+                "the space has no parameters; give each model parameter a value \
+                 (`beta = 2.0`) or a range (`beta = { min = 0.1, max = 2.0 }`)"
+                    .into(),
+            ));
+        }
+        let mut axes: Vec<(&str, RangeSpec)> = Vec::new();
+        let mut fixed = ParameterSet::new();
+        for (name, entry) in &self.space {
+            match entry {
+                SpaceEntry::Fixed(v) => {
+                    if !v.is_finite() {
+                        return Err(invalid(
+                            format!("parameters.space.{name}"),
+                            format!("fixed value {v} is not a finite number; give a real number"),
+                        ));
+                    }
+                    fixed.insert(name.clone(), ParamValue::Float(*v));
+                }
+                SpaceEntry::Range(range) => {
+                    check_range(name, range).map_err(|(field, message)| invalid(field, message))?;
+                    axes.push((name.as_str(), *range));
+                }
+            }
+        }
+
+        let seed = self.seed.unwrap_or(job_seed);
+        let seed_field = if self.seed.is_some() {
+            "parameters.seed"
+        } else {
+            "seed"
+        };
+        let count = self
+            .point_count(axes.len())
+            .map_err(|(f, m)| invalid(f, m))?;
+        let sampler = match self.sampler {
+            // No ranges (`point_count` refused ranges without a sampler, and more than one
+            // set without ranges): the one set of fixed values.
+            Some(sampler) if !axes.is_empty() => sampler,
+            _ => return Ok(vec![fixed]),
+        };
+        let dims = axes.len();
+        let unit = match sampler {
+            SamplerKind::Grid => {
+                let per_axis = self.points_per_axis.unwrap_or(1);
+                grid(per_axis as usize, dims)
+            }
+            SamplerKind::Uniform => uniform(count as usize, dims, seed),
+            SamplerKind::LatinHypercube => latin_hypercube(count as usize, dims, seed),
+            SamplerKind::Sobol => {
+                if dims > MAX_SOBOL_DIMENSIONS {
+                    return Err(invalid(
+                        "parameters.sampler".into(),
+                        format!(
+                            "sobol supports at most {MAX_SOBOL_DIMENSIONS} ranges, the space \
+                             has {dims}; use latin_hypercube or uniform"
+                        ),
+                    ));
+                }
+                let seed32 = u32::try_from(seed).map_err(|_| {
+                    invalid(
+                        seed_field.into(),
+                        format!(
+                            "sobol takes a 32-bit scramble seed, {seed} is larger than {}; \
+                             use a smaller seed",
+                            u32::MAX
+                        ),
+                    )
+                })?;
+                sobol(count as usize, dims, seed32)
+            }
+        };
+
+        let mut points = Vec::with_capacity(count as usize);
+        for u in unit.chunks_exact(dims) {
+            let mut set = fixed.clone();
+            for ((name, range), &ui) in axes.iter().zip(u) {
+                set.insert(*name, ParamValue::Float(range.map(ui)));
+            }
+            points.push(set);
+        }
+        Ok(points)
+    }
+
+    /// The number of points the sampler settings ask for, after checking them.
+    fn point_count(&self, dims: usize) -> std::result::Result<u64, (String, String)> {
+        let Some(sampler) = self.sampler else {
+            if dims > 0 {
+                return Err((
+                    "parameters.sampler".into(),
+                    "the space has ranges but no sampler; add `sampler = \"grid\"`, \
+                     \"uniform\", \"latin_hypercube\" or \"sobol\""
+                        .into(),
+                ));
+            }
+            if self.count.is_some() || self.points_per_axis.is_some() {
+                let field = if self.count.is_some() {
+                    "count"
+                } else {
+                    "points_per_axis"
+                };
+                return Err((
+                    format!("parameters.{field}"),
+                    "every parameter is fixed, so the space has exactly one set; remove \
+                     this field or make a parameter a range"
+                        .into(),
+                ));
+            }
+            return Ok(1);
+        };
+        let name = sampler.name();
+        let count = if sampler == SamplerKind::Grid {
+            if self.count.is_some() {
+                return Err((
+                    "parameters.count".into(),
+                    "the grid sampler takes `points_per_axis` (values per range, the sweep has \
+                     their product), not `count`; replace `count` with `points_per_axis`"
+                        .into(),
+                ));
+            }
+            let per_axis = match self.points_per_axis {
+                None => {
+                    return Err((
+                        "parameters.points_per_axis".into(),
+                        "the grid sampler needs `points_per_axis` (values per range, ends \
+                         included); add e.g. `points_per_axis = 10`"
+                            .into(),
+                    ))
+                }
+                Some(0) => {
+                    return Err((
+                        "parameters.points_per_axis".into(),
+                        "must be at least 1 (1 gives the midpoint of each range)".into(),
+                    ))
+                }
+                Some(n) => n,
+            };
+            let mut total: u64 = 1;
+            for _ in 0..dims {
+                total = total.saturating_mul(per_axis);
+            }
+            if total > MAX_POINTS {
+                return Err((
+                    "parameters.points_per_axis".into(),
+                    format!(
+                        "{per_axis} points on each of {dims} ranges make {} sets, more than \
+                         the {MAX_POINTS} allowed; lower `points_per_axis` or use \
+                         latin_hypercube or sobol with a `count`",
+                        if total == u64::MAX {
+                            "over 2^64".to_string()
+                        } else {
+                            total.to_string()
+                        }
+                    ),
+                ));
+            }
+            total
+        } else {
+            if self.points_per_axis.is_some() {
+                return Err((
+                    "parameters.points_per_axis".into(),
+                    format!(
+                        "the {name} sampler takes `count` (number of parameter sets), not \
+                         `points_per_axis` (grid only); replace it with `count`"
+                    ),
+                ));
+            }
+            match self.count {
+                None => {
+                    return Err((
+                        "parameters.count".into(),
+                        format!("the {name} sampler needs `count`, the number of parameter sets"),
+                    ))
+                }
+                Some(0) => return Err(("parameters.count".into(), "must be at least 1".into())),
+                Some(n) if n > MAX_POINTS => {
+                    return Err((
+                        "parameters.count".into(),
+                        format!(
+                            "{n} is more than the {MAX_POINTS} parameter sets allowed; split \
+                             the study into several jobs"
+                        ),
+                    ))
+                }
+                Some(n) => n,
+            }
+        };
+        if dims == 0 && count > 1 {
+            return Err((
+                format!(
+                    "parameters.{}",
+                    if sampler == SamplerKind::Grid {
+                        "points_per_axis"
+                    } else {
+                        "count"
+                    }
+                ),
+                format!(
+                    "every parameter is fixed, so all {count} sets would be identical; make a \
+                     parameter a range or remove the sampler"
+                ),
+            ));
+        }
+        Ok(count)
+    }
+}
+
+fn check_range(name: &str, r: &RangeSpec) -> std::result::Result<(), (String, String)> {
+    let field = |f: &str| format!("parameters.space.{name}.{f}");
+    if !r.min.is_finite() {
+        return Err((
+            field("min"),
+            format!("{} is not a finite number; give a real number", r.min),
+        ));
+    }
+    if !r.max.is_finite() {
+        return Err((
+            field("max"),
+            format!("{} is not a finite number; give a real number", r.max),
+        ));
+    }
+    if r.min > r.max {
+        return Err((
+            field("min"),
+            format!(
+                "min {} is greater than max {}: the range is inverted; swap them",
+                r.min, r.max
+            ),
+        ));
+    }
+    if r.min == r.max {
+        return Err((
+            format!("parameters.space.{name}"),
+            format!(
+                "min and max are both {}: the range is empty; for a fixed value write \
+                 `{name} = {:?}` instead",
+                r.min, r.min
+            ),
+        ));
+    }
+    if r.scale == Scale::Log && r.min <= 0.0 {
+        return Err((
+            field("min"),
+            format!(
+                "a log-scale range needs min > 0, got {}; raise min or use scale = \"linear\"",
+                r.min
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Full factorial grid over `[0, 1]^dims`, `per_axis` values per axis including both ends
+/// (`per_axis = 1`: 0.5), row-major with the last axis varying fastest.
+///
+/// Returns `per_axis^dims` points flattened point by point (`dims` values each); one empty
+/// point when `dims = 0`.
+pub fn grid(per_axis: usize, dims: usize) -> Vec<f64> {
+    let values: Vec<f64> = if per_axis == 1 {
+        vec![0.5]
+    } else {
+        (0..per_axis)
+            .map(|k| k as f64 / (per_axis - 1) as f64)
+            .collect()
+    };
+    let total = (0..dims).fold(1usize, |acc, _| acc.saturating_mul(per_axis));
+    let mut out = Vec::with_capacity(total.saturating_mul(dims));
+    let mut index = vec![0usize; dims];
+    for _ in 0..total {
+        out.extend(index.iter().map(|&k| values[k]));
+        // Odometer increment, last axis fastest.
+        for axis in (0..dims).rev() {
+            index[axis] += 1;
+            if index[axis] < per_axis {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    out
+}
+
+/// `count` independent uniform points of `[0, 1)^dims` from ChaCha8 seeded with `seed`, drawn
+/// point by point and axis by axis within a point; flattened (`dims` values per point).
+pub fn uniform(count: usize, dims: usize, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..count * dims).map(|_| rng.random::<f64>()).collect()
+}
+
+/// A Latin hypercube sample of `count` points of `[0, 1)^dims` (McKay, Beckman & Conover 1979).
+///
+/// With ChaCha8 seeded with `seed`, for each axis in turn: shuffle the strata `0..count`
+/// (Fisher–Yates), then for point `i` draw `v ~ U[0, 1)` and take `(perm[i] + v) / count`. Every
+/// axis therefore has exactly one point in each stratum `[k/count, (k+1)/count)`. Flattened
+/// point by point (`dims` values per point).
+pub fn latin_hypercube(count: usize, dims: usize, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = vec![0.0; count * dims];
+    let mut perm: Vec<usize> = Vec::with_capacity(count);
+    for axis in 0..dims {
+        perm.clear();
+        perm.extend(0..count);
+        perm.shuffle(&mut rng);
+        for (i, &stratum) in perm.iter().enumerate() {
+            let v: f64 = rng.random();
+            // Keep the point inside its stratum even where rounding would reach its upper end.
+            let u = ((stratum as f64 + v) / count as f64)
+                .min(next_down((stratum + 1) as f64 / count as f64));
+            out[i * dims + axis] = u;
+        }
+    }
+    out
+}
+
+/// The largest `f64` below a positive finite `x`.
+fn next_down(x: f64) -> f64 {
+    f64::from_bits(x.to_bits() - 1)
+}
+
+/// The first `count` points of the Owen-scrambled Sobol sequence in `dims ≤ 256` dimensions,
+/// scramble seed `seed` (`sobol_burley::sample(i, d, seed)`); flattened point by point.
+/// `count` must be at most 2^32 (the sequence index is 32-bit).
+///
+/// `sobol_burley` computes in `f32`; values are widened to `f64`.
+pub fn sobol(count: usize, dims: usize, seed: u32) -> Vec<f64> {
+    let mut out = Vec::with_capacity(count * dims);
+    for i in 0..count {
+        for d in 0..dims {
+            out.push(f64::from(sobol_burley::sample(i as u32, d as u32, seed)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::PathBuf;
+
+    fn range(min: f64, max: f64) -> SpaceEntry {
+        SpaceEntry::Range(RangeSpec {
+            min,
+            max,
+            scale: Scale::Linear,
+        })
+    }
+
+    fn spec(entries: &[(&str, SpaceEntry)], sampler: Option<SamplerKind>) -> ParameterSpaceSpec {
+        ParameterSpaceSpec {
+            space: entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            sampler,
+            ..Default::default()
+        }
+    }
+
+    fn err_text(s: &ParameterSpaceSpec) -> String {
+        let e = s.points(0, &PathBuf::from("job.toml")).unwrap_err();
+        assert!(matches!(e, EngineError::SpecInvalid { .. }), "{e:?}");
+        e.to_string()
+    }
+
+    #[test]
+    fn grid_order_last_axis_fastest() {
+        let u = grid(3, 2);
+        let pts: Vec<&[f64]> = u.chunks(2).collect();
+        assert_eq!(pts.len(), 9);
+        assert_eq!(pts[0], &[0.0, 0.0]);
+        assert_eq!(pts[1], &[0.0, 0.5]);
+        assert_eq!(pts[2], &[0.0, 1.0]);
+        assert_eq!(pts[3], &[0.5, 0.0]);
+        assert_eq!(pts[8], &[1.0, 1.0]);
+        assert_eq!(grid(1, 3), vec![0.5, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn grid_maps_ranges_and_fixed_values() {
+        let mut s = spec(
+            &[
+                ("gamma", range(0.1, 0.3)),
+                (
+                    "beta",
+                    SpaceEntry::Range(RangeSpec {
+                        min: 1.0,
+                        max: 100.0,
+                        scale: Scale::Log,
+                    }),
+                ),
+                ("n", SpaceEntry::Fixed(7.0)),
+            ],
+            Some(SamplerKind::Grid),
+        );
+        s.points_per_axis = Some(3);
+        let pts = s.points(0, Path::new("job.toml")).unwrap();
+        assert_eq!(pts.len(), 9);
+        // Axes in name order: beta (log 1..100) then gamma, gamma fastest.
+        let get = |i: usize, n: &str| pts[i].get_f64(n).unwrap();
+        assert_eq!(
+            (get(0, "beta"), get(0, "gamma"), get(0, "n")),
+            (1.0, 0.1, 7.0)
+        );
+        assert_eq!(get(1, "beta"), 1.0);
+        assert!((get(1, "gamma") - 0.2).abs() < 1e-15);
+        assert_eq!(get(2, "gamma"), 0.3);
+        assert!((get(3, "beta") - 10.0).abs() < 1e-12);
+        assert_eq!(get(8, "beta"), 100.0);
+    }
+
+    #[test]
+    fn latin_hypercube_one_point_per_stratum() {
+        let n = 17;
+        let u = latin_hypercube(n, 3, 42);
+        for axis in 0..3 {
+            let mut strata: Vec<usize> = (0..n)
+                .map(|i| (u[i * 3 + axis] * n as f64).floor() as usize)
+                .collect();
+            strata.sort_unstable();
+            assert_eq!(strata, (0..n).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn uniform_deterministic_and_in_unit_cube() {
+        let a = uniform(50, 2, 9);
+        assert_eq!(a, uniform(50, 2, 9));
+        assert_ne!(a, uniform(50, 2, 10));
+        assert!(a.iter().all(|&x| (0.0..1.0).contains(&x)));
+    }
+
+    #[test]
+    fn sobol_deterministic_per_seed() {
+        let a = sobol(64, 3, 1);
+        assert_eq!(a, sobol(64, 3, 1));
+        assert_ne!(a, sobol(64, 3, 2));
+        assert!(a.iter().all(|&x| (0.0..1.0).contains(&x)));
+    }
+
+    #[test]
+    fn sampler_seed_defaults_to_job_seed() {
+        let mut s = spec(&[("beta", range(0.0, 1.0))], Some(SamplerKind::Sobol));
+        s.count = Some(8);
+        let p = Path::new("job.toml");
+        let by_job = s.points(5, p).unwrap();
+        s.seed = Some(5);
+        assert_eq!(s.points(123, p).unwrap(), by_job);
+        s.seed = Some(6);
+        assert_ne!(s.points(5, p).unwrap(), by_job);
+    }
+
+    #[test]
+    fn fixed_only_space_gives_one_set() {
+        let s = spec(&[("beta", SpaceEntry::Fixed(2.0))], None);
+        let pts = s.points(0, Path::new("job.toml")).unwrap();
+        assert_eq!(pts.len(), 1);
+        assert_eq!(pts[0].get("beta"), Some(&ParamValue::Float(2.0)));
+    }
+
+    #[test]
+    fn range_errors_name_the_field() {
+        let cases: Vec<(SpaceEntry, &str, &str)> = vec![
+            (range(f64::NAN, 1.0), "parameters.space.beta.min", "finite"),
+            (
+                range(0.0, f64::INFINITY),
+                "parameters.space.beta.max",
+                "finite",
+            ),
+            (range(2.0, 1.0), "parameters.space.beta.min", "inverted"),
+            (range(2.0, 2.0), "`parameters.space.beta`", "beta = 2.0"),
+            (
+                SpaceEntry::Range(RangeSpec {
+                    min: 0.0,
+                    max: 1.0,
+                    scale: Scale::Log,
+                }),
+                "parameters.space.beta.min",
+                "min > 0",
+            ),
+            (
+                SpaceEntry::Fixed(f64::NAN),
+                "`parameters.space.beta`",
+                "finite",
+            ),
+        ];
+        for (entry, field, hint) in cases {
+            let mut s = spec(&[("beta", entry)], Some(SamplerKind::Uniform));
+            s.count = Some(3);
+            let text = err_text(&s);
+            assert!(text.contains(field) && text.contains(hint), "{text}");
+        }
+    }
+
+    #[test]
+    fn sampler_settings_errors() {
+        let base = spec(&[("beta", range(0.0, 1.0))], Some(SamplerKind::Grid));
+        let with = |f: &dyn Fn(&mut ParameterSpaceSpec)| {
+            let mut s = base.clone();
+            f(&mut s);
+            err_text(&s)
+        };
+        let t = with(&|s| s.count = Some(4));
+        assert!(
+            t.contains("parameters.count") && t.contains("points_per_axis"),
+            "{t}"
+        );
+        let t = with(&|s| s.points_per_axis = Some(0));
+        assert!(
+            t.contains("parameters.points_per_axis") && t.contains("at least 1"),
+            "{t}"
+        );
+        let t = with(&|_| {});
+        assert!(t.contains("parameters.points_per_axis"), "{t}");
+        let t = with(&|s| {
+            s.sampler = Some(SamplerKind::LatinHypercube);
+            s.points_per_axis = Some(4);
+        });
+        assert!(
+            t.contains("parameters.points_per_axis") && t.contains("`count`"),
+            "{t}"
+        );
+        let t = with(&|s| {
+            s.sampler = Some(SamplerKind::Uniform);
+            s.count = Some(0);
+        });
+        assert!(
+            t.contains("parameters.count") && t.contains("at least 1"),
+            "{t}"
+        );
+        let t = with(&|s| s.sampler = None);
+        assert!(t.contains("parameters.sampler"), "{t}");
+        let t = err_text(&ParameterSpaceSpec::default());
+        assert!(t.contains("`parameters.space`"), "{t}");
+    }
+
+    #[test]
+    fn grid_too_large_refused() {
+        let mut s = spec(
+            &[
+                ("a", range(0.0, 1.0)),
+                ("b", range(0.0, 1.0)),
+                ("c", range(0.0, 1.0)),
+            ],
+            Some(SamplerKind::Grid),
+        );
+        s.points_per_axis = Some(216); // 216^3 = 10,077,696
+        let t = err_text(&s);
+        assert!(
+            t.contains("parameters.points_per_axis") && t.contains("10077696"),
+            "{t}"
+        );
+        s.points_per_axis = Some(u64::MAX);
+        assert!(err_text(&s).contains("over 2^64"));
+    }
+
+    #[test]
+    fn space_entry_toml_forms() {
+        let s: ParameterSpaceSpec = toml::from_str(
+            "space = { a = 2, b = 0.5, c = { min = 1, max = 3.0, scale = \"log\" } }",
+        )
+        .unwrap();
+        assert_eq!(s.space["a"], SpaceEntry::Fixed(2.0));
+        assert_eq!(s.space["b"], SpaceEntry::Fixed(0.5));
+        assert_eq!(
+            s.space["c"],
+            SpaceEntry::Range(RangeSpec {
+                min: 1.0,
+                max: 3.0,
+                scale: Scale::Log
+            })
+        );
+        let e = toml::from_str::<ParameterSpaceSpec>("space = { c = { min = 1, mx = 3.0 } }")
+            .unwrap_err();
+        assert!(
+            e.message().contains("unknown field `mx`"),
+            "{}",
+            e.message()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn lhs_stratified(count in 1usize..300, dims in 1usize..5, seed in any::<u64>()) {
+            let u = latin_hypercube(count, dims, seed);
+            prop_assert_eq!(u.len(), count * dims);
+            for axis in 0..dims {
+                let mut seen = vec![false; count];
+                for i in 0..count {
+                    let x = u[i * dims + axis];
+                    prop_assert!((0.0..1.0).contains(&x));
+                    let k = (x * count as f64).floor() as usize;
+                    prop_assert!(!seen[k], "stratum {} hit twice on axis {}", k, axis);
+                    seen[k] = true;
+                }
+            }
+        }
+    }
+}

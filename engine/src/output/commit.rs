@@ -1,0 +1,347 @@
+//! Writing one batch's Parquet files and committing them atomically.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::layout::{Dataset, FaultPoint, OutputLayout};
+use super::{create_dir_durable, fsync_dir};
+use crate::error::{EngineError, Result};
+
+/// Most rows in one Parquet row group.
+///
+/// The writer buffers a whole row group (encoded, compressed columns) before writing it, so this
+/// bounds the writer's memory per open file at about this many rows.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// zstd compression level of the Parquet files: parquet's default level.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+/// The rows of one dataset for one batch: becomes one Parquet file.
+#[derive(Debug, Clone)]
+pub struct BatchTable {
+    /// Which dataset (and so which folder) the rows belong to.
+    pub dataset: Dataset,
+    /// The file's schema; every record batch must have it. Plain Arrow types only (Utf8,
+    /// Int64, UInt32, Float64, `List<UInt32>`, Boolean) so that pyarrow, DuckDB and Polars read
+    /// the files.
+    pub schema: SchemaRef,
+    /// The rows, possibly none: the file is written with the schema and no rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Writes every table of batch `index` and commits them; returns the rows written per dataset,
+/// in the order of `tables`.
+///
+/// Each table is written zstd-compressed, in row groups of at most [`DEFAULT_ROW_GROUP_ROWS`]
+/// rows, to `.batch-NNNNN.parquet.tmp` in its dataset folder (created if missing), and the
+/// file is fsynced. Then each is renamed to `batch-NNNNN.parquet` and every folder touched is
+/// fsynced. The batch is not committed until the manifest lists it (see the module
+/// documentation): call [`crate::output::Manifest::write_atomic`] next.
+///
+/// An existing file of the same name is replaced (a batch redone after a crash).
+///
+/// # Errors
+/// - [`EngineError::Io`] when a file or folder cannot be created, written, synced or renamed,
+///   when two tables name the same dataset, or when a dataset name is not a plain folder name
+///   ([`Dataset::is_valid_name`]). Temporary files already written are removed (best effort).
+/// - [`EngineError::Parquet`] when a record batch does not match its table's schema or the
+///   schema has a type Parquet cannot store.
+pub fn commit_batch(
+    layout: &OutputLayout,
+    index: u32,
+    tables: Vec<BatchTable>,
+) -> Result<Vec<(Dataset, u64)>> {
+    check_datasets(layout, &tables)?;
+    let props = writer_properties()?;
+
+    let mut written: Vec<(Dataset, u64, PathBuf)> = Vec::with_capacity(tables.len());
+    for table in tables {
+        let tmp = layout.batch_tmp_file(&table.dataset, index);
+        let result = create_dir_durable(&layout.dataset_dir(&table.dataset))
+            .and_then(|()| write_parquet(&tmp, &table.schema, &table.batches, props.clone()));
+        match result {
+            Ok(rows) => {
+                layout.check_fault(FaultPoint::AfterTempWrite, &tmp)?;
+                written.push((table.dataset, rows, tmp));
+            }
+            Err(e) => {
+                remove_best_effort(
+                    written.iter().map(|(_, _, p)| p.as_path()).chain([tmp.as_path()]),
+                );
+                return Err(e);
+            }
+        }
+    }
+
+    let mut dirs = BTreeSet::new();
+    for (dataset, _, tmp) in &written {
+        let dest = layout.batch_file(dataset, index);
+        std::fs::rename(tmp, &dest).map_err(|e| EngineError::io(&dest, e))?;
+        layout.check_fault(FaultPoint::AfterRename, &dest)?;
+        dirs.insert(layout.dataset_dir(dataset));
+    }
+    for dir in &dirs {
+        fsync_dir(dir)?;
+    }
+
+    tracing::debug!(batch = index, files = written.len(), "batch files committed");
+    Ok(written.into_iter().map(|(dataset, rows, _)| (dataset, rows)).collect())
+}
+
+/// Refuses duplicate datasets and names that are not plain folder names.
+fn check_datasets(layout: &OutputLayout, tables: &[BatchTable]) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for table in tables {
+        let dir = layout.dataset_dir(&table.dataset);
+        let problem = if table.dataset.name().is_some_and(|n| !Dataset::is_valid_name(n)) {
+            "is not a plain folder name (no `/`, `\\`, NUL or leading `.`)"
+        } else if !seen.insert(&table.dataset) {
+            "is given twice in one batch"
+        } else {
+            continue;
+        };
+        let message = format!("dataset `{}` {problem}", table.dataset);
+        return Err(EngineError::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+        ));
+    }
+    Ok(())
+}
+
+/// The writer settings of every batch file.
+fn writer_properties() -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(DEFAULT_ZSTD_LEVEL)
+        .map_err(|source| EngineError::Parquet { path: PathBuf::new(), source })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(DEFAULT_ROW_GROUP_ROWS))
+        .build())
+}
+
+/// Writes `batches` to a new file `path` and fsyncs it; returns the number of rows.
+fn write_parquet(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+) -> Result<u64> {
+    let parquet_err = |source| EngineError::Parquet { path: path.to_path_buf(), source };
+    let file = File::create(path).map_err(|e| EngineError::io(path, e))?;
+    let mut writer = ArrowWriter::try_new(BufWriter::new(file), schema.clone(), Some(props))
+        .map_err(parquet_err)?;
+    let mut rows = 0u64;
+    for batch in batches {
+        writer.write(batch).map_err(parquet_err)?;
+        rows += batch.num_rows() as u64;
+    }
+    let buffered = writer.into_inner().map_err(parquet_err)?;
+    let file = buffered.into_inner().map_err(|e| EngineError::io(path, e.into_error()))?;
+    file.sync_all().map_err(|e| EngineError::io(path, e))?;
+    Ok(rows)
+}
+
+fn remove_best_effort<'a>(paths: impl IntoIterator<Item = &'a Path>) {
+    for path in paths {
+        if let Err(error) = std::fs::remove_file(path) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), %error, "could not remove temporary file");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use arrow::array::{
+        Array, ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, StringArray,
+        UInt32Array,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, UInt32Type};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::sync::Arc;
+
+    pub(crate) fn sample_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("param_id", DataType::Utf8, false),
+            Field::new("step", DataType::Int64, false),
+            Field::new("replicate", DataType::UInt32, false),
+            Field::new("value", DataType::Float64, true),
+            Field::new(
+                "replicates",
+                DataType::List(Arc::new(Field::new_list_field(DataType::UInt32, true))),
+                true,
+            ),
+            Field::new("ok", DataType::Boolean, false),
+        ]))
+    }
+
+    pub(crate) fn sample_batch(offset: i64, rows: usize) -> RecordBatch {
+        let ids: Vec<String> = (0..rows).map(|i| format!("p{}", offset + i as i64)).collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| i + offset))),
+            Arc::new(UInt32Array::from_iter_values((0..rows as u32).map(|i| i % 3))),
+            Arc::new(Float64Array::from_iter(
+                (0..rows).map(|i| (i % 5 != 0).then_some(i as f64 * 0.5)),
+            )),
+            Arc::new(ListArray::from_iter_primitive::<UInt32Type, _, _>(
+                (0..rows).map(|i| Some((0..(i % 4) as u32).map(Some))),
+            )),
+            Arc::new(BooleanArray::from_iter((0..rows).map(|i| Some(i % 2 == 0)))),
+        ];
+        RecordBatch::try_new(sample_schema(), columns).unwrap()
+    }
+
+    fn read_back(path: &Path) -> (SchemaRef, Vec<RecordBatch>, usize) {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        let groups = builder.metadata().num_row_groups();
+        let schema = builder.schema().clone();
+        let batches = builder.build().unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        (schema, batches, groups)
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn commit_writes_readable_files_with_same_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path().join("out"));
+        let target = Dataset::Target("in_bed".into());
+        let output = Dataset::ModelOutput("prevalence".into());
+        let tables = vec![
+            BatchTable {
+                dataset: output.clone(),
+                schema: sample_schema(),
+                batches: vec![sample_batch(0, 10), sample_batch(10, 7)],
+            },
+            BatchTable {
+                dataset: target.clone(),
+                schema: sample_schema(),
+                batches: vec![sample_batch(100, 3)],
+            },
+        ];
+        let rows = commit_batch(&layout, 4, tables).unwrap();
+        assert_eq!(rows, vec![(output.clone(), 17), (target.clone(), 3)]);
+
+        let (schema, batches, _) = read_back(&layout.batch_file(&output, 4));
+        assert_eq!(schema, sample_schema());
+        let all = arrow::compute::concat_batches(&schema, &batches).unwrap();
+        let expect =
+            arrow::compute::concat_batches(&schema, &[sample_batch(0, 10), sample_batch(10, 7)])
+                .unwrap();
+        assert_eq!(all, expect);
+        let (_, batches, _) = read_back(&layout.batch_file(&target, 4));
+        assert_eq!(batches, vec![sample_batch(100, 3)]);
+
+        assert_eq!(files_in(&layout.dataset_dir(&output)), vec!["batch-00004.parquet"]);
+        assert_eq!(files_in(&layout.dataset_dir(&target)), vec!["batch-00004.parquet"]);
+    }
+
+    #[test]
+    fn files_are_zstd_with_bounded_row_groups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        let rows = DEFAULT_ROW_GROUP_ROWS + 5;
+        let table = BatchTable {
+            dataset: Dataset::Failures,
+            schema: sample_schema(),
+            batches: vec![sample_batch(0, rows)],
+        };
+        commit_batch(&layout, 0, vec![table]).unwrap();
+        let path = layout.batch_file(&Dataset::Failures, 0);
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let meta = builder.metadata();
+        assert_eq!(meta.num_row_groups(), 2);
+        assert!(meta.row_groups().iter().all(|g| g.num_rows() as usize <= DEFAULT_ROW_GROUP_ROWS));
+        let compression = meta.row_group(0).column(0).compression();
+        assert!(matches!(compression, Compression::ZSTD(_)), "{compression:?}");
+    }
+
+    #[test]
+    fn zero_row_table_written_with_schema() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        let d = Dataset::Target("t".into());
+        let rows = commit_batch(
+            &layout,
+            2,
+            vec![BatchTable { dataset: d.clone(), schema: sample_schema(), batches: vec![] }],
+        )
+        .unwrap();
+        assert_eq!(rows, vec![(d.clone(), 0)]);
+        let (schema, batches, _) = read_back(&layout.batch_file(&d, 2));
+        assert_eq!(schema, sample_schema());
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    }
+
+    #[test]
+    fn duplicate_or_bad_dataset_refused_before_writing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path().join("out"));
+        let t = |d: Dataset| BatchTable { dataset: d, schema: sample_schema(), batches: vec![] };
+        let err =
+            commit_batch(&layout, 0, vec![t(Dataset::Failures), t(Dataset::Failures)]).unwrap_err();
+        assert!(err.to_string().contains("given twice"), "{err}");
+        let err = commit_batch(&layout, 0, vec![t(Dataset::Target("../x".into()))]).unwrap_err();
+        assert!(err.to_string().contains("plain folder name"), "{err}");
+        assert!(!layout.root().exists());
+    }
+
+    #[test]
+    fn schema_mismatch_fails_and_leaves_no_tmp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let good = BatchTable {
+            dataset: Dataset::Failures,
+            schema: sample_schema(),
+            batches: vec![sample_batch(0, 2)],
+        };
+        let bad = BatchTable {
+            dataset: Dataset::Target("t".into()),
+            schema: other,
+            batches: vec![sample_batch(0, 2)],
+        };
+        let err = commit_batch(&layout, 1, vec![good, bad]).unwrap_err();
+        assert!(matches!(err, EngineError::Parquet { .. }), "{err}");
+        assert!(files_in(&layout.dataset_dir(&Dataset::Failures)).is_empty());
+        assert!(files_in(&layout.dataset_dir(&Dataset::Target("t".into()))).is_empty());
+    }
+
+    #[test]
+    fn list_column_roundtrips_nulls() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        let b = sample_batch(0, 9);
+        commit_batch(
+            &layout,
+            0,
+            vec![BatchTable {
+                dataset: Dataset::Failures,
+                schema: sample_schema(),
+                batches: vec![b.clone()],
+            }],
+        )
+        .unwrap();
+        let (_, batches, _) = read_back(&layout.batch_file(&Dataset::Failures, 0));
+        assert_eq!(batches[0].column(3).null_count(), b.column(3).null_count());
+        assert_eq!(batches[0], b);
+    }
+}

@@ -1,0 +1,101 @@
+//! The output directory: its layout, the per-batch Parquet files with their atomic commit, the
+//! manifest, and preparing the directory for a new or resumed run.
+//!
+//! # Layout
+//!
+//! ```text
+//! <out>/manifest.json                                  the source of truth (see below)
+//! <out>/model_outputs/<output>/batch-NNNNN.parquet     one file per batch and model output
+//! <out>/targets/<target>/batch-NNNNN.parquet           one file per batch and target (losses)
+//! <out>/failures/batch-NNNNN.parquet                   failed replicates of the batch
+//! <out>/summary.json                                   written once the sweep is finished
+//! ```
+//!
+//! `NNNNN` is the batch index, zero-padded to 5 digits (more digits past 99 999). Every path is
+//! built by [`OutputLayout`]; nothing else joins path components, so a partition level under
+//! each dataset folder (e.g. `shard=003/`) can be added there alone. Directory scans go down
+//! the whole tree under each dataset folder for the same reason.
+//!
+//! # Commit protocol
+//!
+//! A batch is committed by [`commit_batch`] and then recorded by [`Manifest::write_atomic`]:
+//!
+//! 1. write each of the batch's files under a temporary name in its final directory
+//!    (`.batch-NNNNN.parquet.tmp`), then fsync the file;
+//! 2. rename each to its final name (`batch-NNNNN.parquet`), atomic within a directory;
+//! 3. fsync every directory touched, so the renames are durable;
+//! 4. replace the manifest atomically: write `manifest.json.tmp`, fsync it, rename it over
+//!    `manifest.json`, fsync the output directory.
+//!
+//! A reader therefore never sees a partial file under a final name.
+//!
+//! # Why the manifest is the source of truth
+//!
+//! Files are renamed (step 2) before the manifest is replaced (step 4). A crash in between
+//! leaves complete files under final names that the manifest does not list, and a crash during
+//! step 2 leaves only some of a batch's files renamed. Neither is a committed batch: on resume,
+//! [`prepare_output_dir`] deletes every batch file the manifest does not list, and every
+//! temporary file, and the planner redoes those batches (the rows are deterministic, so the
+//! redone files are the same). Conversely a batch the manifest lists must have all its files:
+//! if one is missing, the directory was altered and resuming is refused.
+//!
+//! A run writes its first manifest (with no batches) before committing its first batch, so a
+//! directory holding batch files but no manifest was not written by a crashed simsweep run.
+//! Such a directory is refused; one holding only temporary files and empty dataset folders is
+//! cleaned.
+
+mod commit;
+mod layout;
+mod manifest;
+mod prepare;
+
+pub use commit::{commit_batch, BatchTable, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL};
+pub use layout::{Dataset, FaultPoint, OutputLayout};
+pub use manifest::{
+    utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, MANIFEST_FORMAT_VERSION,
+};
+pub use prepare::prepare_output_dir;
+
+use std::path::Path;
+
+use crate::error::{EngineError, Result};
+
+/// Fsyncs directory `dir`, making the creation, renaming and removal of its entries durable.
+///
+/// A no-op where directories cannot be opened as files (Windows).
+///
+/// # Errors
+/// [`EngineError::Io`] when the directory cannot be opened or synced.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let handle = std::fs::File::open(dir).map_err(|e| EngineError::io(dir, e))?;
+        handle.sync_all().map_err(|e| EngineError::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents, fsyncing the parent of each directory created.
+///
+/// # Errors
+/// [`EngineError::Io`] when a directory cannot be created or synced.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another process (or a concurrent call) made it first.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(EngineError::io(dir, e)),
+    }
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => fsync_dir(parent),
+        None => Ok(()),
+    }
+}

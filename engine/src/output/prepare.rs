@@ -1,0 +1,472 @@
+//! Preparing the output directory for a new or a resumed run.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::create_dir_durable;
+use super::layout::{classify, Dataset, FileKind, OutputLayout};
+use super::manifest::{Manifest, MANIFEST_FORMAT_VERSION};
+use crate::error::{EngineError, Result};
+
+/// Characters of a spec hash shown in messages.
+const SHORT_HASH_CHARS: usize = 12;
+
+/// Makes the output directory ready for the job whose spec hash is `spec_hash`.
+///
+/// - Missing or empty: created (with its parents); `Ok(None)`, a fresh run.
+/// - Holding a manifest of the same spec hash: a resume. Temporary files and batch files the
+///   manifest does not list (leftovers of batches open at the crash, see [`crate::output`])
+///   are deleted; `Ok(Some(manifest))`. The caller plans over
+///   [`Manifest::committed_ranges`] from [`Manifest::next_index`].
+/// - Holding only simsweep's own leftovers and no manifest (temporary files, dataset folders
+///   without committed files): cleaned; `Ok(None)`.
+///
+/// A fresh run should write its first manifest (with no batches) before committing a batch,
+/// so that a crash after the first rename is resumable.
+///
+/// # Errors
+/// [`EngineError::OutputConflict`], with nothing deleted, when the directory
+/// - is not a directory;
+/// - holds the manifest of another job (another spec hash) or of a newer manifest format;
+/// - is not empty and has no manifest, beyond simsweep's leftovers;
+/// - has a manifest listing a batch file that is missing.
+///
+/// [`EngineError::Io`] when it cannot be read, created or cleaned, and
+/// [`EngineError::Manifest`] when `manifest.json` is unreadable.
+pub fn prepare_output_dir(layout: &OutputLayout, spec_hash: &str) -> Result<Option<Manifest>> {
+    let root = layout.root();
+    match std::fs::metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            create_dir_durable(root)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(EngineError::io(root, e)),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(conflict(
+                layout,
+                "exists and is not a directory; choose another --out".into(),
+            ));
+        }
+        Ok(_) => {}
+    }
+    let mut entries = std::fs::read_dir(root).map_err(|e| EngineError::io(root, e))?;
+    if entries.next().is_none() {
+        return Ok(None);
+    }
+
+    match Manifest::load(&layout.manifest_path())? {
+        Some(manifest) => resume(layout, spec_hash, manifest).map(Some),
+        None => clean_leftovers_without_manifest(layout).map(|()| None),
+    }
+}
+
+/// Checks the manifest against the job and the files, then deletes what it does not list.
+fn resume(layout: &OutputLayout, spec_hash: &str, manifest: Manifest) -> Result<Manifest> {
+    if manifest.spec_hash != spec_hash {
+        return Err(conflict(
+            layout,
+            format!(
+                "holds the results of another job (spec hash {}…, this job {}…); \
+                 choose another --out, or remove this directory to overwrite them",
+                short(&manifest.spec_hash),
+                short(spec_hash)
+            ),
+        ));
+    }
+    if manifest.format_version > MANIFEST_FORMAT_VERSION {
+        return Err(conflict(
+            layout,
+            format!(
+                "was written by a newer simsweep (manifest format {}, this one reads up to {}); \
+                 resume it with that version or choose another --out",
+                manifest.format_version, MANIFEST_FORMAT_VERSION
+            ),
+        ));
+    }
+
+    let mut listed = BTreeSet::new();
+    for batch in &manifest.batches {
+        for dir in batch.rows.keys() {
+            let dataset = Dataset::from_relative_dir(dir).ok_or_else(|| {
+                conflict(
+                    layout,
+                    format!(
+                        "manifest.json lists an unknown dataset `{dir}` in batch {}; the manifest \
+                         was altered: run with --restart or remove this directory",
+                        batch.index
+                    ),
+                )
+            })?;
+            let file = layout.batch_file(&dataset, batch.index);
+            if !file.is_file() {
+                return Err(conflict(
+                    layout,
+                    format!(
+                        "batch {} is committed in manifest.json but its file {} is missing; \
+                         run with --restart to start over, or remove this directory",
+                        batch.index,
+                        file.display()
+                    ),
+                ));
+            }
+            listed.insert(file);
+        }
+    }
+
+    let tree = DatasetTree::scan(layout)?;
+    let mut removed = 0usize;
+    for (path, kind) in &tree.files {
+        let leftover = match kind {
+            FileKind::Temp => true,
+            FileKind::Batch(_) => !listed.contains(path),
+            FileKind::Other => false,
+        };
+        if leftover {
+            remove_file(path)?;
+            removed += 1;
+        }
+    }
+    for tmp in [layout.manifest_tmp_path(), layout.summary_tmp_path()] {
+        removed += usize::from(remove_file_if_exists(&tmp)?);
+    }
+    // The removals are not fsynced: if they are undone by a crash, the next resume redoes them.
+    tracing::info!(
+        out = %layout.root().display(),
+        batches_committed = manifest.batches.len(),
+        leftovers_removed = removed,
+        "resuming"
+    );
+    Ok(manifest)
+}
+
+/// Accepts a directory without a manifest only if it holds nothing but simsweep's temporary
+/// files and dataset folders without committed files; removes them.
+fn clean_leftovers_without_manifest(layout: &OutputLayout) -> Result<()> {
+    let root = layout.root();
+    let top_dirs: BTreeSet<PathBuf> = layout.top_dirs().collect();
+    let root_tmps = [layout.manifest_tmp_path(), layout.summary_tmp_path()];
+    for entry in std::fs::read_dir(root).map_err(|e| EngineError::io(root, e))? {
+        let entry = entry.map_err(|e| EngineError::io(root, e))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| EngineError::io(&path, e))?;
+        let ours = (file_type.is_dir() && top_dirs.contains(&path))
+            || (file_type.is_file() && root_tmps.contains(&path));
+        if !ours {
+            return Err(not_simsweep_output(layout, &path));
+        }
+    }
+    let tree = DatasetTree::scan(layout)?;
+    if let Some((path, _)) = tree.files.iter().find(|(_, kind)| *kind != FileKind::Temp) {
+        return Err(not_simsweep_output(layout, path));
+    }
+
+    for (path, _) in &tree.files {
+        remove_file(path)?;
+    }
+    for dir in &tree.dirs_deepest_first {
+        std::fs::remove_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+    }
+    for tmp in &root_tmps {
+        remove_file_if_exists(tmp)?;
+    }
+    tracing::info!(out = %root.display(), files_removed = tree.files.len(), "cleaned leftovers of a run that committed nothing");
+    Ok(())
+}
+
+/// Files and folders under the dataset folders, whatever their depth. Symbolic links count as
+/// files of kind [`FileKind::Other`] and are never followed.
+struct DatasetTree {
+    files: Vec<(PathBuf, FileKind)>,
+    /// Every folder, the top-level dataset folders included, children before parents.
+    dirs_deepest_first: Vec<PathBuf>,
+}
+
+impl DatasetTree {
+    fn scan(layout: &OutputLayout) -> Result<DatasetTree> {
+        let mut tree = DatasetTree { files: Vec::new(), dirs_deepest_first: Vec::new() };
+        for top in layout.top_dirs() {
+            match std::fs::symlink_metadata(&top) {
+                Ok(meta) if meta.is_dir() => tree.walk(&top)?,
+                Ok(_) => tree.files.push((top, FileKind::Other)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::io(&top, e)),
+            }
+        }
+        Ok(tree)
+    }
+
+    fn walk(&mut self, dir: &Path) -> Result<()> {
+        for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))? {
+            let entry = entry.map_err(|e| EngineError::io(dir, e))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(|e| EngineError::io(&path, e))?;
+            if file_type.is_dir() {
+                self.walk(&path)?;
+            } else {
+                let kind = match (file_type.is_file(), entry.file_name().to_str()) {
+                    (true, Some(name)) => classify(name),
+                    _ => FileKind::Other,
+                };
+                self.files.push((path, kind));
+            }
+        }
+        self.dirs_deepest_first.push(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(|e| EngineError::io(path, e))
+}
+
+/// Removes `path` if it exists; true if it did.
+fn remove_file_if_exists(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(EngineError::io(path, e)),
+    }
+}
+
+fn conflict(layout: &OutputLayout, message: String) -> EngineError {
+    EngineError::OutputConflict { dir: layout.root().to_path_buf(), message }
+}
+
+fn not_simsweep_output(layout: &OutputLayout, found: &Path) -> EngineError {
+    conflict(
+        layout,
+        format!(
+            "is not empty and has no manifest.json (found {}): it is not a simsweep output, or \
+             a run that committed nothing; remove it or choose another --out",
+            found.display()
+        ),
+    )
+}
+
+fn short(hash: &str) -> &str {
+    match hash.char_indices().nth(SHORT_HASH_CHARS) {
+        Some((end, _)) => &hash[..end],
+        None => hash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::commit::tests::{sample_batch, sample_schema};
+    use crate::output::manifest::tests::batch;
+    use crate::output::{commit_batch, BatchTable, CommittedBatch, FaultPoint};
+
+    const HASH: &str = "0123456789abcdef0123456789abcdef";
+
+    fn datasets() -> [Dataset; 2] {
+        [Dataset::Target("in_bed".into()), Dataset::Failures]
+    }
+
+    fn tables() -> Vec<BatchTable> {
+        datasets()
+            .into_iter()
+            .map(|dataset| BatchTable {
+                dataset,
+                schema: sample_schema(),
+                batches: vec![sample_batch(0, 4)],
+            })
+            .collect()
+    }
+
+    /// Commits batch `index` and records it in the manifest, as the Batcher does.
+    fn commit_and_record(layout: &OutputLayout, manifest: &mut Manifest, index: u32) -> Result<()> {
+        let points = u64::from(index) * 4..u64::from(index) * 4 + 4;
+        let rows = commit_batch(layout, index, tables())?;
+        let mut entry = batch(index, points, &[]);
+        entry.rows = CommittedBatch::rows_map(&rows);
+        let mut next = manifest.clone();
+        next.record(entry);
+        next.write_atomic(layout)?;
+        *manifest = next;
+        Ok(())
+    }
+
+    fn all_files(root: &Path) -> Vec<String> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, root, out);
+                } else {
+                    out.push(p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(root, root, &mut out);
+        out.sort();
+        out
+    }
+
+    fn started(root: &Path) -> (OutputLayout, Manifest) {
+        let layout = OutputLayout::new(root);
+        assert!(prepare_output_dir(&layout, HASH).unwrap().is_none());
+        let manifest = Manifest::new("job", HASH, 4, 16, 2, 32, 4);
+        manifest.write_atomic(&layout).unwrap();
+        (layout, manifest)
+    }
+
+    #[test]
+    fn new_dir_is_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path().join("a/b/out"));
+        assert!(prepare_output_dir(&layout, HASH).unwrap().is_none());
+        assert!(layout.root().is_dir());
+        // An existing empty directory is fine too.
+        assert!(prepare_output_dir(&layout, HASH).unwrap().is_none());
+    }
+
+    #[test]
+    fn other_hash_refused_and_nothing_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (layout, mut manifest) = started(tmp.path());
+        commit_and_record(&layout, &mut manifest, 0).unwrap();
+        std::fs::write(
+            layout.dataset_dir(&Dataset::Failures).join(".batch-00001.parquet.tmp"),
+            b"x",
+        )
+        .unwrap();
+        let before = all_files(tmp.path());
+
+        let err = prepare_output_dir(&layout, "fedcba9876543210fedcba").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, EngineError::OutputConflict { .. }));
+        assert!(
+            text.contains("another job")
+                && text.contains("0123456789ab…")
+                && text.contains("fedcba987654…"),
+            "{text}"
+        );
+        assert!(text.contains("--out"), "{text}");
+        assert_eq!(all_files(tmp.path()), before);
+    }
+
+    #[test]
+    fn foreign_dir_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("thesis.tex"), b"x").unwrap();
+        let err = prepare_output_dir(&OutputLayout::new(tmp.path()), HASH).unwrap_err();
+        assert!(matches!(err, EngineError::OutputConflict { .. }));
+        assert!(err.to_string().contains("no manifest.json"), "{err}");
+        assert!(tmp.path().join("thesis.tex").exists());
+
+        // Batch files without a manifest are not leftovers: they could be anyone's.
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        commit_batch(&layout, 0, tables()).unwrap();
+        let before = all_files(tmp.path());
+        assert!(matches!(
+            prepare_output_dir(&layout, HASH),
+            Err(EngineError::OutputConflict { .. })
+        ));
+        assert_eq!(all_files(tmp.path()), before);
+    }
+
+    #[test]
+    fn file_as_output_dir_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("out");
+        std::fs::write(&path, b"x").unwrap();
+        let err = prepare_output_dir(&OutputLayout::new(&path), HASH).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn own_leftovers_without_manifest_cleaned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        let faulty = layout.clone().with_fault(FaultPoint::AfterTempWrite);
+        assert!(commit_batch(&faulty, 0, tables()).is_err());
+        std::fs::write(layout.manifest_tmp_path(), b"{").unwrap();
+        assert!(!all_files(tmp.path()).is_empty());
+        assert!(prepare_output_dir(&layout, HASH).unwrap().is_none());
+        assert_eq!(all_files(tmp.path()), Vec::<String>::new());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn resume_removes_unlisted_and_keeps_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (layout, mut manifest) = started(tmp.path());
+        commit_and_record(&layout, &mut manifest, 0).unwrap();
+        commit_and_record(&layout, &mut manifest, 1).unwrap();
+        // Batch 2 renamed but not recorded; batch 3 half written; a stray manifest tmp.
+        commit_batch(&layout, 2, tables()).unwrap();
+        std::fs::write(layout.batch_tmp_file(&Dataset::Failures, 3), b"partial").unwrap();
+        std::fs::write(layout.manifest_tmp_path(), b"{").unwrap();
+        std::fs::write(layout.summary_tmp_path(), b"{").unwrap();
+        let notes = layout.dataset_dir(&Dataset::Failures).join("notes.txt");
+        std::fs::write(&notes, b"mine").unwrap();
+
+        let resumed = prepare_output_dir(&layout, HASH).unwrap().unwrap();
+        assert_eq!(resumed, manifest);
+        assert_eq!(resumed.committed_ranges(), vec![0..4, 4..8]);
+        assert_eq!(resumed.next_index(), 2);
+        assert_eq!(
+            all_files(tmp.path()),
+            vec![
+                "failures/batch-00000.parquet",
+                "failures/batch-00001.parquet",
+                "failures/notes.txt",
+                "manifest.json",
+                "targets/in_bed/batch-00000.parquet",
+                "targets/in_bed/batch-00001.parquet",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_listed_file_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (layout, mut manifest) = started(tmp.path());
+        commit_and_record(&layout, &mut manifest, 0).unwrap();
+        let gone = layout.batch_file(&Dataset::Target("in_bed".into()), 0);
+        std::fs::remove_file(&gone).unwrap();
+        let before = all_files(tmp.path());
+        let err = prepare_output_dir(&layout, HASH).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, EngineError::OutputConflict { .. }));
+        assert!(text.contains(&gone.display().to_string()) && text.contains("--restart"), "{text}");
+        assert_eq!(all_files(tmp.path()), before);
+    }
+
+    #[test]
+    fn each_fault_point_leaves_only_manifest_listed_files() {
+        for fault in
+            [FaultPoint::AfterTempWrite, FaultPoint::AfterRename, FaultPoint::BeforeManifest]
+        {
+            let tmp = tempfile::tempdir().unwrap();
+            let (layout, mut manifest) = started(tmp.path());
+            commit_and_record(&layout, &mut manifest, 0).unwrap();
+
+            let faulty = layout.clone().with_fault(fault);
+            let err = commit_and_record(&faulty, &mut manifest, 1).unwrap_err();
+            assert!(err.to_string().contains("injected fault"), "{fault:?}: {err}");
+
+            let resumed = prepare_output_dir(&layout, HASH).unwrap().unwrap();
+            assert_eq!(
+                resumed.batches.iter().map(|b| b.index).collect::<Vec<_>>(),
+                vec![0],
+                "{fault:?}"
+            );
+            assert_eq!(
+                all_files(tmp.path()),
+                vec![
+                    "failures/batch-00000.parquet",
+                    "manifest.json",
+                    "targets/in_bed/batch-00000.parquet"
+                ],
+                "{fault:?}"
+            );
+            // The redone batch commits cleanly over the same names.
+            commit_and_record(&layout, &mut manifest, 1).unwrap();
+            assert_eq!(prepare_output_dir(&layout, HASH).unwrap().unwrap().next_index(), 2);
+        }
+    }
+}

@@ -11,7 +11,11 @@ use arrow::record_batch::RecordBatch;
 
 use crate::params::ParameterSet;
 
+pub use retry::{Attempts, RetryPolicy};
+
 mod chain;
+pub mod external;
+pub mod retry;
 pub mod seir;
 pub mod sir;
 pub mod sir_bed;
@@ -26,13 +30,17 @@ pub struct OutputSpec {
 }
 
 /// What one replicate returns: output tables in the order of [`Simulator::outputs`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SimOutput {
     /// One record batch per output, same order and schemas as [`Simulator::outputs`].
     pub tables: Vec<RecordBatch>,
 }
 
-/// Why a replicate failed.
+/// Why a replicate (one attempt of it) failed.
+///
+/// `Model` and `Panic` come from in-process and external models alike; the other kinds only
+/// from external models (see `docs/worker-protocol.md`, "Failures"). [`SimError::kind`] is the
+/// name written to the failures table.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SimError {
@@ -42,14 +50,146 @@ pub enum SimError {
     /// The model panicked; caught at the worker boundary.
     #[error("model panicked: {0}")]
     Panic(String),
+    /// The worker process exited or died by a signal while it ran the task.
+    #[error("worker crashed: {}", describe_exit(*.exit_code, *.signal))]
+    Crash {
+        /// Exit status, when it exited.
+        exit_code: Option<i32>,
+        /// Signal number, when a signal killed it.
+        signal: Option<i32>,
+        /// The last bytes the worker wrote to stderr.
+        stderr_tail: String,
+    },
+    /// The worker ran out of memory: killed by `SIGKILL` not sent by simsweep (the kernel's
+    /// OOM killer), exited with 137, or reported it (e.g. Python's `MemoryError`).
+    #[error("out of memory: {message}")]
+    Oom {
+        /// Exit status, when it exited.
+        exit_code: Option<i32>,
+        /// Signal number, when a signal killed it.
+        signal: Option<i32>,
+        /// What was seen.
+        message: String,
+        /// The last bytes the worker wrote to stderr.
+        stderr_tail: String,
+    },
+    /// The task ran longer than the model's `timeout_seconds`; the worker was killed.
+    #[error("timed out after {timeout_seconds} s; the worker was killed")]
+    Timeout {
+        /// The limit that was exceeded, in seconds.
+        timeout_seconds: f64,
+        /// The last bytes the worker wrote to stderr.
+        stderr_tail: String,
+    },
+    /// The worker broke the protocol (garbage on stdout, a frame too large, a wrong schema,
+    /// ...) or could not be started.
+    #[error("protocol violation: {message}")]
+    Protocol {
+        /// What was wrong.
+        message: String,
+        /// The last bytes the worker wrote to stderr.
+        stderr_tail: String,
+    },
 }
 
 impl SimError {
-    /// Short kind name written to the failures table: `error` or `panic`.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of failure.
+    pub fn failure_kind(&self) -> FailureKind {
         match self {
-            SimError::Model(_) => "error",
-            SimError::Panic(_) => "panic",
+            SimError::Model(_) => FailureKind::Error,
+            SimError::Panic(_) => FailureKind::Panic,
+            SimError::Crash { .. } => FailureKind::Crash,
+            SimError::Oom { .. } => FailureKind::Oom,
+            SimError::Timeout { .. } => FailureKind::Timeout,
+            SimError::Protocol { .. } => FailureKind::Protocol,
+        }
+    }
+
+    /// Short kind name written to the failures table: `error`, `panic`, `crash`, `oom`,
+    /// `timeout` or `protocol`.
+    pub fn kind(&self) -> &'static str {
+        self.failure_kind().as_str()
+    }
+
+    /// The worker's exit status, when it exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            SimError::Crash { exit_code, .. } | SimError::Oom { exit_code, .. } => *exit_code,
+            _ => None,
+        }
+    }
+
+    /// The signal that killed the worker, when one did.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            SimError::Crash { signal, .. } | SimError::Oom { signal, .. } => *signal,
+            _ => None,
+        }
+    }
+
+    /// The tail of the worker's stderr; `None` for in-process failures and model errors.
+    pub fn stderr_tail(&self) -> Option<&str> {
+        match self {
+            SimError::Model(_) | SimError::Panic(_) => None,
+            SimError::Crash { stderr_tail, .. }
+            | SimError::Oom { stderr_tail, .. }
+            | SimError::Timeout { stderr_tail, .. }
+            | SimError::Protocol { stderr_tail, .. } => Some(stderr_tail),
+        }
+    }
+}
+
+fn describe_exit(exit_code: Option<i32>, signal: Option<i32>) -> String {
+    match (exit_code, signal) {
+        (_, Some(signal)) => format!("killed by signal {signal}{}", signal_name(signal)),
+        (Some(code), None) => format!("exited with code {code}"),
+        (None, None) => "ended without an exit status".to_string(),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        4 => " (SIGILL)",
+        6 => " (SIGABRT)",
+        7 => " (SIGBUS)",
+        8 => " (SIGFPE)",
+        9 => " (SIGKILL)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        _ => "",
+    }
+}
+
+/// The kinds of failure, as written to the `kind` column of `failures/`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The model reported an error.
+    Error,
+    /// An in-process model panicked.
+    Panic,
+    /// The worker process exited or died by a signal.
+    Crash,
+    /// The worker ran out of memory.
+    Oom,
+    /// The task exceeded its timeout.
+    Timeout,
+    /// The worker broke the protocol.
+    Protocol,
+}
+
+impl FailureKind {
+    /// The name: `error`, `panic`, `crash`, `oom`, `timeout` or `protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Error => "error",
+            FailureKind::Panic => "panic",
+            FailureKind::Crash => "crash",
+            FailureKind::Oom => "oom",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Protocol => "protocol",
         }
     }
 }
@@ -77,7 +217,8 @@ pub trait Simulator: Send + Sync {
 /// A shared simulator.
 pub type SharedSimulator = Arc<dyn Simulator>;
 
-/// The `[model]` section of a job: a built-in model by `name` with its fixed settings.
+/// The `[model]` section of a job: a built-in model by `name`, or an external model by
+/// `command`, with the [retry policy](retry) for its failures.
 ///
 /// ```toml
 /// [model]
@@ -86,10 +227,38 @@ pub type SharedSimulator = Arc<dyn Simulator>;
 /// initial_infected = 1
 /// days = 14
 /// steps_per_day = 10
+/// max_attempts = 3          # optional, see `retry`
 /// ```
+///
+/// ```toml
+/// [model]
+/// command = ["python3", "model.py"]   # see `external`
+/// timeout_seconds = 60
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelSpec {
+    /// Which model, with its settings.
+    #[serde(flatten)]
+    pub model: ModelKind,
+    /// How failed replicates are retried.
+    #[serde(flatten)]
+    pub retry: RetryPolicy,
+}
+
+/// A built-in model or an external one.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum ModelKind {
+    /// A model compiled into simsweep, chosen by `name`.
+    BuiltIn(BuiltInModel),
+    /// A worker program speaking `docs/worker-protocol.md`, chosen by `command`.
+    External(external::ExternalSettings),
+}
+
+/// The built-in models with their fixed settings.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
-pub enum ModelSpec {
+pub enum BuiltInModel {
     /// [`sir::Sir`]
     Sir(sir::SirSettings),
     /// [`seir::Seir`]
@@ -98,18 +267,95 @@ pub enum ModelSpec {
     SirBed(sir_bed::SirBedSettings),
 }
 
+impl From<BuiltInModel> for ModelSpec {
+    fn from(model: BuiltInModel) -> Self {
+        ModelSpec {
+            model: ModelKind::BuiltIn(model),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl From<external::ExternalSettings> for ModelSpec {
+    fn from(settings: external::ExternalSettings) -> Self {
+        ModelSpec {
+            model: ModelKind::External(settings),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Keys of `[model]` that belong to the retry policy rather than to the model.
+const RETRY_KEYS: [&str; 2] = ["max_attempts", "retry"];
+
+impl<'de> serde::Deserialize<'de> for ModelSpec {
+    /// Reads the section as a table, takes out the retry keys, then dispatches on `command`
+    /// (external) or `name` (built-in); each half refuses unknown keys with its own message.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let mut retry_table = toml::Table::new();
+        for key in RETRY_KEYS {
+            if let Some(value) = table.remove(key) {
+                retry_table.insert(key.to_string(), value);
+            }
+        }
+        let retry: RetryPolicy = toml::Value::Table(retry_table)
+            .try_into()
+            .map_err(D::Error::custom)?;
+        let model =
+            if table.contains_key("command") {
+                ModelKind::External(toml::Value::Table(table).try_into().map_err(|e| {
+                    D::Error::custom(format!("external model (`command` given): {e}"))
+                })?)
+            } else if table.contains_key("name") {
+                ModelKind::BuiltIn(
+                    toml::Value::Table(table)
+                        .try_into()
+                        .map_err(D::Error::custom)?,
+                )
+            } else {
+                return Err(D::Error::custom(
+                    "give `name` (a built-in model: sir, seir, sir_bed) or `command` (an external \
+                 model, e.g. `command = [\"python3\", \"model.py\"]`)",
+                ));
+            };
+        Ok(ModelSpec { model, retry })
+    }
+}
+
 impl ModelSpec {
-    /// Builds the simulator.
+    /// Builds the simulator. For an external model this starts one worker process and does the
+    /// `initialize` handshake, so a broken command is reported here.
     ///
     /// # Errors
     /// A message naming the setting that is out of range and what to change (the caller adds
-    /// the file and the `model.` field path).
+    /// the file and the `model.` field path); for an external model whose command cannot be
+    /// started or fails the handshake, the setting `command` with the command, the failure and
+    /// the tail of its stderr.
     pub fn build(&self) -> Result<SharedSimulator, ModelSettingError> {
-        Ok(match self {
-            ModelSpec::Sir(s) => Arc::new(sir::Sir::new(s.clone())?),
-            ModelSpec::Seir(s) => Arc::new(seir::Seir::new(s.clone())?),
-            ModelSpec::SirBed(s) => Arc::new(sir_bed::SirBed::new(s.clone())?),
+        if self.retry.max_attempts == 0 {
+            return Err(ModelSettingError {
+                setting: "max_attempts",
+                message: "is 0; give at least 1 (1 = never retry)".to_string(),
+            });
+        }
+        Ok(match &self.model {
+            ModelKind::BuiltIn(BuiltInModel::Sir(s)) => Arc::new(sir::Sir::new(s.clone())?),
+            ModelKind::BuiltIn(BuiltInModel::Seir(s)) => Arc::new(seir::Seir::new(s.clone())?),
+            ModelKind::BuiltIn(BuiltInModel::SirBed(s)) => {
+                Arc::new(sir_bed::SirBed::new(s.clone())?)
+            }
+            ModelKind::External(s) => Arc::new(external::ExternalModel::new(s.clone())?),
         })
+    }
+
+    /// The external model's settings, when it is one.
+    pub fn external(&self) -> Option<&external::ExternalSettings> {
+        match &self.model {
+            ModelKind::External(s) => Some(s),
+            ModelKind::BuiltIn(_) => None,
+        }
     }
 }
 

@@ -91,7 +91,9 @@ impl ParameterSet {
 
 impl FromIterator<(String, ParamValue)> for ParameterSet {
     fn from_iter<T: IntoIterator<Item = (String, ParamValue)>>(iter: T) -> Self {
-        ParameterSet { values: iter.into_iter().collect() }
+        ParameterSet {
+            values: iter.into_iter().collect(),
+        }
     }
 }
 

@@ -1,0 +1,530 @@
+//! External models: a worker program, in any language, run as persistent child processes that
+//! speak the protocol of `docs/worker-protocol.md` (version [`PROTOCOL_VERSION`]) on their
+//! stdin and stdout.
+//!
+//! ```toml
+//! [model]
+//! command = ["python3", "model.py"]   # relative paths resolve against `working_dir`
+//! env = { OMP_NUM_THREADS = "1" }
+//! timeout_seconds = 60
+//! memory_limit_mb = 2000
+//! [model.settings]                    # passed to the worker's `initialize`
+//! population = 763
+//! ```
+//!
+//! [`ExternalModel`] keeps a pool of idle workers. A call takes one (or starts one when none is
+//! idle), runs the task on it, and gives it back, so there are never more workers than
+//! concurrent callers (the engine's SimWorkers) and each is started once and reused. A worker
+//! that crashed, timed out, ran out of memory or broke the protocol is ended and dropped; the
+//! next call starts a fresh one. Parameter names and outputs come from the `initialize`
+//! handshake, done once in [`ExternalModel::new`].
+//!
+//! Limits are per worker process: `timeout_seconds` per task (then `SIGKILL` to the worker's
+//! process group), `memory_limit_mb` as `RLIMIT_AS` (Unix only; refused elsewhere).
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use super::{ModelSettingError, OutputSpec, SimError, SimOutput, Simulator};
+use crate::params::{ParamValue, ParameterSet};
+
+pub mod frame;
+mod process;
+
+use frame::{Frame, ARROW_STREAM};
+pub use process::STDERR_TAIL_BYTES;
+use process::{Fault, WorkerProcess};
+
+/// Version of the worker protocol spoken here.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// How long a worker may take to start and answer `initialize`, in seconds.
+pub const STARTUP_TIMEOUT_SECONDS: u64 = 120;
+/// How long an idle worker gets to exit after `shutdown` before it is killed, in seconds.
+pub const SHUTDOWN_GRACE_SECONDS: u64 = 1;
+
+/// Settings of an external model (the `[model]` section when it has `command`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSettings {
+    /// The worker program and its arguments, e.g. `["python3", "model.py"]`; not run through a
+    /// shell. The program is looked up on `PATH` unless it contains a `/`.
+    pub command: Vec<String>,
+    /// A name for logs and the failures' messages; default: the last element of `command`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Environment variables added to simsweep's own for the worker.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The worker's working directory; default: simsweep's. Relative paths in `command` are
+    /// resolved by the operating system against it.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// Wall-clock limit for one task (one `execute`), in seconds; the worker is killed after
+    /// it. Default: no limit.
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
+    /// Address-space limit of each worker process, in MiB (`RLIMIT_AS`; Unix only). Default:
+    /// no limit. It counts virtual memory: leave room above the resident size.
+    #[serde(default)]
+    pub memory_limit_mb: Option<u64>,
+    /// Passed as `settings` to the worker's `initialize` (the `[model.settings]` table).
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+impl ExternalSettings {
+    /// Settings running `command` with every other setting at its default.
+    pub fn new(command: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ExternalSettings {
+            command: command.into_iter().map(Into::into).collect(),
+            name: None,
+            env: BTreeMap::new(),
+            working_dir: None,
+            timeout_seconds: None,
+            memory_limit_mb: None,
+            settings: toml::Table::new(),
+        }
+    }
+
+    /// The command as one line, for messages.
+    pub fn command_line(&self) -> String {
+        self.command.join(" ")
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout_seconds.map(Duration::from_secs_f64)
+    }
+}
+
+/// One column of an output, as declared in the `initialize` reply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnDecl {
+    name: String,
+    #[serde(rename = "type")]
+    data_type: String,
+    #[serde(default = "yes")]
+    nullable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One output, as declared in the `initialize` reply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputDecl {
+    name: String,
+    columns: Vec<ColumnDecl>,
+}
+
+/// The `initialize` reply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct InitReply {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    protocol_version: Option<u32>,
+    #[serde(default)]
+    parameters: Vec<String>,
+    #[serde(default)]
+    outputs: Vec<OutputDecl>,
+}
+
+/// What the handshake established; every later worker must answer the same.
+#[derive(Debug, Clone, PartialEq)]
+struct Handshake {
+    parameters: Vec<String>,
+    outputs: Vec<OutputDecl>,
+}
+
+/// The header of an `execute` reply.
+#[derive(Debug, Deserialize)]
+struct ExecuteReply {
+    id: u64,
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    tables: Vec<TableRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TableRef {
+    name: String,
+    bytes: u64,
+}
+
+fn arrow_type(name: &str) -> Option<DataType> {
+    Some(match name {
+        "int32" => DataType::Int32,
+        "int64" => DataType::Int64,
+        "uint32" => DataType::UInt32,
+        "uint64" => DataType::UInt64,
+        "float32" => DataType::Float32,
+        "float64" => DataType::Float64,
+        "utf8" => DataType::Utf8,
+        "bool" => DataType::Boolean,
+        _ => return None,
+    })
+}
+
+/// A model run by worker processes (see the [module docs](self)).
+pub struct ExternalModel {
+    settings: ExternalSettings,
+    name: String,
+    handshake: Handshake,
+    outputs: Vec<OutputSpec>,
+    idle: Mutex<Vec<WorkerProcess>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for ExternalModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalModel")
+            .field("command", &self.settings.command)
+            .field("parameters", &self.handshake.parameters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExternalModel {
+    /// Checks the settings, starts one worker and does the `initialize` handshake; the worker
+    /// is kept for the first task.
+    ///
+    /// # Errors
+    /// [`ModelSettingError`] for `command` when it is empty, cannot be started, or fails the
+    /// handshake (the message names the command, says what happened and quotes the tail of
+    /// its stderr); for `timeout_seconds` when not a positive finite number; for
+    /// `memory_limit_mb` when 0 or on a platform without `setrlimit`; for `settings` when it
+    /// cannot be sent as JSON.
+    pub fn new(settings: ExternalSettings) -> Result<Self, ModelSettingError> {
+        let invalid = |setting, message: String| ModelSettingError { setting, message };
+        if settings.command.is_empty() {
+            return Err(invalid(
+                "command",
+                "is empty; give the program and its arguments, e.g. [\"python3\", \"model.py\"]"
+                    .into(),
+            ));
+        }
+        if let Some(t) = settings.timeout_seconds {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(invalid(
+                    "timeout_seconds",
+                    format!("is {t}; give a positive number of seconds"),
+                ));
+            }
+        }
+        if settings.memory_limit_mb == Some(0) {
+            return Err(invalid(
+                "memory_limit_mb",
+                "is 0; give a limit in MiB or leave it out".into(),
+            ));
+        }
+        if cfg!(not(unix)) && settings.memory_limit_mb.is_some() {
+            return Err(invalid(
+                "memory_limit_mb",
+                "is only enforced on Unix; leave it out on this platform".into(),
+            ));
+        }
+        serde_json::to_value(&settings.settings)
+            .map_err(|e| invalid("settings", format!("cannot be sent as JSON: {e}")))?;
+        let command = settings.command_line();
+        let name = settings
+            .name
+            .clone()
+            .unwrap_or_else(|| settings.command.last().cloned().unwrap_or_default());
+        let (worker, handshake) = start(&settings).map_err(|error| {
+            let mut message = format!("`{command}`: {error}");
+            if let Some(tail) = error.stderr_tail().filter(|t| !t.trim().is_empty()) {
+                message.push_str(&format!(
+                    "\n--- stderr (last bytes) ---\n{}",
+                    tail.trim_end()
+                ));
+            }
+            invalid("command", message)
+        })?;
+        let outputs = output_specs(&handshake.outputs)
+            .map_err(|message| invalid("command", format!("`{command}`: {message}")))?;
+        Ok(ExternalModel {
+            settings,
+            name,
+            handshake,
+            outputs,
+            idle: Mutex::new(vec![worker]),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The settings the model was built with.
+    pub fn settings(&self) -> &ExternalSettings {
+        &self.settings
+    }
+
+    /// Workers idle in the pool.
+    pub fn idle_workers(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    fn checkout(&self) -> Result<WorkerProcess, SimError> {
+        if let Some(worker) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(worker);
+        }
+        let (worker, handshake) = start(&self.settings)?;
+        if handshake != self.handshake {
+            return Err(worker.into_error(Fault::Protocol(format!(
+                "a new worker answered `initialize` differently from the first one: \
+                 {handshake:?} instead of {:?}",
+                self.handshake
+            ))));
+        }
+        Ok(worker)
+    }
+
+    fn checkin(&self, worker: WorkerProcess) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(worker);
+        }
+    }
+
+    /// Runs one task on `worker`; `Ok(Err(message))` is a model error (the worker stays).
+    fn execute(
+        &self,
+        worker: &mut WorkerProcess,
+        params: &ParameterSet,
+        seed: u32,
+    ) -> Result<Result<SimOutput, String>, Fault> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let params: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), param_json(v)))
+            .collect();
+        let timeout = self.settings.timeout();
+        let deadline = timeout.map(|t| (Instant::now() + t, t));
+        worker.send(&serde_json::json!({
+            "method": "execute", "id": id, "params": params, "seed": seed,
+        }))?;
+        let header = worker.recv(deadline)?;
+        let reply: ExecuteReply = parse_json(&header, "execute reply")?;
+        if reply.id != id {
+            return Err(Fault::Protocol(format!(
+                "reply for id {} to request {id}",
+                reply.id
+            )));
+        }
+        if !reply.ok {
+            let error = reply.error.unwrap_or_else(|| "(no message)".into());
+            return match reply.kind.as_deref() {
+                None | Some("error") => Ok(Err(error)),
+                Some("oom") => Err(Fault::Oom(error)),
+                Some(other) => Err(Fault::Protocol(format!("unknown error kind `{other}`"))),
+            };
+        }
+        let names: Vec<&str> = reply.tables.iter().map(|t| t.name.as_str()).collect();
+        let declared: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        if names != declared {
+            return Err(Fault::Protocol(format!(
+                "reply has tables {names:?}; the model declared {declared:?}"
+            )));
+        }
+        let mut tables = Vec::with_capacity(self.outputs.len());
+        for (table, spec) in reply.tables.iter().zip(&self.outputs) {
+            let frame = worker.recv(deadline)?;
+            if frame.content_type.as_deref() != Some(ARROW_STREAM) {
+                return Err(Fault::Protocol(format!(
+                    "table `{}`: Content-Type {:?}, expected {ARROW_STREAM}",
+                    spec.name, frame.content_type
+                )));
+            }
+            if frame.body.len() as u64 != table.bytes {
+                return Err(Fault::Protocol(format!(
+                    "table `{}`: {} bytes announced, {} sent",
+                    spec.name,
+                    table.bytes,
+                    frame.body.len()
+                )));
+            }
+            tables.push(decode_table(&frame.body, spec).map_err(Fault::Protocol)?);
+        }
+        Ok(Ok(SimOutput { tables }))
+    }
+}
+
+impl Simulator for ExternalModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn parameter_names(&self) -> Vec<String> {
+        self.handshake.parameters.clone()
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        self.outputs.clone()
+    }
+
+    /// Runs one task on an idle worker, or on a fresh one.
+    ///
+    /// # Errors
+    /// [`SimError::Model`] when the worker replied with an error; [`SimError::Crash`],
+    /// [`SimError::Oom`], [`SimError::Timeout`] or [`SimError::Protocol`] when it died, ran
+    /// out of memory, took too long or broke the protocol (also while starting a fresh
+    /// worker); that worker is then ended and dropped.
+    fn simulate(&self, params: &ParameterSet, seed: u32) -> Result<SimOutput, SimError> {
+        let mut worker = self.checkout()?;
+        match self.execute(&mut worker, params, seed) {
+            Ok(result) => {
+                self.checkin(worker);
+                result.map_err(SimError::Model)
+            }
+            Err(fault) => Err(worker.into_error(fault)),
+        }
+    }
+}
+
+impl Drop for ExternalModel {
+    fn drop(&mut self) {
+        if let Ok(idle) = self.idle.get_mut() {
+            for worker in idle.drain(..) {
+                worker.shutdown(Duration::from_secs(SHUTDOWN_GRACE_SECONDS));
+            }
+        }
+    }
+}
+
+/// Starts a worker and does the handshake.
+fn start(settings: &ExternalSettings) -> Result<(WorkerProcess, Handshake), SimError> {
+    let mut worker = WorkerProcess::spawn(settings).map_err(|e| SimError::Protocol {
+        message: format!("could not start `{}`: {e}", settings.command_line()),
+        stderr_tail: String::new(),
+    })?;
+    match handshake(&mut worker, settings) {
+        Ok(h) => Ok((worker, h)),
+        Err(fault) => Err(worker.into_error(fault)),
+    }
+}
+
+fn handshake(worker: &mut WorkerProcess, settings: &ExternalSettings) -> Result<Handshake, Fault> {
+    let limit = Duration::from_secs(STARTUP_TIMEOUT_SECONDS);
+    let settings_json =
+        serde_json::to_value(&settings.settings).map_err(|e| Fault::Protocol(e.to_string()))?;
+    worker.send(&serde_json::json!({
+        "method": "initialize", "protocol_version": PROTOCOL_VERSION, "settings": settings_json,
+    }))?;
+    let reply: InitReply = parse_json(
+        &worker.recv(Some((Instant::now() + limit, limit)))?,
+        "initialize reply",
+    )?;
+    if !reply.ok {
+        return Err(Fault::Protocol(format!(
+            "initialize failed: {}",
+            reply.error.unwrap_or_else(|| "(no message)".into())
+        )));
+    }
+    if reply.protocol_version != Some(PROTOCOL_VERSION) {
+        return Err(Fault::Protocol(format!(
+            "worker speaks protocol version {:?}, simsweep {PROTOCOL_VERSION}",
+            reply.protocol_version
+        )));
+    }
+    Ok(Handshake {
+        parameters: reply.parameters,
+        outputs: reply.outputs,
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(frame: &Frame, what: &str) -> Result<T, Fault> {
+    if !frame.is_json() {
+        return Err(Fault::Protocol(format!(
+            "expected the {what} (JSON), got Content-Type {:?}",
+            frame.content_type
+        )));
+    }
+    serde_json::from_slice(&frame.body).map_err(|e| {
+        let shown = String::from_utf8_lossy(&frame.body[..frame.body.len().min(200)]).into_owned();
+        Fault::Protocol(format!("{what} is not valid: {e}: {shown}"))
+    })
+}
+
+fn param_json(value: &ParamValue) -> serde_json::Value {
+    match value {
+        ParamValue::Float(x) => {
+            serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into)
+        }
+        ParamValue::Int(i) => (*i).into(),
+        ParamValue::Str(s) => s.clone().into(),
+    }
+}
+
+/// The declared outputs as Arrow schemas.
+fn output_specs(outputs: &[OutputDecl]) -> Result<Vec<OutputSpec>, String> {
+    outputs
+        .iter()
+        .map(|o| {
+            let fields = o
+                .columns
+                .iter()
+                .map(|c| {
+                    let t = arrow_type(&c.data_type).ok_or_else(|| {
+                        format!(
+                            "output `{}` column `{}` has type `{}`; use int32, int64, uint32, \
+                             uint64, float32, float64, utf8 or bool",
+                            o.name, c.name, c.data_type
+                        )
+                    })?;
+                    Ok(Field::new(&c.name, t, c.nullable))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(OutputSpec {
+                name: o.name.clone(),
+                schema: Arc::new(Schema::new(fields)),
+            })
+        })
+        .collect()
+}
+
+/// Decodes one Arrow IPC stream into one record batch with the declared schema.
+fn decode_table(body: &[u8], spec: &OutputSpec) -> Result<RecordBatch, String> {
+    let context = |e: &dyn std::fmt::Display| format!("table `{}`: {e}", spec.name);
+    let reader = StreamReader::try_new(Cursor::new(body), None).map_err(|e| context(&e))?;
+    let schema: SchemaRef = reader.schema();
+    let got: Vec<(&str, &DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    let want: Vec<(&str, &DataType)> = spec
+        .schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    if got != want {
+        return Err(format!(
+            "table `{}` has columns {got:?}; the model declared {want:?}",
+            spec.name
+        ));
+    }
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| context(&e))?;
+    let table = arrow::compute::concat_batches(&schema, &batches).map_err(|e| context(&e))?;
+    RecordBatch::try_new(Arc::clone(&spec.schema), table.columns().to_vec())
+        .map_err(|e| context(&e))
+}
+
+#[cfg(test)]
+mod tests;

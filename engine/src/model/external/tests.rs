@@ -1,0 +1,347 @@
+//! ExternalModel against `tests/fault_model.py`: exact failure kinds, exit codes, signals,
+//! stderr tails, the worker pool, and the retry loop. Needs `python3` with `pyarrow`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use arrow::array::{Float64Array, Int64Array};
+
+use super::*;
+use crate::model::{FailureKind, RetryPolicy};
+
+fn fault_model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fault_model.py")
+}
+
+fn settings(state: &std::path::Path) -> ExternalSettings {
+    let mut s = ExternalSettings::new([
+        "python3".to_string(),
+        fault_model_path().display().to_string(),
+    ]);
+    s.timeout_seconds = Some(1.0);
+    s.memory_limit_mb = Some(1024);
+    s.env
+        .insert("FAULT_STATE_DIR".into(), state.display().to_string());
+    s
+}
+
+fn model(state: &std::path::Path) -> ExternalModel {
+    ExternalModel::new(settings(state)).unwrap_or_else(|e| {
+        panic!("the fault model needs python3 with pyarrow (pip install pyarrow): {e}")
+    })
+}
+
+fn params(mode: &str, x: f64) -> ParameterSet {
+    let mut p = ParameterSet::new();
+    p.insert("mode", ParamValue::Str(mode.into()));
+    p.insert("x", ParamValue::Float(x));
+    p
+}
+
+fn values(out: &SimOutput) -> (Vec<i64>, Vec<f64>) {
+    let t = &out.tables[0];
+    let k = t
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("int64");
+    let v = t
+        .column(1)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("float64");
+    (k.values().to_vec(), v.values().to_vec())
+}
+
+#[test]
+fn handshake_gives_parameters_and_outputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(dir.path());
+    assert_eq!(m.name(), fault_model_path().display().to_string());
+    assert_eq!(m.parameter_names(), ["mode", "x"]);
+    let outputs = m.outputs();
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].name, "values");
+    let fields: Vec<_> = outputs[0]
+        .schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("k".into(), DataType::Int64),
+            ("value".into(), DataType::Float64)
+        ]
+    );
+    assert_eq!(m.idle_workers(), 1);
+}
+
+#[test]
+fn same_seed_same_rows_and_the_worker_is_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(dir.path());
+    let a = m.simulate(&params("ok", 2.0), 7).expect("runs");
+    let b = m.simulate(&params("ok", 2.0), 7).expect("runs");
+    let c = m.simulate(&params("ok", 2.0), 8).expect("runs");
+    assert_eq!(a.tables, b.tables);
+    assert_ne!(a.tables, c.tables);
+    assert_eq!(a.tables[0].schema(), m.outputs()[0].schema);
+    let (k, v) = values(&a);
+    assert_eq!(k, [0, 1, 2]);
+    assert!(v.iter().all(|x| (0.0..2.0).contains(x)), "{v:?}");
+    assert_eq!(m.idle_workers(), 1);
+}
+
+#[test]
+fn each_failure_has_its_kind_exit_code_signal_and_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(dir.path());
+    let run = |mode: &str| m.simulate(&params(mode, 1.0), 1).expect_err(mode);
+
+    let e = run("error");
+    assert_eq!(
+        e,
+        SimError::Model("ValueError: mode error asks for an error".into())
+    );
+    assert_eq!(m.idle_workers(), 1, "a model error keeps the worker");
+
+    let e = run("segfault");
+    assert_eq!(
+        (e.kind(), e.exit_code(), e.signal()),
+        ("crash", None, Some(11)),
+        "{e}"
+    );
+    assert!(
+        e.stderr_tail()
+            .is_some_and(|t| t.contains("fault_model: segfaulting now")),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "worker crashed: killed by signal 11 (SIGSEGV)"
+    );
+    assert_eq!(m.idle_workers(), 0, "a crashed worker is dropped");
+
+    let e = run("exit137");
+    assert_eq!(
+        (e.kind(), e.exit_code(), e.signal()),
+        ("oom", Some(137), None),
+        "{e}"
+    );
+
+    let e = run("oom");
+    assert_eq!(
+        (e.kind(), e.exit_code(), e.signal()),
+        ("oom", None, None),
+        "{e}"
+    );
+    assert!(e.to_string().contains("MemoryError"), "{e}");
+
+    let start = Instant::now();
+    let e = run("hang");
+    assert!(
+        matches!(&e, SimError::Timeout { timeout_seconds, .. } if *timeout_seconds == 1.0),
+        "{e:?}"
+    );
+    assert!(
+        e.stderr_tail()
+            .is_some_and(|t| t.contains("fault_model: hanging")),
+        "{e:?}"
+    );
+    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
+
+    let e = run("garbage");
+    assert_eq!(e.kind(), "protocol");
+    assert!(e.to_string().contains("this is not a frame"), "{e}");
+
+    let e = run("too_large");
+    assert_eq!(e.kind(), "protocol");
+    assert!(
+        e.to_string()
+            .contains("999999999999 bytes is larger than the limit"),
+        "{e}"
+    );
+
+    // A fresh worker takes over after all of that.
+    assert!(m.simulate(&params("ok", 1.0), 1).is_ok());
+    assert_eq!(m.idle_workers(), 1);
+}
+
+#[test]
+fn retry_loop_reruns_crashes_on_a_fresh_worker_and_not_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(dir.path());
+    let policy = RetryPolicy::default();
+
+    let once = policy.run(|_| m.simulate(&params("crash_once", 1.0), 5));
+    assert_eq!(once.failed_attempts.len(), 1);
+    let first = &once.failed_attempts[0];
+    assert_eq!(
+        (first.kind(), first.exit_code(), first.signal()),
+        ("crash", Some(3), None)
+    );
+    assert!(first
+        .stderr_tail()
+        .is_some_and(|t| t.contains("crashing once for seed 5")));
+    let ok = once.result.expect("second attempt succeeds");
+    assert_eq!(
+        ok.tables,
+        m.simulate(&params("ok", 1.0), 5).expect("runs").tables
+    );
+
+    let always = policy.run(|_| m.simulate(&params("segfault", 1.0), 5));
+    let kinds: Vec<_> = always
+        .failed_attempts
+        .iter()
+        .map(SimError::failure_kind)
+        .collect();
+    assert_eq!(kinds, [FailureKind::Crash, FailureKind::Crash]);
+    assert_eq!(always.result.expect_err("fails").signal(), Some(11));
+
+    let error = policy.run(|_| m.simulate(&params("error", 1.0), 5));
+    assert!(error.failed_attempts.is_empty());
+    assert_eq!(error.result.expect_err("fails").kind(), "error");
+}
+
+#[test]
+fn concurrent_callers_get_one_worker_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(dir.path());
+    let reference: Vec<_> = (0..8)
+        .map(|s| m.simulate(&params("ok", 1.0), s).expect("runs").tables)
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..8)
+                        .map(|s| m.simulate(&params("ok", 1.0), s).expect("runs").tables)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().expect("thread"), reference);
+        }
+    });
+    let idle = m.idle_workers();
+    assert!((1..=3).contains(&idle), "{idle} workers for 3 callers");
+}
+
+#[test]
+fn a_broken_command_is_refused_naming_it() {
+    let err = ExternalModel::new(ExternalSettings::new([
+        "python3",
+        "-c",
+        "import sys; print('no model here', file=sys.stderr); sys.exit(2)",
+    ]))
+    .expect_err("refused");
+    assert_eq!(err.setting, "command");
+    assert!(
+        err.message.starts_with("`python3 -c import sys;"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("exited with code 2"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("no model here"), "{}", err.message);
+
+    let err = ExternalModel::new(ExternalSettings::new(["/nonexistent/simsweep-model"]))
+        .expect_err("refused");
+    assert!(
+        err.message
+            .contains("could not start `/nonexistent/simsweep-model`"),
+        "{}",
+        err.message
+    );
+
+    let mut s = ExternalSettings::new(["true"]);
+    s.timeout_seconds = Some(0.0);
+    assert_eq!(
+        ExternalModel::new(s).expect_err("refused").setting,
+        "timeout_seconds"
+    );
+}
+
+#[test]
+fn decode_checks_the_declared_columns() {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::ipc::writer::StreamWriter;
+    let spec = OutputSpec {
+        name: "values".into(),
+        schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)])),
+    };
+    let encode = |batch: &RecordBatch| {
+        let mut buf = Vec::new();
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema()).expect("writer");
+        w.write(batch).expect("write");
+        w.finish().expect("finish");
+        drop(w);
+        buf
+    };
+    let good =
+        RecordBatch::try_from_iter([("k", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)])
+            .expect("batch");
+    let decoded = decode_table(&encode(&good), &spec).expect("decodes");
+    assert_eq!(decoded.schema(), spec.schema);
+    assert_eq!(decoded.num_rows(), 2);
+    let wrong =
+        RecordBatch::try_from_iter([("k", Arc::new(StringArray::from(vec!["a"])) as ArrayRef)])
+            .expect("batch");
+    assert!(decode_table(&encode(&wrong), &spec)
+        .expect_err("refused")
+        .contains("declared"));
+    let nulls = RecordBatch::try_from_iter([(
+        "k",
+        Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+    )])
+    .expect("batch");
+    assert!(decode_table(&encode(&nulls), &spec).is_err());
+    assert!(decode_table(b"not arrow", &spec).is_err());
+}
+
+#[test]
+fn model_spec_dispatches_on_command_and_name() {
+    use crate::model::{BuiltInModel, ModelKind, ModelSpec};
+    let external: ModelSpec = toml::from_str(
+        "command = [\"python3\", \"m.py\"]\ntimeout_seconds = 2.5\nmax_attempts = 2\n[settings]\na = 1",
+    )
+    .expect("parses");
+    assert_eq!(external.retry.max_attempts, 2);
+    let ModelKind::External(s) = &external.model else {
+        panic!("external: {external:?}")
+    };
+    assert_eq!(s.command, ["python3", "m.py"]);
+    assert_eq!(s.timeout_seconds, Some(2.5));
+    assert_eq!(s.settings.get("a"), Some(&toml::Value::Integer(1)));
+
+    let builtin: ModelSpec = toml::from_str(
+        "name = \"sir\"\npopulation = 10\ninitial_infected = 1\ndays = 3\nretry = [\"error\"]",
+    )
+    .expect("parses");
+    assert!(matches!(
+        builtin.model,
+        ModelKind::BuiltIn(BuiltInModel::Sir(_))
+    ));
+    assert_eq!(builtin.retry.retry, [FailureKind::Error]);
+    let json = serde_json::to_value(&builtin).expect("json");
+    assert_eq!(json["name"], "sir");
+    assert_eq!(json["max_attempts"], 3);
+
+    let err = |t: &str| {
+        toml::from_str::<ModelSpec>(t)
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(err("command = [\"x\"]\ntimeot_seconds = 1").contains("unknown field `timeot_seconds`"));
+    assert!(err("population = 1").contains("give `name`"));
+    assert!(
+        err("name = \"sir\"\npopulation = 1\ninitial_infected = 1\ndays = 1\ncommand_x = 1")
+            .contains("unknown field")
+    );
+}

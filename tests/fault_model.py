@@ -1,0 +1,63 @@
+"""A model that misbehaves on purpose, chosen by its `mode` parameter (tests only).
+
+Parameters: `mode` (string), `x` (float). Output `values(k: int64, value: float64)`, three rows
+drawn from `random.Random(seed)` and scaled by `x`, when the mode lets it return.
+
+Modes: ok; error (raises ValueError); segfault (SIGSEGV to itself); hang (sleeps an hour);
+exit137 (exits with 137); oom (allocates 8 GiB: MemoryError under a memory limit); garbage
+(writes non-frames to the protocol stream); too_large (announces a frame over the limit);
+crash_once (exits with 3 the first time it sees a seed, then succeeds; remembers seeds as files
+in $FAULT_STATE_DIR).
+"""
+
+import os
+import random
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+
+import simsweep_worker  # noqa: E402
+
+
+def simulate(params, seed):
+    mode = params["mode"]
+    if mode == "error":
+        raise ValueError("mode error asks for an error")
+    if mode == "segfault":
+        print("fault_model: segfaulting now", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode == "hang":
+        print("fault_model: hanging", file=sys.stderr, flush=True)
+        time.sleep(3600)
+    if mode == "exit137":
+        os._exit(137)
+    if mode == "oom":
+        hog = bytearray(8 * 1024 * 1024 * 1024)
+        return {"values": {"k": [len(hog)], "value": [0.0]}}
+    if mode == "garbage":
+        simsweep_worker._protocol_out.write(b"this is not a frame\r\n\r\n")
+        simsweep_worker._protocol_out.flush()
+        time.sleep(3600)
+    if mode == "too_large":
+        simsweep_worker._protocol_out.write(b"Content-Length: 999999999999\r\n\r\n")
+        simsweep_worker._protocol_out.flush()
+        time.sleep(3600)
+    if mode == "crash_once":
+        marker = os.path.join(os.environ["FAULT_STATE_DIR"], "crashed-%d" % seed)
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            print("fault_model: crashing once for seed %d" % seed, file=sys.stderr, flush=True)
+            os._exit(3)
+    rng = random.Random(seed)
+    x = float(params["x"])
+    return {"values": {"k": [0, 1, 2], "value": [x * rng.random() for _ in range(3)]}}
+
+
+if __name__ == "__main__":
+    simsweep_worker.run(
+        simulate,
+        parameters=["mode", "x"],
+        outputs={"values": {"k": "int64", "value": "float64"}},
+    )

@@ -16,7 +16,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, UInt32Builder,
+    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -67,11 +68,7 @@ pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
 }
 
 /// Expands a batch into its tasks, in (point, replicate) order.
-pub fn tasks_of(
-    sweep: &Sweep,
-    batch: &BatchRange,
-    replicates: u32,
-) -> impl Iterator<Item = SimTask> + '_ {
+pub fn tasks_of(sweep: &Sweep, batch: &BatchRange, replicates: u32) -> impl Iterator<Item = SimTask> + '_ {
     let batch = batch.clone();
     batch.points.clone().flat_map(move |point| {
         let batch = batch.clone();
@@ -86,10 +83,7 @@ pub fn tasks_of(
 
 /// Number of tasks of the points `points`.
 pub fn task_count(sweep: &Sweep, points: &Range<u64>, replicates: u32) -> u64 {
-    points
-        .clone()
-        .map(|p| u64::from(replicates_of(sweep, p, replicates)))
-        .sum()
+    points.clone().map(|p| u64::from(replicates_of(sweep, p, replicates))).sum()
 }
 
 /// One parameter set's losses, one per target, with how its replicates fared.
@@ -154,9 +148,7 @@ impl ReplicateCollector {
             expected: replicates_of(sweep, point, replicates),
             arrived: Vec::new(),
         });
-        entry
-            .arrived
-            .push((ret.task.replicate, ret.task.seed, ret.result.ok()));
+        entry.arrived.push((ret.task.replicate, ret.task.seed, ret.result.ok()));
         if entry.arrived.len() < entry.expected as usize {
             return None;
         }
@@ -258,16 +250,8 @@ pub struct BatchAssembler {
 
 impl BatchAssembler {
     /// An assembler for a sweep whose model has `outputs` and whose job scores `targets`.
-    pub fn new(
-        sweep: Arc<Sweep>,
-        replicates: u32,
-        outputs: Vec<OutputSpec>,
-        targets: &[Target],
-    ) -> Self {
-        let output_schemas = outputs
-            .iter()
-            .map(|o| model_output_schema(&o.schema))
-            .collect();
+    pub fn new(sweep: Arc<Sweep>, replicates: u32, outputs: Vec<OutputSpec>, targets: &[Target]) -> Self {
+        let output_schemas = outputs.iter().map(|o| model_output_schema(&o.schema)).collect();
         let target_schema = target_schema(&sweep);
         BatchAssembler {
             sweep,
@@ -311,11 +295,7 @@ impl BatchAssembler {
         let key = (ret.task.point, ret.task.replicate);
         match ret.result {
             Ok(output) => {
-                open.rows_buffered += output
-                    .tables
-                    .iter()
-                    .map(|t| t.num_rows() as u64)
-                    .sum::<u64>();
+                open.rows_buffered += output.tables.iter().map(|t| t.num_rows() as u64).sum::<u64>();
                 open.outputs.insert(key, (ret.task.seed, output));
             }
             Err(error) => {
@@ -361,10 +341,7 @@ impl BatchAssembler {
             .values()
             .next()
             .map(|l| l.batch.clone())
-            .unwrap_or(BatchRange {
-                index,
-                points: 0..0,
-            });
+            .unwrap_or(BatchRange { index, points: 0..0 });
         let mut tables = Vec::with_capacity(self.outputs.len() + self.target_names.len() + 1);
         for (o, spec) in self.outputs.iter().enumerate() {
             tables.push(BatchTable {
@@ -397,9 +374,7 @@ impl BatchAssembler {
         let schema = &self.output_schemas[output];
         let mut out = Vec::with_capacity(open.outputs.len());
         for (&(point, replicate), (seed, sim)) in &open.outputs {
-            let Some(table) = sim.tables.get(output) else {
-                continue;
-            };
+            let Some(table) = sim.tables.get(output) else { continue };
             let n = table.num_rows();
             let param_id = self.sweep.points[point as usize].param_id.as_str();
             let mut ids = StringBuilder::with_capacity(n, n * param_id.len());
@@ -408,9 +383,7 @@ impl BatchAssembler {
             }
             let mut columns: Vec<ArrayRef> = table.columns().to_vec();
             columns.push(Arc::new(ids.finish()));
-            columns.push(Arc::new(arrow::array::UInt32Array::from_value(
-                replicate, n,
-            )));
+            columns.push(Arc::new(arrow::array::UInt32Array::from_value(replicate, n)));
             columns.push(Arc::new(arrow::array::UInt32Array::from_value(*seed, n)));
             out.push(RecordBatch::try_new(schema.clone(), columns)?);
         }
@@ -423,11 +396,8 @@ impl BatchAssembler {
         let mut loss = Float64Builder::with_capacity(n);
         let mut n_rep = UInt32Builder::with_capacity(n);
         let mut n_failed = UInt32Builder::with_capacity(n);
-        let mut seeds = ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(Field::new(
-            "item",
-            DataType::UInt32,
-            false,
-        )));
+        let mut seeds = ListBuilder::new(UInt32Builder::new())
+            .with_field(Arc::new(Field::new("item", DataType::UInt32, false)));
         for l in open.losses.values() {
             ids.append_value(self.sweep.points[l.point as usize].param_id.as_str());
             loss.append_option(l.losses.get(target).copied().flatten());
@@ -438,12 +408,7 @@ impl BatchAssembler {
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(ids.finish())];
         for (name, kind) in &self.sweep.columns {
-            columns.push(param_column(
-                &self.sweep,
-                open.losses.keys().copied(),
-                name,
-                *kind,
-            ));
+            columns.push(param_column(&self.sweep, open.losses.keys().copied(), name, *kind));
         }
         columns.push(Arc::new(loss.finish()));
         columns.push(Arc::new(n_rep.finish()));
@@ -489,12 +454,7 @@ impl BatchAssembler {
     }
 }
 
-fn param_column(
-    sweep: &Sweep,
-    points: impl Iterator<Item = u64>,
-    name: &str,
-    kind: ParamKind,
-) -> ArrayRef {
+fn param_column(sweep: &Sweep, points: impl Iterator<Item = u64>, name: &str, kind: ParamKind) -> ArrayRef {
     let values = points.map(|p| sweep.points[p as usize].params.get(name));
     match kind {
         ParamKind::Float => {
@@ -576,3 +536,4 @@ pub fn failure_schema() -> SchemaRef {
         Field::new("stderr_tail", DataType::Utf8, true),
     ]))
 }
+

@@ -107,10 +107,7 @@ impl EngineError {
 
     /// Shorthand for an [`EngineError::Io`] at `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        EngineError::Io {
-            path: path.into(),
-            source,
-        }
+        EngineError::Io { path: path.into(), source }
     }
 }
 

@@ -120,25 +120,15 @@ mod tests {
     use super::*;
 
     fn set(pairs: &[(&str, ParamValue)]) -> ParameterSet {
-        pairs
-            .iter()
-            .cloned()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        pairs.iter().cloned().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
     #[test]
     fn vector_beta_gamma() {
-        let p = set(&[
-            ("gamma", ParamValue::Float(0.5)),
-            ("beta", ParamValue::Float(1.7)),
-        ]);
+        let p = set(&[("gamma", ParamValue::Float(0.5)), ("beta", ParamValue::Float(1.7))]);
         assert_eq!(canonical_json(&p).unwrap(), r#"{"beta":1.7,"gamma":0.5}"#);
         let id = param_id(&p).unwrap();
-        assert_eq!(
-            id.as_str(),
-            "9deb3d6bd878034b070c42bc93488d5d6ae08cdf702724c942acfe3da7296acb"
-        );
+        assert_eq!(id.as_str(), "9deb3d6bd878034b070c42bc93488d5d6ae08cdf702724c942acfe3da7296acb");
         let seeds: Vec<u32> = (0..3).map(|i| replicate_seed(&id, i)).collect();
         assert_eq!(seeds, vec![613736416, 1954931685, 3355901632]);
     }
@@ -147,10 +137,7 @@ mod tests {
     fn vector_r0() {
         let p = set(&[("R0", ParamValue::Float(3.2))]);
         let id = param_id(&p).unwrap();
-        assert_eq!(
-            id.as_str(),
-            "76b93836daabbf955d62fef2329199876779d5d7809d427a3e71fcd49c0780b6"
-        );
+        assert_eq!(id.as_str(), "76b93836daabbf955d62fef2329199876779d5d7809d427a3e71fcd49c0780b6");
         let seeds: Vec<u32> = (0..3).map(|i| replicate_seed(&id, i)).collect();
         assert_eq!(seeds, vec![3623437555, 3911892634, 1478281136]);
     }
@@ -162,10 +149,7 @@ mod tests {
             ("gamma", ParamValue::Float(0.25)),
             ("beta", ParamValue::Int(2)),
         ]);
-        assert_eq!(
-            canonical_json(&p).unwrap(),
-            r#"{"beta":2,"gamma":0.25,"name":"x"}"#
-        );
+        assert_eq!(canonical_json(&p).unwrap(), r#"{"beta":2,"gamma":0.25,"name":"x"}"#);
         assert_eq!(
             param_id(&p).unwrap().as_str(),
             "802cd616c673875325fba8eefc837b08640ee1da022a4fb75758bfdc78031408"

@@ -132,11 +132,8 @@ impl Planner {
         max_open: NonZeroUsize,
     ) -> Result<Self, PlanError> {
         let batch_size = batch_size.get() as u64;
-        let mut done: Vec<Range<u64>> = committed
-            .iter()
-            .filter(|r| !r.is_empty())
-            .cloned()
-            .collect();
+        let mut done: Vec<Range<u64>> =
+            committed.iter().filter(|r| !r.is_empty()).cloned().collect();
         done.sort_by_key(|r| r.start);
 
         let mut gaps = VecDeque::new();
@@ -145,10 +142,7 @@ impl Planner {
         let mut previous: Option<&Range<u64>> = None;
         for range in &done {
             if range.end > n_points {
-                return Err(PlanError::CommittedOutOfRange {
-                    range: range.clone(),
-                    n_points,
-                });
+                return Err(PlanError::CommittedOutOfRange { range: range.clone(), n_points });
             }
             if let Some(prev) = previous.filter(|p| range.start < p.end) {
                 return Err(PlanError::CommittedOverlap {
@@ -167,14 +161,8 @@ impl Planner {
             gaps.push_back(cursor..n_points);
         }
 
-        let new_batches: u64 = gaps
-            .iter()
-            .map(|g| (g.end - g.start).div_ceil(batch_size))
-            .sum();
-        let too_many = || PlanError::TooManyBatches {
-            batches: new_batches,
-            next_index,
-        };
+        let new_batches: u64 = gaps.iter().map(|g| (g.end - g.start).div_ceil(batch_size)).sum();
+        let too_many = || PlanError::TooManyBatches { batches: new_batches, next_index };
         // Every new index and the index after the last must fit (so `u32::MAX` is never used),
         // and so must the totals reported in `Progress`.
         let after_last = u64::from(next_index) + new_batches;
@@ -217,10 +205,7 @@ impl Planner {
         // `new` checked that the index after the last planned one fits in u32.
         self.next_index += 1;
         self.open.insert(index, start..end);
-        Some(BatchRange {
-            index,
-            points: start..end,
-        })
+        Some(BatchRange { index, points: start..end })
     }
 
     /// Records that batch `index` is committed (files renamed and synced, manifest replaced)
@@ -230,10 +215,7 @@ impl Planner {
     /// [`PlanError::NotOpen`] when `index` was never released or is already committed; the
     /// planner is unchanged.
     pub fn on_committed(&mut self, index: u32) -> Result<Progress, PlanError> {
-        let points = self
-            .open
-            .remove(&index)
-            .ok_or(PlanError::NotOpen { index })?;
+        let points = self.open.remove(&index).ok_or(PlanError::NotOpen { index })?;
         self.progress.batches_committed += 1;
         self.progress.points_committed += points.end - points.start;
         Ok(self.progress)
@@ -251,10 +233,7 @@ impl Planner {
 
     /// The open batches, by index.
     pub fn open_batches(&self) -> impl Iterator<Item = BatchRange> + '_ {
-        self.open.iter().map(|(&index, points)| BatchRange {
-            index,
-            points: points.clone(),
-        })
+        self.open.iter().map(|(&index, points)| BatchRange { index, points: points.clone() })
     }
 
     /// Batches of the whole sweep, including those committed by earlier runs.
@@ -315,10 +294,7 @@ mod tests {
         // An earlier run with batch size 4 committed batches 0 (0..4) and 2 (8..12).
         let mut p = Planner::new(14, nz(3), &[8..12, 0..4], 3, nz(8)).unwrap();
         let released: Vec<_> = std::iter::from_fn(|| p.next_batch()).collect();
-        let got: Vec<_> = released
-            .iter()
-            .map(|b| (b.index, b.points.clone()))
-            .collect();
+        let got: Vec<_> = released.iter().map(|b| (b.index, b.points.clone())).collect();
         assert_eq!(got, vec![(3, 4..7), (4, 7..8), (5, 12..14)]);
         assert_eq!(p.progress().batches_committed, 2);
         assert_eq!(p.progress().points_committed, 8);
@@ -332,10 +308,7 @@ mod tests {
         let a = p.next_batch().unwrap();
         p.on_committed(a.index).unwrap();
         let before = p.progress();
-        assert_eq!(
-            p.on_committed(a.index),
-            Err(PlanError::NotOpen { index: a.index })
-        );
+        assert_eq!(p.on_committed(a.index), Err(PlanError::NotOpen { index: a.index }));
         assert_eq!(p.progress(), before);
     }
 

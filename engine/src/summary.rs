@@ -31,11 +31,8 @@ pub fn best_per_target(
     targets: &[String],
     k: usize,
 ) -> Result<Vec<TargetSummary>> {
-    let position: HashMap<&str, u64> = sweep
-        .points
-        .iter()
-        .map(|p| (p.param_id.as_str(), p.index))
-        .collect();
+    let position: HashMap<&str, u64> =
+        sweep.points.iter().map(|p| (p.param_id.as_str(), p.index)).collect();
     let mut out = Vec::with_capacity(targets.len());
     for target in targets {
         // (loss, point, n_failed), kept sorted, at most k long
@@ -43,10 +40,7 @@ pub fn best_per_target(
         for batch in &manifest.batches {
             let path = layout.batch_file(&Dataset::Target(target.clone()), batch.index);
             let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
-            let parquet_err = |source| EngineError::Parquet {
-                path: path.clone(),
-                source,
-            };
+            let parquet_err = |source| EngineError::Parquet { path: path.clone(), source };
             let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
             let schema = builder.parquet_schema();
             let wanted: Vec<usize> = ["param_id", "loss", "n_failed"]
@@ -64,9 +58,7 @@ pub fn best_per_target(
                     if losses.is_null(row) || losses.value(row).is_nan() {
                         continue;
                     }
-                    let Some(&point) = position.get(ids.value(row)) else {
-                        continue;
-                    };
+                    let Some(&point) = position.get(ids.value(row)) else { continue };
                     let entry = (losses.value(row), point, failed.value(row));
                     let at = best.partition_point(|b| (b.0, b.1) < (entry.0, entry.1));
                     if at < k {
@@ -85,11 +77,7 @@ pub fn best_per_target(
                     BestParameterSet {
                         param_id: p.param_id.to_string(),
                         point,
-                        parameters: p
-                            .params
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
+                        parameters: p.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                         loss,
                         n_failed,
                     }

@@ -74,10 +74,7 @@ pub fn commit_batch(
             }
             Err(e) => {
                 remove_best_effort(
-                    written
-                        .iter()
-                        .map(|(_, _, p)| p.as_path())
-                        .chain([tmp.as_path()]),
+                    written.iter().map(|(_, _, p)| p.as_path()).chain([tmp.as_path()]),
                 );
                 return Err(e);
             }
@@ -95,15 +92,8 @@ pub fn commit_batch(
         fsync_dir(dir)?;
     }
 
-    tracing::debug!(
-        batch = index,
-        files = written.len(),
-        "batch files committed"
-    );
-    Ok(written
-        .into_iter()
-        .map(|(dataset, rows, _)| (dataset, rows))
-        .collect())
+    tracing::debug!(batch = index, files = written.len(), "batch files committed");
+    Ok(written.into_iter().map(|(dataset, rows, _)| (dataset, rows)).collect())
 }
 
 /// Refuses duplicate datasets and names that are not plain folder names.
@@ -111,11 +101,7 @@ fn check_datasets(layout: &OutputLayout, tables: &[BatchTable]) -> Result<()> {
     let mut seen = BTreeSet::new();
     for table in tables {
         let dir = layout.dataset_dir(&table.dataset);
-        let problem = if table
-            .dataset
-            .name()
-            .is_some_and(|n| !Dataset::is_valid_name(n))
-        {
+        let problem = if table.dataset.name().is_some_and(|n| !Dataset::is_valid_name(n)) {
             "is not a plain folder name (no `/`, `\\`, NUL or leading `.`)"
         } else if !seen.insert(&table.dataset) {
             "is given twice in one batch"
@@ -133,10 +119,8 @@ fn check_datasets(layout: &OutputLayout, tables: &[BatchTable]) -> Result<()> {
 
 /// The writer settings of every batch file.
 fn writer_properties() -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(DEFAULT_ZSTD_LEVEL).map_err(|source| EngineError::Parquet {
-        path: PathBuf::new(),
-        source,
-    })?;
+    let level = ZstdLevel::try_new(DEFAULT_ZSTD_LEVEL)
+        .map_err(|source| EngineError::Parquet { path: PathBuf::new(), source })?;
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(DEFAULT_ROW_GROUP_ROWS))
@@ -150,10 +134,7 @@ fn write_parquet(
     batches: &[RecordBatch],
     props: WriterProperties,
 ) -> Result<u64> {
-    let parquet_err = |source| EngineError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
+    let parquet_err = |source| EngineError::Parquet { path: path.to_path_buf(), source };
     let file = File::create(path).map_err(|e| EngineError::io(path, e))?;
     let mut writer = ArrowWriter::try_new(BufWriter::new(file), schema.clone(), Some(props))
         .map_err(parquet_err)?;
@@ -163,9 +144,7 @@ fn write_parquet(
         rows += batch.num_rows() as u64;
     }
     let buffered = writer.into_inner().map_err(parquet_err)?;
-    let file = buffered
-        .into_inner()
-        .map_err(|e| EngineError::io(path, e.into_error()))?;
+    let file = buffered.into_inner().map_err(|e| EngineError::io(path, e.into_error()))?;
     file.sync_all().map_err(|e| EngineError::io(path, e))?;
     Ok(rows)
 }
@@ -207,17 +186,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn sample_batch(offset: i64, rows: usize) -> RecordBatch {
-        let ids: Vec<String> = (0..rows)
-            .map(|i| format!("p{}", offset + i as i64))
-            .collect();
+        let ids: Vec<String> = (0..rows).map(|i| format!("p{}", offset + i as i64)).collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(ids)),
-            Arc::new(Int64Array::from_iter_values(
-                (0..rows as i64).map(|i| i + offset),
-            )),
-            Arc::new(UInt32Array::from_iter_values(
-                (0..rows as u32).map(|i| i % 3),
-            )),
+            Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| i + offset))),
+            Arc::new(UInt32Array::from_iter_values((0..rows as u32).map(|i| i % 3))),
             Arc::new(Float64Array::from_iter(
                 (0..rows).map(|i| (i % 5 != 0).then_some(i as f64 * 0.5)),
             )),
@@ -233,11 +206,7 @@ pub(crate) mod tests {
         let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
         let groups = builder.metadata().num_row_groups();
         let schema = builder.schema().clone();
-        let batches = builder
-            .build()
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
+        let batches = builder.build().unwrap().collect::<Result<Vec<_>, _>>().unwrap();
         (schema, batches, groups)
     }
 
@@ -281,14 +250,8 @@ pub(crate) mod tests {
         let (_, batches, _) = read_back(&layout.batch_file(&target, 4));
         assert_eq!(batches, vec![sample_batch(100, 3)]);
 
-        assert_eq!(
-            files_in(&layout.dataset_dir(&output)),
-            vec!["batch-00004.parquet"]
-        );
-        assert_eq!(
-            files_in(&layout.dataset_dir(&target)),
-            vec!["batch-00004.parquet"]
-        );
+        assert_eq!(files_in(&layout.dataset_dir(&output)), vec!["batch-00004.parquet"]);
+        assert_eq!(files_in(&layout.dataset_dir(&target)), vec!["batch-00004.parquet"]);
     }
 
     #[test]
@@ -306,15 +269,9 @@ pub(crate) mod tests {
         let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
         let meta = builder.metadata();
         assert_eq!(meta.num_row_groups(), 2);
-        assert!(meta
-            .row_groups()
-            .iter()
-            .all(|g| g.num_rows() as usize <= DEFAULT_ROW_GROUP_ROWS));
+        assert!(meta.row_groups().iter().all(|g| g.num_rows() as usize <= DEFAULT_ROW_GROUP_ROWS));
         let compression = meta.row_group(0).column(0).compression();
-        assert!(
-            matches!(compression, Compression::ZSTD(_)),
-            "{compression:?}"
-        );
+        assert!(matches!(compression, Compression::ZSTD(_)), "{compression:?}");
     }
 
     #[test]
@@ -325,11 +282,7 @@ pub(crate) mod tests {
         let rows = commit_batch(
             &layout,
             2,
-            vec![BatchTable {
-                dataset: d.clone(),
-                schema: sample_schema(),
-                batches: vec![],
-            }],
+            vec![BatchTable { dataset: d.clone(), schema: sample_schema(), batches: vec![] }],
         )
         .unwrap();
         assert_eq!(rows, vec![(d.clone(), 0)]);
@@ -342,11 +295,7 @@ pub(crate) mod tests {
     fn duplicate_or_bad_dataset_refused_before_writing() {
         let tmp = tempfile::tempdir().unwrap();
         let layout = OutputLayout::new(tmp.path().join("out"));
-        let t = |d: Dataset| BatchTable {
-            dataset: d,
-            schema: sample_schema(),
-            batches: vec![],
-        };
+        let t = |d: Dataset| BatchTable { dataset: d, schema: sample_schema(), batches: vec![] };
         let err =
             commit_batch(&layout, 0, vec![t(Dataset::Failures), t(Dataset::Failures)]).unwrap_err();
         assert!(err.to_string().contains("given twice"), "{err}");

@@ -113,10 +113,7 @@ pub struct OutputLayout {
 impl OutputLayout {
     /// The layout of the output directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        OutputLayout {
-            root: root.into(),
-            fault: None,
-        }
+        OutputLayout { root: root.into(), fault: None }
     }
 
     /// Makes commits through this layout fail at `fault` with an "injected fault" I/O error.
@@ -174,8 +171,7 @@ impl OutputLayout {
     /// The temporary file batch `index` of `dataset` is written to before its rename, e.g.
     /// `<root>/targets/in_bed/.batch-00007.parquet.tmp`.
     pub fn batch_tmp_file(&self, dataset: &Dataset, index: u32) -> PathBuf {
-        self.dataset_dir(dataset)
-            .join(format!(".{}{TMP_SUFFIX}", batch_file_name(index)))
+        self.dataset_dir(dataset).join(format!(".{}{TMP_SUFFIX}", batch_file_name(index)))
     }
 
     /// The top-level dataset folders (`model_outputs`, `targets`, `failures`).
@@ -265,11 +261,9 @@ mod tests {
 
     #[test]
     fn relative_dir_roundtrip() {
-        for d in [
-            Dataset::ModelOutput("a".into()),
-            Dataset::Target("in_bed".into()),
-            Dataset::Failures,
-        ] {
+        for d in
+            [Dataset::ModelOutput("a".into()), Dataset::Target("in_bed".into()), Dataset::Failures]
+        {
             assert_eq!(Dataset::from_relative_dir(&d.relative_dir()), Some(d));
         }
         assert_eq!(Dataset::from_relative_dir("targets/../x"), None);

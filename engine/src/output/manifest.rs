@@ -101,15 +101,12 @@ pub fn utc_now_rfc3339() -> String {
 /// [`EngineError::Manifest`] if `value` cannot be encoded as JSON.
 pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     let tmp = tmp_path_of(path);
-    let mut json = serde_json::to_vec_pretty(value).map_err(|source| EngineError::Manifest {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut json = serde_json::to_vec_pretty(value)
+        .map_err(|source| EngineError::Manifest { path: path.to_path_buf(), source })?;
     json.push(b'\n');
 
     let mut file = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
-    file.write_all(&json)
-        .map_err(|e| EngineError::io(&tmp, e))?;
+    file.write_all(&json).map_err(|e| EngineError::io(&tmp, e))?;
     file.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
@@ -162,10 +159,7 @@ impl Manifest {
         };
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|source| EngineError::Manifest {
-                path: path.to_path_buf(),
-                source,
-            })
+            .map_err(|source| EngineError::Manifest { path: path.to_path_buf(), source })
     }
 
     /// Replaces `manifest.json` atomically: writes `manifest.json.tmp`, fsyncs it, renames it
@@ -203,11 +197,7 @@ impl Manifest {
 
     /// The index of the next new batch: one past the highest committed index, 0 if none.
     pub fn next_index(&self) -> u32 {
-        self.batches
-            .iter()
-            .map(|b| b.index.saturating_add(1))
-            .max()
-            .unwrap_or(0)
+        self.batches.iter().map(|b| b.index.saturating_add(1)).max().unwrap_or(0)
     }
 
     /// True when batch `index` is committed.
@@ -250,10 +240,7 @@ pub(crate) mod tests {
         m.write_atomic(&layout).unwrap();
         let second = Manifest::load(&layout.manifest_path()).unwrap().unwrap();
         assert!(!layout.manifest_tmp_path().exists());
-        assert_eq!(
-            second.batches.iter().map(|b| b.index).collect::<Vec<_>>(),
-            vec![0, 1]
-        );
+        assert_eq!(second.batches.iter().map(|b| b.index).collect::<Vec<_>>(), vec![0, 1]);
         assert!(second.updated_at >= first.updated_at);
         assert_eq!(second, m);
         assert_eq!(m.committed_ranges(), vec![0..4, 4..8]);
@@ -263,10 +250,7 @@ pub(crate) mod tests {
         assert!(m.finished);
 
         let text = std::fs::read_to_string(layout.manifest_path()).unwrap();
-        assert!(
-            text.contains("\n  \"format_version\": 1,"),
-            "pretty JSON: {text}"
-        );
+        assert!(text.contains("\n  \"format_version\": 1,"), "pretty JSON: {text}");
     }
 
     #[test]
@@ -275,10 +259,7 @@ pub(crate) mod tests {
         let path = tmp.path().join("manifest.json");
         assert!(Manifest::load(&path).unwrap().is_none());
         std::fs::write(&path, "{ not json").unwrap();
-        assert!(matches!(
-            Manifest::load(&path),
-            Err(EngineError::Manifest { .. })
-        ));
+        assert!(matches!(Manifest::load(&path), Err(EngineError::Manifest { .. })));
     }
 
     #[test]
@@ -292,11 +273,7 @@ pub(crate) mod tests {
         let faulty = layout.clone().with_fault(FaultPoint::BeforeManifest);
         let err = m2.write_atomic(&faulty).unwrap_err();
         assert!(err.to_string().contains("injected fault"), "{err}");
-        assert!(Manifest::load(&layout.manifest_path())
-            .unwrap()
-            .unwrap()
-            .batches
-            .is_empty());
+        assert!(Manifest::load(&layout.manifest_path()).unwrap().unwrap().batches.is_empty());
     }
 
     #[test]

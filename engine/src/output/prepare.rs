@@ -183,10 +183,7 @@ struct DatasetTree {
 
 impl DatasetTree {
     fn scan(layout: &OutputLayout) -> Result<DatasetTree> {
-        let mut tree = DatasetTree {
-            files: Vec::new(),
-            dirs_deepest_first: Vec::new(),
-        };
+        let mut tree = DatasetTree { files: Vec::new(), dirs_deepest_first: Vec::new() };
         for top in layout.top_dirs() {
             match std::fs::symlink_metadata(&top) {
                 Ok(meta) if meta.is_dir() => tree.walk(&top)?,
@@ -232,10 +229,7 @@ fn remove_file_if_exists(path: &Path) -> Result<bool> {
 }
 
 fn conflict(layout: &OutputLayout, message: String) -> EngineError {
-    EngineError::OutputConflict {
-        dir: layout.root().to_path_buf(),
-        message,
-    }
+    EngineError::OutputConflict { dir: layout.root().to_path_buf(), message }
 }
 
 fn not_simsweep_output(layout: &OutputLayout, found: &Path) -> EngineError {
@@ -300,12 +294,7 @@ mod tests {
                 if p.is_dir() {
                     walk(&p, root, out);
                 } else {
-                    out.push(
-                        p.strip_prefix(root)
-                            .unwrap()
-                            .to_string_lossy()
-                            .replace('\\', "/"),
-                    );
+                    out.push(p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
                 }
             }
         }
@@ -339,9 +328,7 @@ mod tests {
         let (layout, mut manifest) = started(tmp.path());
         commit_and_record(&layout, &mut manifest, 0).unwrap();
         std::fs::write(
-            layout
-                .dataset_dir(&Dataset::Failures)
-                .join(".batch-00001.parquet.tmp"),
+            layout.dataset_dir(&Dataset::Failures).join(".batch-00001.parquet.tmp"),
             b"x",
         )
         .unwrap();
@@ -445,30 +432,22 @@ mod tests {
         let err = prepare_output_dir(&layout, HASH).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, EngineError::OutputConflict { .. }));
-        assert!(
-            text.contains(&gone.display().to_string()) && text.contains("--restart"),
-            "{text}"
-        );
+        assert!(text.contains(&gone.display().to_string()) && text.contains("--restart"), "{text}");
         assert_eq!(all_files(tmp.path()), before);
     }
 
     #[test]
     fn each_fault_point_leaves_only_manifest_listed_files() {
-        for fault in [
-            FaultPoint::AfterTempWrite,
-            FaultPoint::AfterRename,
-            FaultPoint::BeforeManifest,
-        ] {
+        for fault in
+            [FaultPoint::AfterTempWrite, FaultPoint::AfterRename, FaultPoint::BeforeManifest]
+        {
             let tmp = tempfile::tempdir().unwrap();
             let (layout, mut manifest) = started(tmp.path());
             commit_and_record(&layout, &mut manifest, 0).unwrap();
 
             let faulty = layout.clone().with_fault(fault);
             let err = commit_and_record(&faulty, &mut manifest, 1).unwrap_err();
-            assert!(
-                err.to_string().contains("injected fault"),
-                "{fault:?}: {err}"
-            );
+            assert!(err.to_string().contains("injected fault"), "{fault:?}: {err}");
 
             let resumed = prepare_output_dir(&layout, HASH).unwrap().unwrap();
             assert_eq!(
@@ -487,13 +466,7 @@ mod tests {
             );
             // The redone batch commits cleanly over the same names.
             commit_and_record(&layout, &mut manifest, 1).unwrap();
-            assert_eq!(
-                prepare_output_dir(&layout, HASH)
-                    .unwrap()
-                    .unwrap()
-                    .next_index(),
-                2
-            );
+            assert_eq!(prepare_output_dir(&layout, HASH).unwrap().unwrap().next_index(), 2);
         }
     }
 }

@@ -91,9 +91,7 @@ impl ParameterSet {
 
 impl FromIterator<(String, ParamValue)> for ParameterSet {
     fn from_iter<T: IntoIterator<Item = (String, ParamValue)>>(iter: T) -> Self {
-        ParameterSet {
-            values: iter.into_iter().collect(),
-        }
+        ParameterSet { values: iter.into_iter().collect() }
     }
 }
 

@@ -85,8 +85,16 @@ pub fn run_dataflow(
         let writer_layout = layout.clone();
         let flushed = batcher_addr.clone().recipient();
         let failed = batcher_addr.clone().recipient();
+        let writer_options = options.clone();
         let writer = parquet_writer::ParquetWriter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            parquet_writer::ParquetWriter::new(&writer_job, writer_layout, flushed, failed, capacity)
+            parquet_writer::ParquetWriter::new(
+                &writer_job,
+                writer_layout,
+                flushed,
+                failed,
+                capacity,
+                &writer_options,
+            )
         });
         let agg_job = job.clone();
         let agg_writer = writer.clone();

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use simsweep_engine::collect::{BatchAssembler, CompleteBatch};
+use simsweep_engine::collect::{oom_guidance, BatchAssembler, CompleteBatch};
 use simsweep_engine::output::{commit_batch, OutputLayout};
+use simsweep_engine::progress::RunOptions;
 use simsweep_engine::spec::Job;
 use simsweep_engine::EngineError;
 
@@ -25,6 +26,8 @@ pub struct ParquetWriter {
     flushed: Recipient<BatchFlushed>,
     failed: Recipient<BatchFailed>,
     mailbox_capacity: usize,
+    /// For the OOM guidance: the external model's memory limit, workers, batch size, replicates.
+    oom_context: (Option<u64>, usize, usize, u32),
     /// Set after a failed commit: later rows are dropped, the run is ending.
     broken: bool,
 }
@@ -38,6 +41,7 @@ impl ParquetWriter {
         flushed: Recipient<BatchFlushed>,
         failed: Recipient<BatchFailed>,
         mailbox_capacity: usize,
+        options: &RunOptions,
     ) -> Self {
         let assembler = BatchAssembler::new(
             Arc::new(job.sweep.clone()),
@@ -45,7 +49,21 @@ impl ParquetWriter {
             job.simulator.outputs(),
             &job.targets,
         );
-        ParquetWriter { layout, assembler, flushed, failed, mailbox_capacity, broken: false }
+        let oom_context = (
+            job.model.external().and_then(|e| e.memory_limit_mb),
+            options.workers.get(),
+            options.batch_size.get(),
+            job.replicates,
+        );
+        ParquetWriter {
+            layout,
+            assembler,
+            flushed,
+            failed,
+            mailbox_capacity,
+            oom_context,
+            broken: false,
+        }
     }
 
     /// Commits a complete batch and answers once the Batcher has been told.
@@ -60,6 +78,12 @@ impl ParquetWriter {
         let index = complete.batch.index;
         let span = tracing::info_span!("commit", batch = index);
         let _entered = span.enter();
+        if complete.oom_failures > 0 {
+            let (limit, workers, batch_size, replicates) = self.oom_context;
+            let guidance =
+                oom_guidance(complete.oom_failures, limit, workers, batch_size, replicates);
+            tracing::warn!(oom_failures = complete.oom_failures, "{guidance}");
+        }
         match commit_batch(&self.layout, index, complete.tables) {
             Ok(rows) => {
                 let msg = BatchFlushed {

@@ -1,5 +1,8 @@
 //! SimWorker: runs the model, one replicate per message, on a thread of its own.
 //!
+//! A failed replicate is run again when the job's retry policy (`[model] max_attempts`,
+//! `retry`) says so; the return carries the failed attempts besides the last result.
+//!
 //! Simulation is CPU-bound and blocking, so workers run under a `SyncArbiter` (one OS thread
 //! each), off the async arbiters. The SyncArbiter's inner queue is unbounded; it is bounded in
 //! front by the Batcher, which never has more than `RunOptions::max_tasks_in_flight` tasks
@@ -11,7 +14,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Handler, Message, SyncContext};
 use simsweep_engine::collect::{SimReturn, SimTask};
-use simsweep_engine::model::{OutputSpec, SimError, SimOutput};
+use simsweep_engine::model::{Attempts, OutputSpec, SimError, SimOutput};
 use simsweep_engine::spec::Job;
 
 use crate::aggregator::Aggregator;
@@ -39,6 +42,12 @@ impl SimWorker {
         SimWorker { job, outputs, aggregator, writer }
     }
 
+    /// Runs the task's attempts per the job's retry policy.
+    fn run(&self, task: &SimTask) -> Attempts {
+        self.job.model.retry.run(|_attempt| self.simulate(task))
+    }
+
+    /// One attempt: the model under `catch_unwind`, then the output check.
     fn simulate(&self, task: &SimTask) -> Result<SimOutput, SimError> {
         let params = &self.job.sweep.points[task.point as usize].params;
         let simulator = &self.job.simulator;
@@ -93,8 +102,8 @@ impl Handler<RunTask> for SimWorker {
 
     fn handle(&mut self, msg: RunTask, _ctx: &mut SyncContext<Self>) -> Self::Result {
         let task = msg.0;
-        let result = self.simulate(&task);
-        let ret = SimReturn { task, result };
+        let Attempts { result, failed_attempts } = self.run(&task);
+        let ret = SimReturn { task, result, failed_attempts };
         // Blocking sends from this worker thread: they wait while a mailbox is full.
         futures_executor::block_on(self.aggregator.send(Replicate(ret.clone())))?;
         futures_executor::block_on(self.writer.send(Replicate(ret)))?;

@@ -24,7 +24,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
 
-use crate::model::{OutputSpec, SimError, SimOutput};
+use crate::model::{FailureKind, OutputSpec, SimError, SimOutput};
 use crate::output::{BatchTable, Dataset};
 use crate::params::{ParamKind, ParamValue, Sweep};
 use crate::plan::BatchRange;
@@ -48,8 +48,25 @@ pub struct SimTask {
 pub struct SimReturn {
     /// The task that ran.
     pub task: SimTask,
-    /// The output tables, or why the replicate failed.
+    /// The output tables, or why the replicate's last attempt failed.
     pub result: std::result::Result<SimOutput, SimError>,
+    /// Attempts that failed before the last one (retried per the job's
+    /// [`crate::model::RetryPolicy`]), attempt 1 first; each is a row of `failures/`.
+    pub failed_attempts: Vec<SimError>,
+}
+
+impl SimReturn {
+    /// Failure records of every failed attempt: the retried ones, then the last one when it
+    /// failed too.
+    pub fn failure_records(&self) -> Vec<FailureRecord> {
+        let last = self.result.as_ref().err();
+        self.failed_attempts
+            .iter()
+            .chain(last)
+            .enumerate()
+            .map(|(i, error)| FailureRecord::new(&self.task, i as u32 + 1, error))
+            .collect()
+    }
 }
 
 /// Number of replicates run for a point: 1 for a point with a fixed seed, else `replicates`.
@@ -68,7 +85,11 @@ pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
 }
 
 /// Expands a batch into its tasks, in (point, replicate) order.
-pub fn tasks_of(sweep: &Sweep, batch: &BatchRange, replicates: u32) -> impl Iterator<Item = SimTask> + '_ {
+pub fn tasks_of<'a>(
+    sweep: &'a Sweep,
+    batch: &BatchRange,
+    replicates: u32,
+) -> impl Iterator<Item = SimTask> + 'a {
     let batch = batch.clone();
     batch.points.clone().flat_map(move |point| {
         let batch = batch.clone();
@@ -195,7 +216,7 @@ pub fn score_point(
     }
 }
 
-/// A failed replicate, as written to `failures/`.
+/// A failed attempt of a replicate, as written to `failures/`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailureRecord {
     /// Index of the parameter set.
@@ -204,12 +225,35 @@ pub struct FailureRecord {
     pub replicate: u32,
     /// Seed of the replicate.
     pub seed: u32,
-    /// `error` or `panic` (built-in models).
+    /// `error`, `panic`, `crash`, `oom`, `timeout` or `protocol` ([`SimError::kind`]).
     pub kind: String,
     /// 1-based attempt number.
     pub attempt: u32,
-    /// The model's message.
+    /// The worker's exit status (external models), when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the worker (external models), when one did.
+    pub signal: Option<i32>,
+    /// The failure's message.
     pub message: String,
+    /// The tail of the worker's stderr (external models, not for model errors).
+    pub stderr_tail: Option<String>,
+}
+
+impl FailureRecord {
+    /// The record of attempt `attempt` (1-based) of `task`, failed with `error`.
+    pub fn new(task: &SimTask, attempt: u32, error: &SimError) -> Self {
+        FailureRecord {
+            point: task.point,
+            replicate: task.replicate,
+            seed: task.seed,
+            kind: error.kind().to_string(),
+            attempt,
+            exit_code: error.exit_code(),
+            signal: error.signal(),
+            message: error.to_string(),
+            stderr_tail: error.stderr_tail().map(str::to_string),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -220,7 +264,10 @@ struct OpenBatch {
     /// (point, replicate) → output tables
     outputs: BTreeMap<(u64, u32), (u32, SimOutput)>,
     losses: BTreeMap<u64, PointLosses>,
-    failures: BTreeMap<(u64, u32), FailureRecord>,
+    /// (point, replicate, attempt) → failure
+    failures: BTreeMap<(u64, u32, u32), FailureRecord>,
+    /// Replicates whose last attempt failed.
+    failed_replicates: u64,
     rows_buffered: u64,
 }
 
@@ -233,8 +280,10 @@ pub struct CompleteBatch {
     pub tables: Vec<BatchTable>,
     /// Replicates run.
     pub simulations: u64,
-    /// Replicates failed.
+    /// Replicates whose last attempt failed.
     pub failed: u64,
+    /// Failed attempts of kind `oom` (retried ones included).
+    pub oom_failures: u64,
 }
 
 /// The ParquetWriter's state: the rows of each open batch, until the batch is complete.
@@ -293,24 +342,15 @@ impl BatchAssembler {
         let open = self.batch_mut(&batch);
         open.tasks += 1;
         let key = (ret.task.point, ret.task.replicate);
+        for record in ret.failure_records() {
+            open.failures.insert((record.point, record.replicate, record.attempt), record);
+        }
         match ret.result {
             Ok(output) => {
                 open.rows_buffered += output.tables.iter().map(|t| t.num_rows() as u64).sum::<u64>();
                 open.outputs.insert(key, (ret.task.seed, output));
             }
-            Err(error) => {
-                open.failures.insert(
-                    key,
-                    FailureRecord {
-                        point: ret.task.point,
-                        replicate: ret.task.replicate,
-                        seed: ret.task.seed,
-                        kind: error.kind().to_string(),
-                        attempt: 1,
-                        message: error.to_string(),
-                    },
-                );
-            }
+            Err(_) => open.failed_replicates += 1,
         }
         self.finish_if_complete(batch.index)
     }
@@ -366,7 +406,9 @@ impl BatchAssembler {
             batch,
             tables,
             simulations: open.tasks,
-            failed: open.failures.len() as u64,
+            failed: open.failed_replicates,
+            oom_failures: open.failures.values().filter(|f| f.kind == FailureKind::Oom.as_str()).count()
+                as u64,
         }))
     }
 
@@ -434,10 +476,10 @@ impl BatchAssembler {
             seed.append_value(f.seed);
             kind.append_value(&f.kind);
             attempt.append_value(f.attempt);
-            exit_code.append_null();
-            signal.append_null();
+            exit_code.append_option(f.exit_code);
+            signal.append_option(f.signal);
             message.append_value(&f.message);
-            stderr_tail.append_null();
+            stderr_tail.append_option(f.stderr_tail.as_deref());
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(ids.finish()),
@@ -487,6 +529,31 @@ fn param_column(sweep: &Sweep, points: impl Iterator<Item = u64>, name: &str, ki
     }
 }
 
+/// The warning for a batch in which `oom_failures` attempts ran out of memory: the numbers and
+/// what to change. `memory_limit_mb` is the external model's per-process limit, when set.
+pub fn oom_guidance(
+    oom_failures: u64,
+    memory_limit_mb: Option<u64>,
+    workers: usize,
+    batch_size: usize,
+    replicates: u32,
+) -> String {
+    let limit = match memory_limit_mb {
+        Some(mb) => format!("memory limit {mb} MiB per worker process"),
+        None => "no memory limit set (the kernel killed it)".to_string(),
+    };
+    let raise = match memory_limit_mb {
+        Some(_) => "raise `memory_limit_mb` if the machine has room",
+        None => "set `memory_limit_mb` below the machine's memory divided by the workers",
+    };
+    format!(
+        "{oom_failures} task attempt(s) ran out of memory ({limit}; {workers} workers, batch size \
+         {batch_size} × {replicates} replicates). Each worker runs one task at a time, so peak \
+         memory is about {workers} × one task's peak: run with fewer workers (`--workers`), or \
+         {raise}; the batch size bounds only buffered outputs"
+    )
+}
+
 /// Schema of `model_outputs/<output>/`: the model's columns, then `param_id` (Utf8),
 /// `replicate` (UInt32), `seed` (UInt32).
 pub fn model_output_schema(model: &SchemaRef) -> SchemaRef {
@@ -521,8 +588,9 @@ pub fn target_schema(sweep: &Sweep) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Schema of `failures/`: `param_id`, `replicate`, `seed`, `kind`, `attempt`, `exit_code`,
-/// `signal`, `message`, `stderr_tail` (the last three null for in-process models).
+/// Schema of `failures/`: one row per failed attempt: `param_id`, `replicate`, `seed`, `kind`,
+/// `attempt` (1-based), `exit_code`, `signal` (null unless an external worker exited or was
+/// killed), `message`, `stderr_tail` (null for in-process models and model errors).
 pub fn failure_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("param_id", DataType::Utf8, false),

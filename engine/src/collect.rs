@@ -68,7 +68,11 @@ pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
 }
 
 /// Expands a batch into its tasks, in (point, replicate) order.
-pub fn tasks_of(sweep: &Sweep, batch: &BatchRange, replicates: u32) -> impl Iterator<Item = SimTask> + '_ {
+pub fn tasks_of<'a>(
+    sweep: &'a Sweep,
+    batch: &BatchRange,
+    replicates: u32,
+) -> impl Iterator<Item = SimTask> + 'a {
     let batch = batch.clone();
     batch.points.clone().flat_map(move |point| {
         let batch = batch.clone();

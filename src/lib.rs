@@ -43,9 +43,11 @@ pub use simsweep_engine::spec::{load_job, parse_job, Job};
 pub use simsweep_engine::EngineError;
 
 use simsweep_actors::{run_dataflow, RunError};
-use simsweep_engine::output::{prepare_output_dir, write_json_atomic, Manifest, OutputLayout};
+use simsweep_engine::output::{
+    prepare_output_dir, utc_now_rfc3339, write_json_atomic, Manifest, OutputLayout,
+};
 use simsweep_engine::plan::Planner;
-use simsweep_engine::summary::{best_per_target, SUMMARY_FILE};
+use simsweep_engine::summary::best_per_target;
 
 /// Number of best parameter sets per target kept in `summary.json` and the [`Report`].
 pub const SUMMARY_BEST_PER_TARGET: usize = 10;
@@ -97,21 +99,36 @@ pub fn run(
     let span = tracing::info_span!("job", job = %job.name);
     let _entered = span.enter();
 
-    let manifest = match prepare_output_dir(&layout, &job.spec_hash)? {
-        Some(manifest) => manifest,
-        None => {
-            let manifest = Manifest::new(&job, options.batch_size.get() as u64);
-            manifest.write_atomic(&layout)?;
-            manifest
-        }
+    let existing = prepare_output_dir(&layout, &job.spec_hash)?;
+    let (committed, next_index) = match &existing {
+        Some(m) => (m.committed_ranges(), m.next_index()),
+        None => (Vec::new(), 0),
     };
-    let planner = Planner::new(
-        job.sweep.points.len() as u64,
-        options.batch_size,
-        &manifest.committed_ranges(),
-        manifest.next_index(),
-        options.max_open_batches,
-    );
+    let n_points = job.sweep.points.len() as u64;
+    let planner =
+        Planner::new(n_points, options.batch_size, &committed, next_index, options.max_open_batches)
+            .map_err(|e| EngineError::OutputConflict {
+                dir: job.output_dir.clone(),
+                message: format!(
+                    "the manifest does not fit this job ({e}); remove the directory or choose another --out"
+                ),
+            })?;
+    let mut manifest = existing.unwrap_or_else(|| {
+        Manifest::new(
+            &job.name,
+            &job.spec_hash,
+            options.batch_size.get() as u64,
+            n_points,
+            job.replicates,
+            job.simulations(),
+            planner.batches_planned(),
+        )
+    });
+    // A resumed run may use another batch size: the manifest tells the plan now in force.
+    manifest.batch_size = options.batch_size.get() as u64;
+    manifest.batches_planned = planner.batches_planned();
+    manifest.updated_at = utc_now_rfc3339();
+    manifest.write_atomic(&layout)?;
     let batches_resumed = manifest.batches.len() as u32;
     let mut progress = Progress {
         batches_committed: batches_resumed,
@@ -128,7 +145,6 @@ pub fn run(
     );
     observer.on_event(&ProgressEvent::Started { progress, output_dir: job.output_dir.clone() });
 
-    let mut manifest = manifest;
     let mut cancelled = false;
     if !planner.is_finished() || !manifest.finished {
         let outcome = run_dataflow(
@@ -152,7 +168,7 @@ pub fn run(
     let target_names: Vec<String> = job.targets.iter().map(|t| t.name.clone()).collect();
     let summary = best_per_target(&layout, &manifest, &job.sweep, &target_names, SUMMARY_BEST_PER_TARGET)?;
     if manifest.finished {
-        write_json_atomic(&layout.root().join(SUMMARY_FILE), &summary)?;
+        write_json_atomic(&layout.summary_path(), &summary)?;
     }
     Ok(Report {
         output_dir: job.output_dir.clone(),

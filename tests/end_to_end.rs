@@ -68,7 +68,7 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
 
     // targets/prevalence: one row per parameter set, in sweep order.
     let t = read_dataset(&dir.path().join("output/targets/prevalence"));
-    let names: Vec<&str> = t.schema().fields().iter().map(|f| f.name().as_str()).collect();
+    let names: Vec<String> = t.schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["param_id", "beta", "gamma", "loss", "n_replicates", "n_failed", "seeds"]);
     let col = |name: &str| t.column_by_name(name).unwrap().clone();
     let ids = col("param_id");
@@ -110,7 +110,7 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     // model_outputs/prevalence: the model's rows + param_id, replicate, seed, sorted by
     // (parameter set, replicate).
     let m = read_dataset(&dir.path().join("output/model_outputs/prevalence"));
-    let names: Vec<&str> = m.schema().fields().iter().map(|f| f.name().as_str()).collect();
+    let names: Vec<String> = m.schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["day", "infected", "param_id", "replicate", "seed"]);
     assert_eq!(m.num_rows(), 23 * 3 * 15);
     let day = m.column(0).as_any().downcast_ref::<Int64Array>().unwrap();

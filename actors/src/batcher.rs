@@ -118,13 +118,13 @@ impl Batcher {
         }
     }
 
-    fn stopping(&self) -> bool {
+    fn winding_down(&self) -> bool {
         self.error.is_some() || self.cancel.is_cancelled()
     }
 
     /// Releases tasks while the bounds allow, and ends the run when nothing is left to wait for.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while !self.stopping() && self.in_flight < self.max_in_flight {
+        while !self.winding_down() && self.in_flight < self.max_in_flight {
             let Some(task) = self.pending.pop_front() else {
                 match self.planner.next_batch() {
                     Some(batch) => {
@@ -155,7 +155,7 @@ impl Batcher {
                 .spawn(ctx);
         }
         let finished = self.planner.is_finished() && self.pending.is_empty();
-        if self.in_flight == 0 && (self.stopping() || finished) {
+        if self.in_flight == 0 && (self.winding_down() || finished) {
             self.finish(ctx);
         }
     }
@@ -187,7 +187,7 @@ impl Actor for Batcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(CANCEL_POLL_INTERVAL, |act, ctx| {
-            if act.stopping() {
+            if act.winding_down() {
                 act.pump(ctx);
             }
         });
@@ -205,7 +205,7 @@ impl Handler<BatchFlushed> for Batcher {
         }
         let rows: BTreeMap<String, u64> =
             msg.rows.iter().map(|(d, n)| (self.layout.dataset_name(d), *n)).collect();
-        self.manifest.batches.push(CommittedBatch {
+        self.manifest.record(CommittedBatch {
             index,
             first_point: msg.batch.points.start,
             end_point: msg.batch.points.end,
@@ -215,7 +215,6 @@ impl Handler<BatchFlushed> for Batcher {
             committed_at: utc_now_rfc3339(),
             seconds: msg.seconds,
         });
-        self.manifest.updated_at = utc_now_rfc3339();
         if let Err(e) = self.manifest.write_atomic(&self.layout) {
             self.error = Some(RunError::Engine(e));
         } else {

@@ -784,6 +784,7 @@ mod tests {
             observed: vec![3.0],
             aggregation: spec.aggregation,
             loss: spec.loss,
+            loss_fn: crate::loss::Loss::Mse,
             data_file: data.clone(),
         };
         let j = job("replicates = 2", grid_params()).unwrap();

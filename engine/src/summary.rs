@@ -16,9 +16,6 @@ use crate::output::{Dataset, Manifest, OutputLayout};
 use crate::params::Sweep;
 use crate::progress::{BestParameterSet, TargetSummary};
 
-/// File name of the summary in the output directory.
-pub const SUMMARY_FILE: &str = "summary.json";
-
 /// The `k` smallest non-null losses of each target over the batches the manifest lists.
 /// Ties are broken by position in the sweep.
 ///

@@ -67,7 +67,10 @@ impl ParquetWriter {
     }
 
     /// Commits a complete batch and answers once the Batcher has been told.
-    fn commit(&mut self, complete: Result<Option<CompleteBatch>, EngineError>) -> AtomicResponse<Self, ()> {
+    fn commit(
+        &mut self,
+        complete: Result<Option<CompleteBatch>, EngineError>,
+    ) -> AtomicResponse<Self, ()> {
         let done = |()| AtomicResponse::new(Box::pin(fut::ready(())));
         let complete = match complete {
             Ok(Some(c)) => c,
@@ -80,8 +83,13 @@ impl ParquetWriter {
         let _entered = span.enter();
         if complete.oom_failures > 0 {
             let (limit, workers, batch_size, replicates) = self.oom_context;
-            let guidance =
-                oom_guidance(complete.oom_failures, limit, workers, batch_size, replicates);
+            let guidance = oom_guidance(
+                complete.oom_failures,
+                limit,
+                workers,
+                batch_size,
+                replicates,
+            );
             tracing::warn!(oom_failures = complete.oom_failures, "{guidance}");
         }
         match commit_batch(&self.layout, index, complete.tables) {
@@ -109,7 +117,9 @@ impl ParquetWriter {
         tracing::error!(%error, "commit failed; writer stops taking rows");
         self.broken = true;
         let send = self.failed.send(BatchFailed(error));
-        AtomicResponse::new(Box::pin(send.into_actor(self).map(|_result, _act, _ctx| ())))
+        AtomicResponse::new(Box::pin(
+            send.into_actor(self).map(|_result, _act, _ctx| ()),
+        ))
     }
 }
 

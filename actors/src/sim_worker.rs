@@ -39,7 +39,12 @@ impl SimWorker {
     /// A worker running `job`'s simulator and sending returns to `aggregator` and `writer`.
     pub fn new(job: Arc<Job>, aggregator: Addr<Aggregator>, writer: Addr<ParquetWriter>) -> Self {
         let outputs = job.simulator.outputs();
-        SimWorker { job, outputs, aggregator, writer }
+        SimWorker {
+            job,
+            outputs,
+            aggregator,
+            writer,
+        }
     }
 
     /// Runs the task's attempts per the job's retry policy.
@@ -102,8 +107,15 @@ impl Handler<RunTask> for SimWorker {
 
     fn handle(&mut self, msg: RunTask, _ctx: &mut SyncContext<Self>) -> Self::Result {
         let task = msg.0;
-        let Attempts { result, failed_attempts } = self.run(&task);
-        let ret = SimReturn { task, result, failed_attempts };
+        let Attempts {
+            result,
+            failed_attempts,
+        } = self.run(&task);
+        let ret = SimReturn {
+            task,
+            result,
+            failed_attempts,
+        };
         // Blocking sends from this worker thread: they wait while a mailbox is full.
         futures_executor::block_on(self.aggregator.send(Replicate(ret.clone())))?;
         futures_executor::block_on(self.writer.send(Replicate(ret)))?;

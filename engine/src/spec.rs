@@ -394,6 +394,7 @@ impl JobSpec {
 
         let simulator = self
             .model
+            .resolved(base_dir)
             .build()
             .map_err(|e| invalid(file, format!("model.{}", e.setting), e.message))?;
         let mut model_params = simulator.parameter_names();

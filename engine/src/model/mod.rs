@@ -350,6 +350,17 @@ impl ModelSpec {
         })
     }
 
+    /// The spec with paths resolved against `base_dir` (the job file's folder): an external
+    /// model's `working_dir`, which defaults to `base_dir` itself.
+    pub fn resolved(&self, base_dir: &std::path::Path) -> ModelSpec {
+        let mut spec = self.clone();
+        if let ModelKind::External(s) = &mut spec.model {
+            let dir = s.working_dir.take().unwrap_or_default();
+            s.working_dir = Some(base_dir.join(dir));
+        }
+        spec
+    }
+
     /// The external model's settings, when it is one.
     pub fn external(&self) -> Option<&external::ExternalSettings> {
         match &self.model {

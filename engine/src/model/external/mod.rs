@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [model]
-//! command = ["python3", "model.py"]   # relative paths resolve against `working_dir`
+//! command = ["python3", "model.py"]   # run in `working_dir` (default: the job's folder)
 //! env = { OMP_NUM_THREADS = "1" }
 //! timeout_seconds = 60
 //! memory_limit_mb = 2000
@@ -64,8 +64,9 @@ pub struct ExternalSettings {
     /// Environment variables added to simsweep's own for the worker.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// The worker's working directory; default: simsweep's. Relative paths in `command` are
-    /// resolved by the operating system against it.
+    /// The worker's working directory. In a job file it is relative to the job file's folder
+    /// and defaults to that folder, so `command = ["python3", "model.py"]` finds a `model.py`
+    /// beside the job. Built in code, `None` means simsweep's own working directory.
     #[serde(default)]
     pub working_dir: Option<PathBuf>,
     /// Wall-clock limit for one task (one `execute`), in seconds; the worker is killed after

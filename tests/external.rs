@@ -1,0 +1,258 @@
+//! External models through the public API: a Python model that misbehaves on chosen parameter
+//! sets (`tests/fault_model.py`), and the Python SIR example end to end. Needs `python3` with
+//! `pyarrow` (`pip install pyarrow`).
+
+mod common;
+
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow::array::{Array, Float64Array, Int32Array, StringArray, UInt32Array};
+use common::read_dataset;
+use simsweep::engine::identity::param_id;
+use simsweep::engine::params::{ParamValue, ParameterSet};
+use simsweep::{CancelToken, NoProgress, RunOptions};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Log lines of every thread, for the OOM guidance (one global subscriber per test binary).
+fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct Sink(&'static Mutex<Vec<u8>>);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || Sink(buffer))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buffer
+    })
+}
+
+const MODES: [(&str, f64); 9] = [
+    ("ok", 1.0),
+    ("error", 1.0),
+    ("segfault", 1.0),
+    ("ok", 2.0),
+    ("hang", 1.0),
+    ("exit137", 1.0),
+    ("garbage", 1.0),
+    ("crash_once", 1.5),
+    ("oom", 1.0),
+];
+
+fn write_job(dir: &Path, state: &Path, rows: &[(&str, f64)]) -> PathBuf {
+    let mut csv = String::from("mode,x\n");
+    for (mode, x) in rows {
+        csv.push_str(&format!("{mode},{x:.1}\n"));
+    }
+    std::fs::write(dir.join("params.csv"), csv).unwrap();
+    let job = format!(
+        r#"name = "faults"
+replicates = 1
+output = "output"
+
+[parameters]
+file = "params.csv"
+
+[model]
+command = ["python3", "{model}"]
+timeout_seconds = 1.0
+memory_limit_mb = 1024
+max_attempts = 2
+env = {{ FAULT_STATE_DIR = "{state}" }}
+"#,
+        model = repo().join("tests/fault_model.py").display(),
+        state = state.display(),
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, job).unwrap();
+    path
+}
+
+fn run(job: &Path, workers: usize) -> simsweep::Report {
+    let job = simsweep::load_job(job)
+        .unwrap_or_else(|e| panic!("needs python3 with pyarrow (pip install pyarrow): {e}"));
+    let options = RunOptions {
+        batch_size: NonZeroUsize::new(4).unwrap(),
+        workers: NonZeroUsize::new(workers).unwrap(),
+        ..RunOptions::default()
+    };
+    simsweep::run(&job, &options, Arc::new(NoProgress), CancelToken::new()).unwrap()
+}
+
+fn id_of(mode: &str, x: f64) -> String {
+    let mut p = ParameterSet::new();
+    p.insert("mode", ParamValue::Str(mode.into()));
+    p.insert("x", ParamValue::Float(x));
+    param_id(&p).unwrap().as_str().to_string()
+}
+
+#[test]
+fn every_fault_costs_one_task_and_is_recorded_exactly() {
+    let logs = logs();
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let report = run(&write_job(dir.path(), state.path(), &MODES), 2);
+    assert_eq!(report.progress.simulations_committed, 9);
+
+    let f = read_dataset(&dir.path().join("output/failures"));
+    let ids = f
+        .column_by_name("param_id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .clone();
+    let kind = f
+        .column_by_name("kind")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .clone();
+    let attempt = f
+        .column_by_name("attempt")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .unwrap()
+        .clone();
+    let exit = f
+        .column_by_name("exit_code")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .unwrap()
+        .clone();
+    let signal = f
+        .column_by_name("signal")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .unwrap()
+        .clone();
+    let tail = f
+        .column_by_name("stderr_tail")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .clone();
+    let mode_of = |id: &str| {
+        MODES
+            .iter()
+            .find(|(m, x)| id_of(m, *x) == id)
+            .map(|(m, _)| *m)
+            .unwrap()
+    };
+    let opt = |a: &Int32Array, i: usize| a.is_valid(i).then(|| a.value(i));
+    let rows: Vec<_> = (0..f.num_rows())
+        .map(|i| {
+            (
+                mode_of(ids.value(i)),
+                kind.value(i),
+                attempt.value(i),
+                opt(&exit, i),
+                opt(&signal, i),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("error", "error", 1, None, None),
+            ("segfault", "crash", 1, None, Some(11)),
+            ("segfault", "crash", 2, None, Some(11)),
+            ("hang", "timeout", 1, None, None),
+            ("hang", "timeout", 2, None, None),
+            ("exit137", "oom", 1, Some(137), None),
+            ("exit137", "oom", 2, Some(137), None),
+            ("garbage", "protocol", 1, None, None),
+            ("crash_once", "crash", 1, Some(3), None),
+            ("oom", "oom", 1, None, None),
+            ("oom", "oom", 2, None, None),
+        ]
+    );
+    // stderr tails: null for a model error, the worker's last words otherwise.
+    assert!(tail.is_null(0));
+    assert!(
+        tail.value(1).contains("fault_model: segfaulting now"),
+        "{}",
+        tail.value(1)
+    );
+    assert!(tail.value(3).contains("fault_model: hanging"));
+    assert!(tail.value(8).contains("crashing once for seed"));
+
+    // The OOM guidance, once per batch with OOM kills (exit137 in batch 1, oom in batch 2).
+    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let guidance: Vec<_> = logged
+        .lines()
+        .filter(|l| l.contains("ran out of memory"))
+        .collect();
+    assert_eq!(guidance.len(), 2, "{logged}");
+    assert!(guidance[0].contains("2 task attempt(s) ran out of memory (memory limit 1024 MiB per worker process; 2 workers, batch size 4 × 1 replicates)"), "{}", guidance[0]);
+
+    // Successful rows equal a clean run's (crash_once's marker now exists: no crash there).
+    let outputs = read_dataset(&dir.path().join("output/model_outputs/values"));
+    let clean_rows = [("ok", 1.0), ("ok", 2.0), ("crash_once", 1.5)];
+    let clean_dir = tempfile::tempdir().unwrap();
+    run(&write_job(clean_dir.path(), state.path(), &clean_rows), 1);
+    let clean = read_dataset(&clean_dir.path().join("output/model_outputs/values"));
+    assert_eq!(outputs, clean);
+    assert_eq!(outputs.num_rows(), 9);
+    let clean_failures = read_dataset(&clean_dir.path().join("output/failures"));
+    assert_eq!(clean_failures.num_rows(), 0);
+}
+
+#[test]
+fn python_sir_example_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = repo().join("examples/python-sir");
+    for f in ["job.toml", "model.py", "influenza_england_1978_school.csv"] {
+        std::fs::copy(example.join(f), dir.path().join(f)).unwrap();
+    }
+    // model.py finds the helper relative to itself: point it at the repository's copy.
+    let model = std::fs::read_to_string(dir.path().join("model.py"))
+        .unwrap()
+        .replace(
+            "os.path.join(os.path.dirname(os.path.abspath(__file__)), \"..\", \"..\", \"python\")",
+            &format!("{:?}", repo().join("python").display().to_string()),
+        );
+    std::fs::write(dir.path().join("model.py"), model).unwrap();
+    let report = run(&dir.path().join("job.toml"), 2);
+    assert_eq!(report.progress.simulations_committed, 250);
+    let t = read_dataset(&dir.path().join("output/targets/in_bed"));
+    assert_eq!(t.num_rows(), 50);
+    let loss = t
+        .column_by_name("loss")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    assert_eq!(loss.null_count(), 0);
+    // A parameter set whose replicates all died out early can have an infinite loss; most fit.
+    let finite = loss.values().iter().filter(|l| l.is_finite()).count();
+    assert!(finite >= 40, "{finite} finite losses of 50: {loss:?}");
+    let prevalence = read_dataset(&dir.path().join("output/model_outputs/prevalence"));
+    assert_eq!(prevalence.num_rows(), 250 * 15);
+    assert_eq!(
+        read_dataset(&dir.path().join("output/failures")).num_rows(),
+        0
+    );
+}

@@ -203,3 +203,35 @@ fn validate_reports_the_sweep_without_writing() {
     assert!(stdout.contains("23 parameter sets × 3 replicates = 69 simulations"), "{stdout}");
     assert!(!dir.path().join("output").exists());
 }
+
+#[test]
+fn batch_size_precedence_is_flag_then_env_then_file_then_default() {
+    let manifest_batch_size = |dir: &Path| -> u64 {
+        let text = fs::read(dir.join("output/manifest.json")).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        m["batch_size"].as_u64().unwrap()
+    };
+    let case = |file: Option<u32>, env: Option<&str>, flag: Option<&str>| -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = SmallJob::default();
+        if let Some(b) = file {
+            job.extra_top = format!("batch_size = {b}");
+        }
+        job.write(dir.path());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_simsweep"));
+        cmd.args(["run", "job.toml"]).current_dir(dir.path()).env_remove("SIMSWEEP_BATCH_SIZE");
+        if let Some(e) = env {
+            cmd.env("SIMSWEEP_BATCH_SIZE", e);
+        }
+        if let Some(f) = flag {
+            cmd.args(["--batch-size", f]);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        manifest_batch_size(dir.path())
+    };
+    assert_eq!(case(None, None, None), 200);
+    assert_eq!(case(Some(9), None, None), 9);
+    assert_eq!(case(Some(9), Some("4"), None), 4);
+    assert_eq!(case(Some(9), Some("4"), Some("6")), 6);
+}

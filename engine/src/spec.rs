@@ -49,7 +49,8 @@
 //!
 //! Two parameter sets with the same `param_id` are refused, naming both (two file lines, or two
 //! sampler indices): they would run the same replicate seeds twice and write two sets of rows
-//! under one `param_id`.
+//! under one `param_id`. Rows of a parameter file that carry a `seed` are refused only when the
+//! seed is the same too, so that chosen replicates of one parameter set can be run, one per row.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -562,18 +563,20 @@ fn file_sweep(path: &Path, model: &str, model_params: &[String]) -> Result<Sweep
 /// duplicates.
 ///
 /// Duplicates are refused rather than merged: they would run identical seeds twice and write
-/// two sets of rows under one `param_id`.
+/// two sets of rows under one `param_id`. Rows of a parameter file with a `seed` are duplicates
+/// only when their seeds are equal too: re-running chosen replicates of one parameter set, one
+/// seed per row, is what the seed column is for.
 fn number_points(
     sets: impl Iterator<Item = (Position, ParameterSet, Option<u32>)>,
     non_finite: impl Fn(Position, &str, String) -> EngineError,
     duplicate: impl Fn(Position, Position, &ParamId) -> EngineError,
 ) -> Result<Vec<SweepPoint>> {
-    let mut seen: HashMap<ParamId, Position> = HashMap::new();
+    let mut seen: HashMap<(ParamId, Option<u32>), Position> = HashMap::new();
     let mut points = Vec::new();
     for (index, (pos, params, fixed_seed)) in sets.enumerate() {
         let param_id =
             identity::param_id(&params).map_err(|e| non_finite(pos, &e.name, e.to_string()))?;
-        match seen.entry(param_id.clone()) {
+        match seen.entry((param_id.clone(), fixed_seed)) {
             Entry::Occupied(first) => return Err(duplicate(*first.get(), pos, &param_id)),
             Entry::Vacant(v) => {
                 v.insert(pos);
@@ -1032,6 +1035,14 @@ mod tests {
         assert!(t.contains("`gamma`"), "{t}");
         let t = run("beta,gamma\n1,nan\n");
         assert!(t.contains(":2: column `gamma`"), "{t}");
+        let t = run("beta,gamma,seed\n1,2,5\n1,2,6\n1,2.0,5\n");
+        assert!(t.contains("params.csv:4") && t.contains("line 2"), "{t}");
+        // The same parameters with different seeds: chosen replicates, one per row.
+        write(dir.path(), "params.csv", "beta,gamma,seed\n1,2,5\n1,2,6\n");
+        let job = load_job(&job_file).unwrap();
+        assert_eq!(job.sweep.points.len(), 2);
+        assert_eq!(job.sweep.points[0].param_id, job.sweep.points[1].param_id);
+        assert_eq!(job.simulations(), 2);
         std::fs::remove_file(dir.path().join("params.csv")).unwrap();
         let e = load_job(&job_file).unwrap_err();
         assert!(

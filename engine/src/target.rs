@@ -396,9 +396,14 @@ impl TargetSpec {
                 line,
                 column,
                 message: format!(
-                    "{FILE_NOT_FOUND}; check `targets[{index}].data` (relative to the job \
-                         file's folder {})",
-                    base_dir.display()
+                    "{FILE_NOT_FOUND}; check `targets[{index}].data` ({})",
+                    if self.data.is_absolute() {
+                        "an absolute path".to_string()
+                    } else if base_dir.as_os_str().is_empty() {
+                        "relative to the job file's folder, the current directory".to_string()
+                    } else {
+                        format!("relative to the job file's folder {}", base_dir.display())
+                    }
                 ),
             },
             other => other,
@@ -678,9 +683,12 @@ fn read_csv(path: &Path, value_column: &str, time_column: &str) -> Result<Vec<Ra
 /// Date64, or strings (numbers or dates, as in CSV).
 fn read_parquet(path: &Path, value_column: &str, time_column: &str) -> Result<Vec<RawRow>> {
     let file = open_data(path)?;
-    let parquet_error = |source| EngineError::Parquet {
-        path: path.to_path_buf(),
-        source,
+    // Observed data is input: a file that cannot be decoded is the user's to fix (exit 2).
+    let parquet_error = |source: parquet::errors::ParquetError| EngineError::Data {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        message: format!("cannot read this Parquet file: {source}"),
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
     let schema = builder.schema().clone();
@@ -1620,7 +1628,7 @@ mod tests {
         std::fs::write(&path, "date,cases\n").unwrap();
         assert!(matches!(
             resolve(&spec("obs.parquet"), dir.path()),
-            Err(EngineError::Parquet { path: p, .. }) if p == path
+            Err(EngineError::Data { file: p, .. }) if p == path
         ));
     }
 

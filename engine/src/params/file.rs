@@ -10,8 +10,10 @@
 //! `replicates` replicates with derived seeds.
 //!
 //! Column kinds ([`ParamKind`]):
-//! - CSV: a column whose every value parses as `i64` is `Int`; else, if every value parses as
-//!   `f64`, `Float`; else `Str`. Values are trimmed.
+//! - CSV: a column whose every value is a number is `Float` (`2` and `2.0` alike, so that a
+//!   parameter set's `param_id` does not depend on the other rows); a column with no number is
+//!   `Str`; a column of numbers with a non-number among them is refused, naming the line.
+//!   Values are trimmed. (The `seed` column is read as integers.)
 //! - Parquet: `Int*`/`UInt*` → `Int`, `Float*` → `Float`, `Utf8`/`LargeUtf8` → `Str`; other
 //!   types are refused.
 //!
@@ -193,35 +195,32 @@ fn read_csv(path: &Path, file: File) -> Result<RawTable> {
 
     let mut columns = Vec::with_capacity(names.len());
     for (name, values) in names.into_iter().zip(cells) {
-        let column = if values.iter().all(|v| v.parse::<i64>().is_ok()) {
-            let values = values
-                .iter()
-                .filter_map(|v| v.parse().ok())
-                .map(ParamValue::Int)
-                .collect();
-            RawColumn {
-                name,
-                kind: ParamKind::Int,
-                values,
-            }
-        } else if values.iter().all(|v| v.parse::<f64>().is_ok()) {
-            let values = values
-                .iter()
-                .filter_map(|v| v.parse().ok())
-                .map(ParamValue::Float)
-                .collect();
-            RawColumn {
-                name,
-                kind: ParamKind::Float,
-                values,
-            }
-        } else {
+        let numeric = values.iter().filter(|v| v.parse::<f64>().is_ok()).count();
+        let column = if name == SEED_COLUMN && values.iter().all(|v| v.parse::<i64>().is_ok()) {
+            let values = values.iter().filter_map(|v| v.parse().ok()).map(ParamValue::Int).collect();
+            RawColumn { name, kind: ParamKind::Int, values }
+        } else if numeric == values.len() {
+            // Every number is a Float, `2` as much as `2.0`: a parameter set's `param_id` must
+            // not depend on how the other rows of its column are written.
+            let values =
+                values.iter().filter_map(|v| v.parse().ok()).map(ParamValue::Float).collect();
+            RawColumn { name, kind: ParamKind::Float, values }
+        } else if numeric == 0 || name == SEED_COLUMN {
             let values = values.into_iter().map(ParamValue::Str).collect();
-            RawColumn {
-                name,
-                kind: ParamKind::Str,
-                values,
-            }
+            RawColumn { name, kind: ParamKind::Str, values }
+        } else {
+            // A column of numbers with a word among them is a typo, not a string column.
+            let (i, bad) = values
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.parse::<f64>().is_err())
+                .expect("numeric < len, so some value does not parse");
+            return Err(data(
+                path,
+                Some(lines[i]),
+                Some(&name),
+                format!("`{bad}` is not a number, but the column's other values are; fix the value"),
+            ));
         };
         columns.push(column);
     }
@@ -245,9 +244,9 @@ fn parquet_kind(dt: &DataType) -> Option<ParamKind> {
 }
 
 fn read_parquet(path: &Path, file: File) -> Result<RawTable> {
-    let parquet_error = |source| EngineError::Parquet {
-        path: path.to_path_buf(),
-        source,
+    // A parameter file is input: a file that cannot be decoded is the user's to fix (exit 2).
+    let parquet_error = |source: parquet::errors::ParquetError| {
+        data(path, None, None, format!("cannot read this Parquet file: {source}"))
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
     let schema = builder.schema().clone();
@@ -278,7 +277,9 @@ fn read_parquet(path: &Path, file: File) -> Result<RawTable> {
 
     let mut rows: u64 = 0;
     for batch in reader {
-        let batch = batch?;
+        let batch = batch.map_err(|e| {
+            data(path, None, None, format!("cannot read this Parquet file: {e}"))
+        })?;
         for (column, array) in columns.iter_mut().zip(batch.columns()) {
             let line_of = |i: usize| rows + i as u64 + 2;
             if let Some(i) = (0..array.len()).find(|&i| array.is_null(i)) {
@@ -472,7 +473,7 @@ mod tests {
             vec![
                 ("beta".to_string(), ParamKind::Float),
                 ("gamma".to_string(), ParamKind::Float),
-                ("n".to_string(), ParamKind::Int),
+                ("n".to_string(), ParamKind::Float),
                 ("scenario".to_string(), ParamKind::Str),
             ]
         );
@@ -481,12 +482,19 @@ mod tests {
         assert_eq!(t.rows[0].seed, Some(12));
         assert_eq!(t.rows[1].seed, Some(u32::MAX));
         assert_eq!(t.rows[1].params.get("beta"), Some(&ParamValue::Float(2.0)));
-        assert_eq!(t.rows[1].params.get("n"), Some(&ParamValue::Int(4)));
+        // Integers in a CSV are floats: `4` and `4.0` give one `param_id`.
+        assert_eq!(t.rows[1].params.get("n"), Some(&ParamValue::Float(4.0)));
         assert_eq!(
             t.rows[1].params.get("scenario"),
             Some(&ParamValue::Str("b".into()))
         );
         assert_eq!(t.rows[0].params.get("seed"), None);
+    }
+
+    #[test]
+    fn csv_word_among_numbers_is_refused() {
+        let t = csv_err("beta,gamma\n1.0,0.2\nabc,0.3\n");
+        assert!(t.contains(":3: column `beta`") && t.contains("`abc` is not a number"), "{t}");
     }
 
     #[test]

@@ -65,13 +65,17 @@ fn main() -> ExitCode {
     let default_level = if verbose { "simsweep=debug" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     match cli.command {
         Command::Validate { job } => match simsweep::load_job(&job) {
             Ok(job) => {
                 println!(
-                    "{}: ok — {} parameter sets × {} replicates = {} simulations, model {}, {} target(s), output {}",
+                    "{}: ok — {} parameter set(s) × {} replicates = {} simulations, model {}, {} target(s), output {}",
                     job.spec_file.display(),
                     job.sweep.points.len(),
                     job.replicates,
@@ -82,12 +86,12 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&simsweep::Error::Engine(e)),
+            Err(e) => fail(&simsweep::Error::Engine(e), false),
         },
         Command::Run { job, out, batch_size, workers, verbose } => {
             let job = match simsweep::load_job(&job) {
                 Ok(job) => job,
-                Err(e) => return fail(&simsweep::Error::Engine(e)),
+                Err(e) => return fail(&simsweep::Error::Engine(e), false),
             };
             run(job, out, batch_size, workers, verbose)
         }
@@ -143,21 +147,30 @@ fn run(
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(&e, true),
     }
 }
 
-fn fail(error: &simsweep::Error) -> ExitCode {
-    eprintln!("error: {error}");
+/// Prints `error` with the causes its message does not already include, and picks the exit
+/// code. `running`: the error came from a run (not from reading the job), so committed batches
+/// may exist and the user is told they are kept.
+fn fail(error: &simsweep::Error, running: bool) -> ExitCode {
+    let message = error.to_string();
+    eprintln!("error: {message}");
     let mut source = std::error::Error::source(error);
     while let Some(s) = source {
-        eprintln!("  caused by: {s}");
+        let text = s.to_string();
+        if !message.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
         source = s.source();
     }
     if error.is_input_error() {
         ExitCode::from(EXIT_INPUT)
     } else {
-        eprintln!("committed batches are kept; fix the cause and run the same command to resume");
+        if running {
+            eprintln!("committed batches are kept; fix the cause and run the same command to resume");
+        }
         ExitCode::from(EXIT_RUNTIME)
     }
 }

@@ -200,7 +200,7 @@ fn validate_reports_the_sweep_without_writing() {
     let out = simsweep(&["validate", "job.toml"], dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("23 parameter sets × 3 replicates = 69 simulations"), "{stdout}");
+    assert!(stdout.contains("23 parameter set(s) × 3 replicates = 69 simulations"), "{stdout}");
     assert!(!dir.path().join("output").exists());
 }
 
@@ -234,4 +234,35 @@ fn batch_size_precedence_is_flag_then_env_then_file_then_default() {
     assert_eq!(case(Some(9), None, None), 9);
     assert_eq!(case(Some(9), Some("4"), None), 4);
     assert_eq!(case(Some(9), Some("4"), Some("6")), 6);
+}
+
+#[test]
+fn observation_outside_the_model_days_is_refused() {
+    // The small job's model reports days 0..=14; day 16 can never be matched.
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    fs::write(dir.path().join("observed.csv"), "day,cases\n2,8\n4,15\n16,30\n").unwrap();
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("observed.csv:4: column `day`") && stderr.contains("0..=14"), "{stderr}");
+}
+
+#[test]
+fn range_outside_the_model_domain_is_refused() {
+    refused(&with("min = 0.3, max = 1.5", "min = -0.5, max = 1.5"), &["parameters.space", "beta"]);
+}
+
+#[test]
+fn absurd_days_is_refused_not_a_crash() {
+    refused(&with("days = 14", "days = 100000000"), &["model.days"]);
+}
+
+#[test]
+fn a_directory_as_job_file_is_an_input_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = simsweep(&["validate", "."], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is a directory") && !stderr.contains("committed batches"), "{stderr}");
 }

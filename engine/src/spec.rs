@@ -269,6 +269,22 @@ pub fn load_job(path: &Path) -> Result<Job> {
                 message: "job file not found; check the path".into(),
             })
         }
+        Err(e) if path.is_dir() => {
+            return Err(EngineError::Data {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: format!("is a directory ({e}); give the job file (TOML)"),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(EngineError::Data {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: "is not UTF-8 text; a job file is TOML".into(),
+            })
+        }
         Err(e) => return Err(EngineError::io(path, e)),
     };
     parse_job(&text, path)
@@ -403,10 +419,12 @@ impl JobSpec {
 
         let sweep = match self.parameters.source(file)? {
             ParameterSource::Space(space) => {
-                space_sweep(&space, self.seed, file, simulator.name(), &model_params)?
+                let check = |p: &ParameterSet| simulator.check_parameters(p);
+                space_sweep(&space, self.seed, file, simulator.name(), &model_params, &check)?
             }
             ParameterSource::File(path) => {
-                file_sweep(&base_dir.join(path), simulator.name(), &model_params)?
+                let check = |p: &ParameterSet| simulator.check_parameters(p);
+                file_sweep(&base_dir.join(path), simulator.name(), &model_params, &check)?
             }
         };
 
@@ -431,6 +449,11 @@ impl JobSpec {
             .enumerate()
             .map(|(i, t)| t.resolve(i, file, base_dir, &outputs))
             .collect::<Result<Vec<_>>>()?;
+        for target in &targets {
+            if let Some(times) = simulator.output_times(&target.output) {
+                target.check_times(&times)?;
+            }
+        }
 
         let spec_hash = spec_hash(
             &sweep,
@@ -465,6 +488,7 @@ fn space_sweep(
     file: &Path,
     model: &str,
     model_params: &[String],
+    check: &dyn Fn(&ParameterSet) -> std::result::Result<(), String>,
 ) -> Result<Sweep> {
     let names = space.parameter_names();
     if let Some(extra) = names.iter().find(|n| !model_params.contains(n)) {
@@ -489,6 +513,15 @@ fn space_sweep(
         ));
     }
     let sets = space.points(job_seed, file)?;
+    for (i, set) in sets.iter().enumerate() {
+        check(set).map_err(|m| {
+            invalid(
+                file,
+                "parameters.space",
+                format!("parameter set {i} is outside the model's domain: {m}; narrow the ranges"),
+            )
+        })?;
+    }
     let points = number_points(
         sets.into_iter()
             .enumerate()
@@ -512,7 +545,12 @@ fn space_sweep(
     })
 }
 
-fn file_sweep(path: &Path, model: &str, model_params: &[String]) -> Result<Sweep> {
+fn file_sweep(
+    path: &Path,
+    model: &str,
+    model_params: &[String],
+    check: &dyn Fn(&ParameterSet) -> std::result::Result<(), String>,
+) -> Result<Sweep> {
     let ParameterTable { columns, rows } = read_parameter_file(path)?;
     let data = |line: Option<u64>, column: Option<&str>, message: String| EngineError::Data {
         file: path.to_path_buf(),
@@ -540,6 +578,9 @@ fn file_sweep(path: &Path, model: &str, model_params: &[String]) -> Result<Sweep
             None,
             format!("model `{model}` needs parameter `{missing}`; add a column `{missing}`"),
         ));
+    }
+    for row in &rows {
+        check(&row.params).map_err(|m| data(Some(row.line), None, format!("{m}; fix the row")))?;
     }
     let points = number_points(
         rows.into_iter()
@@ -790,6 +831,8 @@ mod tests {
             loss: spec.loss,
             loss_fn: crate::loss::Loss::Mse,
             data_file: data.clone(),
+            data_time_column: "day".into(),
+            lines: vec![2],
         };
         let j = job("replicates = 2", grid_params()).unwrap();
         let hash = |t: &[Target]| {

@@ -117,6 +117,10 @@ pub struct Target {
     pub loss_fn: Loss,
     /// The observed data file, as resolved (`base_dir` joined with the spec's `data`).
     pub data_file: PathBuf,
+    /// Column of the data file holding time.
+    pub data_time_column: String,
+    /// Line of each observation in the data file (header = line 1), same order as `times`.
+    pub lines: Vec<u64>,
 }
 
 /// Why a replicate's output table cannot be aligned with a target's observations.
@@ -495,6 +499,18 @@ impl TargetSpec {
         }
 
         if self.loss.is_likelihood() {
+            if let Some(row) = rows.iter().find(|r| r.value.fract() != 0.0) {
+                return Err(data_error(
+                    row.line,
+                    &self.data_column,
+                    format!(
+                        "{} is not a whole number; the {} loss compares counts; use `mse` for \
+                         other data",
+                        row.value,
+                        self.loss.as_str()
+                    ),
+                ));
+            }
             if let Some(row) = rows.iter().find(|r| r.value < 0.0) {
                 return Err(data_error(
                     row.line,
@@ -520,6 +536,8 @@ impl TargetSpec {
             loss: self.loss,
             loss_fn,
             data_file,
+            data_time_column: self.data_time_column.clone(),
+            lines: rows.iter().map(|r| r.line).collect(),
         })
     }
 }
@@ -946,6 +964,38 @@ enum Merge {
 }
 
 impl Target {
+    /// Checks that every observation time is among `model_times`, the times the model reports
+    /// (see [`crate::model::Simulator::output_times`]), so that a target no model row can match
+    /// is refused before the sweep runs rather than scoring every parameter set as null.
+    ///
+    /// # Errors
+    /// [`EngineError::Data`] naming the data file, the line and the time column, with the
+    /// model's range and what to change.
+    pub fn check_times(&self, model_times: &[f64]) -> Result<()> {
+        let mut known: Vec<f64> = model_times.to_vec();
+        known.sort_by(f64::total_cmp);
+        for (k, t) in self.times.iter().enumerate() {
+            if known.binary_search_by(|m| m.total_cmp(t)).is_err() {
+                let range = match (known.first(), known.last()) {
+                    (Some(a), Some(b)) => format!("{a}..={b}"),
+                    _ => "none".to_string(),
+                };
+                return Err(EngineError::Data {
+                    file: self.data_file.clone(),
+                    line: self.lines.get(k).copied(),
+                    column: Some(self.data_time_column.clone()),
+                    message: format!(
+                        "target `{}`: observation time {t} is not among the model's `{}` values \
+                         ({range}) for output `{}`; drop the observation, or change the model's \
+                         settings (e.g. `days`) or the target's `origin`/`time_unit`",
+                        self.name, self.time_column, self.output
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The model's values at the observation times, from one replicate's table of this
     /// target's output: `result[i]` is `column` at the row whose `time_column` equals
     /// `times[i]` (as `f64`; the first such row if several).
@@ -1256,15 +1306,26 @@ mod tests {
 
     #[test]
     fn csv_numeric_time_column() {
-        let dir = write("obs.csv", "cases,date\n1, 0\n4,2\n9.5,5\n");
+        let dir = write("obs.csv", "cases,date\n1, 0\n4,2\n9,5\n");
         let mut s = spec("obs.csv");
         s.loss = LossKind::NegativeBinomial;
         s.aggregation = Aggregation::Likelihood;
         s.dispersion = Some(2.5);
         let t = resolve(&s, dir.path()).unwrap();
         assert_eq!(t.times, vec![0.0, 2.0, 5.0]);
-        assert_eq!(t.observed, vec![1.0, 4.0, 9.5]);
+        assert_eq!(t.observed, vec![1.0, 4.0, 9.0]);
         assert_eq!(t.loss_fn, Loss::NegativeBinomial { k: 2.5 });
+        assert_eq!(t.lines, vec![2, 3, 4]);
+        // Counts must be whole numbers for a likelihood loss.
+        let dir = write("obs.csv", "cases,date\n1, 0\n4,2\n9.5,5\n");
+        let e = resolve(&s, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("obs.csv:4: column `cases`") && e.contains("not a whole number"), "{e}");
+        // Observation times must be among the model's.
+        let dir = write("obs.csv", "cases,date\n1, 0\n4,2\n9,5\n");
+        let t = resolve(&s, dir.path()).unwrap();
+        assert!(t.check_times(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).is_ok());
+        let e = t.check_times(&[0.0, 1.0, 2.0, 3.0, 4.0]).unwrap_err().to_string();
+        assert!(e.contains("obs.csv:4: column `date`") && e.contains("0..=4"), "{e}");
         assert_eq!(t.loss, LossKind::NegativeBinomial);
     }
 
@@ -1646,6 +1707,8 @@ mod tests {
             loss: loss_fn.kind(),
             loss_fn,
             data_file: PathBuf::from("obs.csv"),
+            data_time_column: "day".to_string(),
+            lines: (2..2 + times.len() as u64).collect(),
         }
     }
 

@@ -127,6 +127,15 @@ pub(crate) fn check_settings(
     steps_per_day: u32,
 ) -> Result<(), ModelSettingError> {
     let err = |setting, message: String| Err(ModelSettingError { setting, message });
+    if days > MAX_DAYS {
+        return err("days", format!("is {days}; set it to at most {MAX_DAYS} (274 years)"));
+    }
+    if steps_per_day > MAX_STEPS_PER_DAY {
+        return err(
+            "steps_per_day",
+            format!("is {steps_per_day}; set it to at most {MAX_STEPS_PER_DAY}"),
+        );
+    }
     if population == 0 {
         return err(
             "population",
@@ -177,6 +186,13 @@ pub(crate) fn check_settings(
     Ok(())
 }
 
+/// Largest `days` setting: outputs hold `days + 1` rows per replicate, and a sweep holds a
+/// batch of them; a typo of a few zeros must be refused, not exhaust memory.
+pub const MAX_DAYS: u32 = 100_000;
+
+/// Largest `steps_per_day` setting.
+pub const MAX_STEPS_PER_DAY: u32 = 10_000;
+
 /// Where the values of an output come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -212,6 +228,11 @@ pub(crate) struct Chain<const K: usize> {
 }
 
 impl<const K: usize> Chain<K> {
+    /// The days every output reports: `0, 1, …, days`.
+    pub(crate) fn output_days(&self) -> Vec<f64> {
+        (0..=self.days).map(f64::from).collect()
+    }
+
     /// A chain starting from `initial` (which must sum to `population`, checked by
     /// [`check_settings`] and the model), with `λ = β · X_infectious / N`.
     ///

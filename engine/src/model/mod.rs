@@ -212,6 +212,23 @@ pub trait Simulator: Send + Sync {
     /// # Errors
     /// [`SimError::Model`] when the parameters are unusable (e.g. a negative rate).
     fn simulate(&self, params: &ParameterSet, seed: u32) -> Result<SimOutput, SimError>;
+
+    /// Checks one parameter set before anything runs, so that a sweep reaching outside the
+    /// model's domain (a negative rate, say) is refused up front instead of failing replicate by
+    /// replicate. The default accepts everything.
+    ///
+    /// # Errors
+    /// A message naming the parameter and the values it may take.
+    fn check_parameters(&self, _params: &ParameterSet) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The values of `output`'s time column that every successful run reports, when the model
+    /// knows them before running (built-ins: days `0..=days`). A target whose observation times
+    /// are not among them is refused up front. The default, `None`, skips that check.
+    fn output_times(&self, _output: &str) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// A shared simulator.

@@ -128,6 +128,14 @@ impl Simulator for SirBed {
         self.chain.output_specs()
     }
 
+    fn check_parameters(&self, params: &ParameterSet) -> Result<(), String> {
+        chain::read_rates(params, NAME, &PARAMETERS).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn output_times(&self, _output: &str) -> Option<Vec<f64>> {
+        Some(self.chain.output_days())
+    }
+
     /// Runs one replicate with parameters `beta`, `gamma`, `mu_b` and `mu_c` (per day).
     ///
     /// # Errors

@@ -69,7 +69,7 @@ pub fn commit_batch(
             .and_then(|()| write_parquet(&tmp, &table.schema, &table.batches, props.clone()));
         match result {
             Ok(rows) => {
-                layout.check_fault(FaultPoint::AfterTempWrite, &tmp)?;
+                layout.check_fault(FaultPoint::AfterTempWrite, &tmp, |b| b == index)?;
                 written.push((table.dataset, rows, tmp));
             }
             Err(e) => {
@@ -85,7 +85,7 @@ pub fn commit_batch(
     for (dataset, _, tmp) in &written {
         let dest = layout.batch_file(dataset, index);
         std::fs::rename(tmp, &dest).map_err(|e| EngineError::io(&dest, e))?;
-        layout.check_fault(FaultPoint::AfterRename, &dest)?;
+        layout.check_fault(FaultPoint::AfterRename, &dest, |b| b == index)?;
         dirs.insert(layout.dataset_dir(dataset));
     }
     for dir in &dirs {

@@ -46,15 +46,21 @@
 
 mod commit;
 mod layout;
+mod lock;
 mod manifest;
 mod prepare;
+mod spec_parts;
+mod status;
 
 pub use commit::{commit_batch, BatchTable, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL};
 pub use layout::{Dataset, FaultPoint, OutputLayout};
 pub use manifest::{
     utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, MANIFEST_FORMAT_VERSION,
 };
-pub use prepare::prepare_output_dir;
+pub use lock::OutputLock;
+pub use prepare::{prepare_output_dir, prepare_output_dir_for, Prepare};
+pub use spec_parts::{changed_parts, SpecIdentity};
+pub use status::{read_status, RunStatus};
 
 use std::path::Path;
 

@@ -110,7 +110,7 @@ pub fn run(
 
     // The job is validated (a `Job` only comes from `load_job`/`parse_job`), so the directory
     // may be created now, for its lock. Held until this function returns.
-    let lock = OutputLock::acquire(&layout)?;
+    let mut lock = OutputLock::acquire(&layout)?;
     let identity = SpecIdentity::of_job(&job);
     let mode = if options.restart { Prepare::Restart } else { Prepare::Resume };
     let existing = match prepare_output_dir_for(&layout, &identity, mode) {
@@ -123,6 +123,7 @@ pub fn run(
             return Err(e.into());
         }
     };
+    lock.record_pid()?;
     if let Some((point, batch)) = options.fault {
         layout = match batch {
             Some(b) => layout.with_fault_at_batch(point, b),

@@ -42,15 +42,16 @@ const LOCK_RETRY_WAIT: Duration = Duration::from_millis(20);
 /// ```
 #[derive(Debug)]
 pub struct OutputLock {
-    /// Keeps the `flock`; closing it releases the lock.
-    _file: File,
+    /// Holds the `flock`; closing it releases the lock.
+    file: File,
     path: PathBuf,
     created: bool,
 }
 
 impl OutputLock {
     /// Takes the lock of `layout`'s directory, creating the directory (and its parents) and
-    /// `.lock` if missing, and writes this process's pid into `.lock`.
+    /// `.lock` if missing. A `.lock` it creates gets this process's pid at once; an existing
+    /// one keeps its content until [`record_pid`](Self::record_pid).
     ///
     /// # Errors
     /// - [`EngineError::OutputConflict`] naming the directory and the holder's pid when another
@@ -90,14 +91,29 @@ impl OutputLock {
                 Err(TryLockError::Error(e)) => return Err(EngineError::io(&path, e)),
             }
         }
-        let write_pid = |file: &mut File| -> std::io::Result<()> {
+        let mut lock = OutputLock { file, path, created };
+        if created {
+            lock.record_pid()?;
+        }
+        Ok(lock)
+    }
+
+    /// Writes this process's pid into `.lock`, for a refused second process and for
+    /// `simsweep status` to name. [`acquire`](Self::acquire) does it when it creates the file;
+    /// otherwise call it once the directory is accepted, so that a run refused for the
+    /// directory's contents changes nothing in it (until then `.lock` names an earlier holder).
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] when `.lock` cannot be written.
+    pub fn record_pid(&mut self) -> Result<()> {
+        let file = &mut self.file;
+        let write = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
             file.seek(SeekFrom::Start(0))?;
             file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
             file.flush()
         };
-        write_pid(&mut file).map_err(|e| EngineError::io(&path, e))?;
-        Ok(OutputLock { _file: file, path, created })
+        write(file).map_err(|e| EngineError::io(&self.path, e))
     }
 
     /// Whether a process holds the lock of `layout`'s directory, without keeping it: `None`
@@ -136,7 +152,7 @@ impl OutputLock {
     }
 }
 
-/// Opens `.lock` for writing without truncating it (its holder's pid must stay readable);
+/// Opens `.lock` for writing without truncating it (a holder's pid must stay readable);
 /// true when it was created.
 fn open_lock_file(path: &Path) -> Result<(File, bool)> {
     let open = |create_new: bool| {
@@ -182,8 +198,11 @@ mod tests {
         assert!(text.contains("out"), "{text}");
         drop(lock);
         assert_eq!(OutputLock::holder(&layout).unwrap(), None);
-        let again = OutputLock::acquire(&layout).unwrap();
+        let mut again = OutputLock::acquire(&layout).unwrap();
         assert!(!again.created_file());
+        again.record_pid().unwrap();
+        let text = OutputLock::acquire(&layout).unwrap_err().to_string();
+        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
     }
 
     #[test]

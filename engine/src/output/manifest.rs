@@ -109,6 +109,9 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
         .map_err(|source| EngineError::Manifest { path: path.to_path_buf(), source })?;
     json.push(b'\n');
 
+    // Write and fsync a temporary file, rename it over the old one (atomic: readers see one
+    // or the other), fsync the folder (the rename is durable). For the manifest, that rename is
+    // the instant a batch becomes committed (docs/commit-protocol.md, step 4).
     let mut file = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
     file.write_all(&json).map_err(|e| EngineError::io(&tmp, e))?;
     file.sync_all().map_err(|e| EngineError::io(&tmp, e))?;

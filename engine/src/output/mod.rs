@@ -27,7 +27,13 @@
 //! 4. replace the manifest atomically: write `manifest.json.tmp`, fsync it, rename it over
 //!    `manifest.json`, fsync the output directory.
 //!
-//! A reader therefore never sees a partial file under a final name.
+//! A reader therefore never sees a partial file under a final name. The whole contract — what a
+//! crash leaves at each step, the lock, signals, `--restart` — is in `docs/commit-protocol.md`.
+//!
+//! # The lock
+//!
+//! [`OutputLock`] (`<out>/.lock`, an `flock` the kernel drops when the holder dies) keeps a
+//! second process out of a directory in use; a run takes it before touching anything else.
 //!
 //! # Why the manifest is the source of truth
 //!

@@ -546,4 +546,48 @@ mod tests {
             assert_eq!(prepare_output_dir(&layout, HASH).unwrap().unwrap().next_index(), 2);
         }
     }
+
+    fn identity(hash: &str, replicates: &str) -> SpecIdentity {
+        let parts = [("replicates", replicates), ("model", "sir, 1"), ("target t", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SpecIdentity { hash: hash.to_string(), parts }
+    }
+
+    #[test]
+    fn other_spec_names_what_changed_and_restart_deletes_only_simsweep_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (layout, mut manifest) = started(tmp.path());
+        manifest.spec_parts = identity(HASH, "3").parts;
+        commit_and_record(&layout, &mut manifest, 0).unwrap();
+        commit_and_record(&layout, &mut manifest, 1).unwrap();
+        std::fs::write(layout.summary_path(), b"{}").unwrap();
+        std::fs::write(tmp.path().join("notes.txt"), b"mine").unwrap();
+        std::fs::write(layout.lock_path(), b"1\n").unwrap();
+        let before = all_files(tmp.path());
+
+        let other = identity("fedcba9876543210", "5");
+        let err = prepare_output_dir_for(&layout, &other, Prepare::Resume).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("changed: replicates (3 → 5)"), "{text}");
+        assert!(!text.contains("model") && !text.contains("target"), "{text}");
+        assert!(text.contains("--restart"), "{text}");
+        assert_eq!(all_files(tmp.path()), before);
+
+        assert!(prepare_output_dir_for(&layout, &other, Prepare::Restart).unwrap().is_none());
+        assert_eq!(all_files(tmp.path()), vec![".lock", "notes.txt"]);
+    }
+
+    #[test]
+    fn a_lock_file_alone_is_an_empty_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        std::fs::write(layout.lock_path(), b"1\n").unwrap();
+        assert!(prepare_output_dir(&layout, HASH).unwrap().is_none());
+        std::fs::create_dir(tmp.path().join("failures")).unwrap();
+        std::fs::write(tmp.path().join("failures/.batch-00000.parquet.tmp"), b"x").unwrap();
+        assert!(prepare_output_dir(&layout, HASH).unwrap().is_none());
+        assert_eq!(all_files(tmp.path()), vec![".lock"]);
+    }
 }

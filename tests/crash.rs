@@ -255,7 +255,8 @@ fn status_of_a_running_a_dead_and_a_finished_run() {
     assert!(text.contains("beta="), "{text}");
 
     // Running: a process holds the lock (this one, as a run would).
-    let lock = OutputLock::acquire(&OutputLayout::new(&out)).unwrap();
+    let mut lock = OutputLock::acquire(&OutputLayout::new(&out)).unwrap();
+    lock.record_pid().unwrap();
     let running = simsweep(&["status", out.to_str().unwrap()], dir.path());
     let text = stdout(&running);
     assert!(running.status.success(), "{}", stderr(&running));

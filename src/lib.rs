@@ -14,6 +14,7 @@
 //! | [`ProgressObserver`], [`ProgressEvent`] | what a run tells while it goes |
 //! | [`CancelToken`] | ask a run to stop; its output stays resumable |
 //! | [`Report`] | what a run did, with the best parameter sets per target |
+//! | [`status`], [`RunStatus`] | the state of an output directory (running, dead or finished run) |
 //! | [`engine`], [`actors`] | the two crates underneath, for what this facade does not re-export |
 //!
 //! ```no_run
@@ -44,8 +45,10 @@ pub use simsweep_engine::EngineError;
 
 use simsweep_actors::{run_dataflow, RunError};
 use simsweep_engine::output::{
-    prepare_output_dir, utc_now_rfc3339, write_json_atomic, Manifest, OutputLayout,
+    prepare_output_dir_for, read_status, utc_now_rfc3339, write_json_atomic, Manifest,
+    OutputLayout, OutputLock, Prepare, SpecIdentity,
 };
+pub use simsweep_engine::output::RunStatus;
 use simsweep_engine::plan::Planner;
 use simsweep_engine::summary::best_per_target;
 
@@ -77,14 +80,20 @@ impl Error {
 /// Writes under `job.output_dir`; if that directory holds an earlier, interrupted run of the
 /// same job (same spec hash), resumes it: committed batches are kept, leftovers of open batches
 /// are removed, and the rest is run, so the result is the same rows as one uninterrupted run,
-/// whatever `options` were used before or now.
+/// whatever `options` were used before or now. With `options.restart`, an earlier run's
+/// results (of any job) are deleted first and the job starts over.
+///
+/// The directory is locked (`<out>/.lock`, an `flock` the kernel drops if the process dies)
+/// for the whole run, before anything in it is touched, so two runs never write into one
+/// directory. See `docs/commit-protocol.md` for what is written when.
 ///
 /// Blocks the calling thread; do not call it from inside an async runtime (use
 /// `spawn_blocking`). `observer` is called from the run's threads.
 ///
 /// # Errors
-/// - [`Error::Engine`] with an input error when the output directory holds another job's
-///   results or something that is not a simsweep output; nothing is written then.
+/// - [`Error::Engine`] with an input error when the output directory is locked by another
+///   process (naming its pid), holds another job's results (naming what changed in the spec),
+///   or something that is not a simsweep output; nothing of it is deleted then.
 /// - [`Error::Engine`] with an I/O error naming the path when a file cannot be written.
 /// - [`Error::Run`] when the dataflow fails; committed batches stay committed and resumable.
 pub fn run(
@@ -95,11 +104,32 @@ pub fn run(
 ) -> Result<Report, Error> {
     let started = Instant::now();
     let job = Arc::new(job.clone());
-    let layout = OutputLayout::new(&job.output_dir);
+    let mut layout = OutputLayout::new(&job.output_dir);
     let span = tracing::info_span!("job", job = %job.name);
     let _entered = span.enter();
 
-    let existing = prepare_output_dir(&layout, &job.spec_hash)?;
+    // The job is validated (a `Job` only comes from `load_job`/`parse_job`), so the directory
+    // may be created now, for its lock. Held until this function returns.
+    let mut lock = OutputLock::acquire(&layout)?;
+    let identity = SpecIdentity::of_job(&job);
+    let mode = if options.restart { Prepare::Restart } else { Prepare::Resume };
+    let existing = match prepare_output_dir_for(&layout, &identity, mode) {
+        Ok(existing) => existing,
+        Err(e) => {
+            if lock.created_file() && e.is_input_error() {
+                // Leave a refused directory as it was found (best effort: the lock is ours).
+                let _ = std::fs::remove_file(lock.path());
+            }
+            return Err(e.into());
+        }
+    };
+    lock.record_pid()?;
+    if let Some((point, batch)) = options.fault {
+        layout = match batch {
+            Some(b) => layout.with_fault_at_batch(point, b),
+            None => layout.with_fault(point),
+        };
+    }
     let (committed, next_index) = match &existing {
         Some(m) => (m.committed_ranges(), m.next_index()),
         None => (Vec::new(), 0),
@@ -127,6 +157,7 @@ pub fn run(
     // A resumed run may use another batch size: the manifest tells the plan now in force.
     manifest.batch_size = options.batch_size.get() as u64;
     manifest.batches_planned = planner.batches_planned();
+    manifest.spec_parts = identity.parts.clone();
     manifest.updated_at = utc_now_rfc3339();
     manifest.write_atomic(&layout)?;
     let batches_resumed = manifest.batches.len() as u32;
@@ -170,6 +201,7 @@ pub fn run(
     if manifest.finished {
         write_json_atomic(&layout.summary_path(), &summary)?;
     }
+    drop(lock);
     Ok(Report {
         output_dir: job.output_dir.clone(),
         progress,
@@ -178,4 +210,17 @@ pub fn run(
         cancelled,
         summary,
     })
+}
+
+/// The state of the output directory `dir`, from its manifest and committed files: job, spec
+/// hash, batches committed of planned, simulations, failures, the last commit, whether a
+/// process holds the directory (and its pid), and the [`SUMMARY_BEST_PER_TARGET`] best
+/// parameter sets per target so far. Works on a running, a dead and a finished run, and
+/// writes nothing.
+///
+/// # Errors
+/// [`Error::Engine`] with an input error when `dir` has no manifest; an I/O, Parquet or
+/// manifest error naming the file when one cannot be read.
+pub fn status(dir: &std::path::Path) -> Result<RunStatus, Error> {
+    Ok(read_status(&OutputLayout::new(dir), SUMMARY_BEST_PER_TARGET)?)
 }

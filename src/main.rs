@@ -1,28 +1,34 @@
 //! The `simsweep` command: parses arguments, installs logging, loads the job and calls
 //! [`simsweep::run`]. Everything else lives in the library.
 //!
-//! Exit codes: 0 done; 2 bad input (spec, data, output directory, arguments), nothing written;
-//! 3 a failure while running (I/O, a stopped actor), committed batches kept and resumable;
-//! 130 stopped by SIGINT/SIGTERM, resumable.
+//! Exit codes: 0 done; 2 bad input (spec, data, output directory — including one locked by
+//! another run —, arguments), nothing written; 3 a failure while running (I/O, a stopped
+//! actor), committed batches kept and resumable; 130 stopped by SIGINT, 143 by SIGTERM,
+//! resumable.
 
 use std::io::IsTerminal;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use simsweep::{CancelToken, Job, ProgressEvent, ProgressObserver, Report, RunOptions};
 
 /// Exit code for bad input.
 const EXIT_INPUT: u8 = 2;
 /// Exit code for a failure while running.
 const EXIT_RUNTIME: u8 = 3;
-/// Exit code after SIGINT/SIGTERM (128 + SIGINT).
-const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code after a signal: 128 + its number (130 for SIGINT, 143 for SIGTERM).
+const EXIT_SIGNAL_BASE: i32 = 128;
+/// After the first SIGINT/SIGTERM, the longest wait for the simulations in flight and the
+/// batches they complete; past it the process exits as after a second signal.
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
 /// Rows of the best-parameter-set table per target.
 const BEST_SHOWN: usize = 5;
 
@@ -48,9 +54,18 @@ enum Command {
         /// Simulation worker threads (default: one per core).
         #[arg(long)]
         workers: Option<NonZeroUsize>,
+        /// Start over: delete the results of an earlier run in the output directory (only
+        /// simsweep's own files), even of another job, instead of resuming or refusing them.
+        #[arg(long)]
+        restart: bool,
         /// Show debug logs and per-batch lines.
         #[arg(short, long)]
         verbose: bool,
+    },
+    /// Show the state of an output directory: a running, dead or finished run.
+    Status {
+        /// The output directory.
+        dir: PathBuf,
     },
     /// Check a job spec and its data files without running anything.
     Validate {
@@ -88,13 +103,20 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&simsweep::Error::Engine(e), false),
         },
-        Command::Run { job, out, batch_size, workers, verbose } => {
+        Command::Run { job, out, batch_size, workers, restart, verbose } => {
             let job = match simsweep::load_job(&job) {
                 Ok(job) => job,
                 Err(e) => return fail(&simsweep::Error::Engine(e), false),
             };
-            run(job, out, batch_size, workers, verbose)
+            run(job, out, batch_size, workers, restart, verbose)
         }
+        Command::Status { dir } => match simsweep::status(&dir) {
+            Ok(status) => {
+                print_status(&dir, &status);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, false),
+        },
     }
 }
 
@@ -103,6 +125,7 @@ fn run(
     out: Option<PathBuf>,
     batch_size: Option<NonZeroUsize>,
     workers: Option<NonZeroUsize>,
+    restart: bool,
     verbose: bool,
 ) -> ExitCode {
     if let Some(out) = out {
@@ -116,22 +139,12 @@ fn run(
         options.workers = w;
     }
 
+    options.restart = restart;
+
     let cancel = CancelToken::new();
-    let signals = Arc::new(AtomicU32::new(0));
-    {
-        let cancel = cancel.clone();
-        let signals = signals.clone();
-        let installed = ctrlc::set_handler(move || {
-            if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-                eprintln!("simsweep: stopping after the batches in flight (again to stop at once; the run stays resumable)");
-                cancel.cancel();
-            } else {
-                std::process::exit(i32::from(EXIT_INTERRUPTED));
-            }
-        });
-        if let Err(error) = installed {
-            tracing::warn!(%error, "no SIGINT handler; Ctrl-C kills at once (still resumable)");
-        }
+    let first_signal = Arc::new(AtomicI32::new(0));
+    if let Err(error) = handle_signals(cancel.clone(), first_signal.clone()) {
+        tracing::warn!(%error, "no SIGINT/SIGTERM handler; a signal kills at once (still resumable)");
     }
 
     let observer = Arc::new(Bar::new(verbose));
@@ -142,12 +155,85 @@ fn run(
             print_report(&job, &report);
             if report.cancelled {
                 eprintln!("simsweep: stopped; run the same command again to resume");
-                ExitCode::from(EXIT_INTERRUPTED)
+                let signal = match first_signal.load(Ordering::SeqCst) {
+                    0 => SIGINT,
+                    s => s,
+                };
+                ExitCode::from(u8::try_from(EXIT_SIGNAL_BASE + signal).unwrap_or(u8::MAX))
             } else {
                 ExitCode::SUCCESS
             }
         }
         Err(e) => fail(&e, true),
+    }
+}
+
+/// On the first SIGINT or SIGTERM: remember which, cancel the run (no new work; the batches
+/// that complete are committed), and exit after [`CANCEL_GRACE`] if the run has not ended by
+/// then. On a second: exit at once. Exit code 128 + the signal; the run stays resumable
+/// either way, since only committed batches count.
+fn handle_signals(cancel: CancelToken, first_signal: Arc<AtomicI32>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            let code = EXIT_SIGNAL_BASE + signal;
+            if first_signal.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                eprintln!(
+                    "simsweep: {name}: stopping after the batches in flight (again to stop at \
+                     once; the run stays resumable)"
+                );
+                cancel.cancel();
+                std::thread::spawn(move || {
+                    std::thread::sleep(CANCEL_GRACE);
+                    eprintln!(
+                        "simsweep: the simulations in flight did not end within {} s; stopping \
+                         now (resumable)",
+                        CANCEL_GRACE.as_secs()
+                    );
+                    std::process::exit(code);
+                });
+            } else {
+                eprintln!("simsweep: stopping at once; run the same command again to resume");
+                std::process::exit(code);
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn print_status(dir: &std::path::Path, status: &simsweep::RunStatus) {
+    let m = &status.manifest;
+    println!("output      {}", dir.display());
+    println!("job         {}", m.job_name);
+    println!("spec hash   {}", m.spec_hash);
+    let state = if m.finished { "finished" } else { "not finished" };
+    println!("batches     {} of {} committed ({state})", m.batches.len(), m.batches_planned);
+    println!("simulations {} of {} committed", status.simulations_committed, m.simulations_planned);
+    println!("failures    {}", status.failed);
+    println!("last commit {}", status.last_commit.as_deref().unwrap_or("none yet"));
+    match status.holder {
+        None => println!("process     none holds the directory (not running)"),
+        Some(Some(pid)) => println!("process     running: pid {pid} holds the directory"),
+        Some(None) => println!("process     running: a process holds the directory (pid unknown)"),
+    }
+    for target in &status.best {
+        println!("\nbest so far for target `{}` (loss: smaller is better)", target.target);
+        if target.best.is_empty() {
+            println!("  no loss committed yet");
+            continue;
+        }
+        for (rank, best) in target.best.iter().take(BEST_SHOWN).enumerate() {
+            let params: Vec<String> =
+                best.parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "{:>4}  {:>14.6}  {}  {}",
+                rank + 1,
+                best.loss,
+                params.join(" "),
+                &best.param_id[..12.min(best.param_id.len())]
+            );
+        }
     }
 }
 

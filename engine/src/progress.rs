@@ -20,7 +20,8 @@ pub const DEFAULT_TASKS_IN_FLIGHT_PER_WORKER: usize = 32;
 /// Default capacity of the Aggregator's and ParquetWriter's mailboxes, in messages.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
 
-/// How a run is executed; none of this changes its results.
+/// How a run is executed; none of this changes its results (`restart` only decides what
+/// happens to an earlier run's results).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOptions {
     /// Parameter sets per batch: the unit of commit and of resume.
@@ -33,6 +34,13 @@ pub struct RunOptions {
     pub tasks_in_flight_per_worker: NonZeroUsize,
     /// Capacity of the Aggregator's and ParquetWriter's mailboxes, in messages.
     pub mailbox_capacity: NonZeroUsize,
+    /// Start over: delete an earlier run's results in the output directory (simsweep's own
+    /// files only), whatever job they belong to, instead of resuming or refusing them.
+    pub restart: bool,
+    /// Test support: make the commit fail at this point (at this batch, or any if `None`), as
+    /// a crash would. Not part of the stable interface.
+    #[doc(hidden)]
+    pub fault: Option<(crate::output::FaultPoint, Option<u32>)>,
 }
 
 impl Default for RunOptions {
@@ -44,6 +52,8 @@ impl Default for RunOptions {
             max_open_batches: nz(DEFAULT_MAX_OPEN_BATCHES),
             tasks_in_flight_per_worker: nz(DEFAULT_TASKS_IN_FLIGHT_PER_WORKER),
             mailbox_capacity: nz(DEFAULT_MAILBOX_CAPACITY),
+            restart: false,
+            fault: None,
         }
     }
 }

@@ -62,6 +62,8 @@ pub fn commit_batch(
     check_datasets(layout, &tables)?;
     let props = writer_properties()?;
 
+    // Protocol step 1 (docs/commit-protocol.md): every file under a temporary name, fsynced, so
+    // no final name ever points to bytes not on disk.
     let mut written: Vec<(Dataset, u64, PathBuf)> = Vec::with_capacity(tables.len());
     for table in tables {
         let tmp = layout.batch_tmp_file(&table.dataset, index);
@@ -69,7 +71,7 @@ pub fn commit_batch(
             .and_then(|()| write_parquet(&tmp, &table.schema, &table.batches, props.clone()));
         match result {
             Ok(rows) => {
-                layout.check_fault(FaultPoint::AfterTempWrite, &tmp)?;
+                layout.check_fault(FaultPoint::AfterTempWrite, &tmp, |b| b == index)?;
                 written.push((table.dataset, rows, tmp));
             }
             Err(e) => {
@@ -81,13 +83,17 @@ pub fn commit_batch(
         }
     }
 
+    // Step 2: atomic renames to the final names. A crash from here to the manifest's rename
+    // leaves files the manifest does not list; the next run deletes and redoes them.
     let mut dirs = BTreeSet::new();
     for (dataset, _, tmp) in &written {
         let dest = layout.batch_file(dataset, index);
         std::fs::rename(tmp, &dest).map_err(|e| EngineError::io(&dest, e))?;
-        layout.check_fault(FaultPoint::AfterRename, &dest)?;
+        layout.check_fault(FaultPoint::AfterRename, &dest, |b| b == index)?;
         dirs.insert(layout.dataset_dir(dataset));
     }
+    // Step 3: fsync the folders so the renames survive a power loss. Step 4 (the manifest) is
+    // the caller's: until then the batch is not committed.
     for dir in &dirs {
         fsync_dir(dir)?;
     }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 /// Name of the manifest file in the output root.
 const MANIFEST_FILE: &str = "manifest.json";
+/// Name of the lock file in the output root (see [`crate::output::OutputLock`]).
+const LOCK_FILE: &str = ".lock";
 /// Name of the summary file in the output root.
 const SUMMARY_FILE: &str = "summary.json";
 /// Suffix of every temporary file.
@@ -108,12 +110,14 @@ pub enum FaultPoint {
 pub struct OutputLayout {
     root: PathBuf,
     fault: Option<FaultPoint>,
+    /// With `fault`: fail only at the commit of this batch (any batch if `None`).
+    fault_batch: Option<u32>,
 }
 
 impl OutputLayout {
     /// The layout of the output directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        OutputLayout { root: root.into(), fault: None }
+        OutputLayout { root: root.into(), fault: None, fault_batch: None }
     }
 
     /// Makes commits through this layout fail at `fault` with an "injected fault" I/O error.
@@ -121,6 +125,17 @@ impl OutputLayout {
     #[doc(hidden)]
     pub fn with_fault(mut self, fault: FaultPoint) -> Self {
         self.fault = Some(fault);
+        self.fault_batch = None;
+        self
+    }
+
+    /// Like [`with_fault`](Self::with_fault), but fails only while committing batch `index`
+    /// (for [`FaultPoint::BeforeManifest`]: the first manifest that would list it).
+    /// Test support only.
+    #[doc(hidden)]
+    pub fn with_fault_at_batch(mut self, fault: FaultPoint, index: u32) -> Self {
+        self.fault = Some(fault);
+        self.fault_batch = Some(index);
         self
     }
 
@@ -137,6 +152,11 @@ impl OutputLayout {
     /// `<root>/manifest.json.tmp`, the manifest being written.
     pub fn manifest_tmp_path(&self) -> PathBuf {
         tmp_path_of(&self.manifest_path())
+    }
+
+    /// `<root>/.lock`, the lock file (see [`crate::output::OutputLock`]).
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
     }
 
     /// `<root>/summary.json`.
@@ -179,9 +199,15 @@ impl OutputLayout {
         Dataset::top_dirs().into_iter().map(|d| self.root.join(d))
     }
 
-    /// Fails with an injected I/O error if this layout was set to fail at `point`.
-    pub(crate) fn check_fault(&self, point: FaultPoint, path: &Path) -> crate::Result<()> {
-        if self.fault == Some(point) {
+    /// Fails with an injected I/O error if this layout was set to fail at `point` while
+    /// committing `batch` (`batch` tells whether the batch the fault waits for is concerned).
+    pub(crate) fn check_fault(
+        &self,
+        point: FaultPoint,
+        path: &Path,
+        batch: impl Fn(u32) -> bool,
+    ) -> crate::Result<()> {
+        if self.fault == Some(point) && self.fault_batch.is_none_or(batch) {
             return Err(crate::EngineError::io(
                 path,
                 std::io::Error::other(format!("injected fault at {point:?} (test support)")),

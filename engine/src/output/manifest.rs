@@ -47,6 +47,10 @@ pub struct Manifest {
     pub updated_at: String,
     /// True once every batch is committed.
     pub finished: bool,
+    /// Fingerprint of each part of the spec (see [`crate::output::SpecIdentity`]), to say what
+    /// changed when a resume is refused. Absent in manifests of older engines.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spec_parts: BTreeMap<String, String>,
     /// Optional peak counters of the run, e.g. `simulations_in_flight`; for diagnosis.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub peak_in_flight: BTreeMap<String, u64>,
@@ -105,6 +109,9 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
         .map_err(|source| EngineError::Manifest { path: path.to_path_buf(), source })?;
     json.push(b'\n');
 
+    // Write and fsync a temporary file, rename it over the old one (atomic: readers see one
+    // or the other), fsync the folder (the rename is durable). For the manifest, that rename is
+    // the instant a batch becomes committed (docs/commit-protocol.md, step 4).
     let mut file = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
     file.write_all(&json).map_err(|e| EngineError::io(&tmp, e))?;
     file.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
@@ -142,6 +149,7 @@ impl Manifest {
             created_at: now.clone(),
             updated_at: now,
             finished: false,
+            spec_parts: BTreeMap::new(),
             peak_in_flight: BTreeMap::new(),
         }
     }
@@ -171,7 +179,9 @@ impl Manifest {
     /// [`EngineError::Io`] when a step fails (the old manifest then stays in place), and
     /// [`EngineError::Manifest`] if encoding fails.
     pub fn write_atomic(&self, layout: &OutputLayout) -> Result<()> {
-        layout.check_fault(FaultPoint::BeforeManifest, &layout.manifest_path())?;
+        layout.check_fault(FaultPoint::BeforeManifest, &layout.manifest_path(), |b| {
+            self.is_committed(b)
+        })?;
         write_json_atomic(&layout.manifest_path(), self)
     }
 

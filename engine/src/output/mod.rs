@@ -27,7 +27,13 @@
 //! 4. replace the manifest atomically: write `manifest.json.tmp`, fsync it, rename it over
 //!    `manifest.json`, fsync the output directory.
 //!
-//! A reader therefore never sees a partial file under a final name.
+//! A reader therefore never sees a partial file under a final name. The whole contract — what a
+//! crash leaves at each step, the lock, signals, `--restart` — is in `docs/commit-protocol.md`.
+//!
+//! # The lock
+//!
+//! [`OutputLock`] (`<out>/.lock`, an `flock` the kernel drops when the holder dies) keeps a
+//! second process out of a directory in use; a run takes it before touching anything else.
 //!
 //! # Why the manifest is the source of truth
 //!
@@ -46,15 +52,21 @@
 
 mod commit;
 mod layout;
+mod lock;
 mod manifest;
 mod prepare;
+mod spec_parts;
+mod status;
 
 pub use commit::{commit_batch, BatchTable, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL};
 pub use layout::{Dataset, FaultPoint, OutputLayout};
 pub use manifest::{
     utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, MANIFEST_FORMAT_VERSION,
 };
-pub use prepare::prepare_output_dir;
+pub use lock::OutputLock;
+pub use prepare::{prepare_output_dir, prepare_output_dir_for, Prepare};
+pub use spec_parts::{changed_parts, SpecIdentity};
+pub use status::{read_status, RunStatus};
 
 use std::path::Path;
 

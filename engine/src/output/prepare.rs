@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::create_dir_durable;
 use super::layout::{classify, Dataset, FileKind, OutputLayout};
 use super::manifest::{Manifest, MANIFEST_FORMAT_VERSION};
+use super::spec_parts::{changed_parts, SpecIdentity};
 use crate::error::{EngineError, Result};
 
 /// Characters of a spec hash shown in messages.
@@ -34,6 +35,36 @@ const SHORT_HASH_CHARS: usize = 12;
 /// [`EngineError::Io`] when it cannot be read, created or cleaned, and
 /// [`EngineError::Manifest`] when `manifest.json` is unreadable.
 pub fn prepare_output_dir(layout: &OutputLayout, spec_hash: &str) -> Result<Option<Manifest>> {
+    let identity = SpecIdentity { hash: spec_hash.to_string(), parts: Default::default() };
+    prepare_output_dir_for(layout, &identity, Prepare::Resume)
+}
+
+/// What [`prepare_output_dir_for`] does with a directory holding a simsweep manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepare {
+    /// Resume the run of the same spec; refuse another spec's results, naming what changed.
+    Resume,
+    /// Delete simsweep's own files (manifest, summary, dataset folders, temporary files) and
+    /// start over, whatever spec they belong to. Other files are left alone; the lock file is
+    /// kept (the caller holds it).
+    Restart,
+}
+
+/// [`prepare_output_dir`] for a job of identity `spec`, which also lets a refusal name the
+/// parts of the spec that changed, and can start over ([`Prepare::Restart`]).
+///
+/// Call it while holding the directory's [`crate::output::OutputLock`].
+///
+/// # Errors
+/// As [`prepare_output_dir`]; the message for another spec's results lists the parts that
+/// differ (when the manifest stores them) and suggests `--restart`. With
+/// [`Prepare::Restart`], a directory without a manifest is treated as by a resume (simsweep's
+/// leftovers are cleaned, anything else is refused).
+pub fn prepare_output_dir_for(
+    layout: &OutputLayout,
+    spec: &SpecIdentity,
+    mode: Prepare,
+) -> Result<Option<Manifest>> {
     let root = layout.root();
     match std::fs::metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -49,25 +80,70 @@ pub fn prepare_output_dir(layout: &OutputLayout, spec_hash: &str) -> Result<Opti
         }
         Ok(_) => {}
     }
+    let lock = layout.lock_path();
     let mut entries = std::fs::read_dir(root).map_err(|e| EngineError::io(root, e))?;
-    if entries.next().is_none() {
+    if entries.all(|e| e.is_ok_and(|e| e.path() == lock)) {
         return Ok(None);
     }
 
     match Manifest::load(&layout.manifest_path())? {
-        Some(manifest) => resume(layout, spec_hash, manifest).map(Some),
+        Some(manifest) if mode == Prepare::Restart => {
+            restart(layout, &manifest)?;
+            Ok(None)
+        }
+        Some(manifest) => resume(layout, spec, manifest).map(Some),
         None => clean_leftovers_without_manifest(layout).map(|()| None),
     }
 }
 
+/// Deletes simsweep's own files of an earlier run: summary, temporary files, dataset
+/// folders, then the manifest last, so that a crash in between leaves a manifest whose files
+/// are missing (refused with a hint to `--restart` again), never batch files without one.
+fn restart(layout: &OutputLayout, manifest: &Manifest) -> Result<()> {
+    for file in [layout.summary_path(), layout.summary_tmp_path(), layout.manifest_tmp_path()] {
+        remove_file_if_exists(&file)?;
+    }
+    for top in layout.top_dirs() {
+        match std::fs::symlink_metadata(&top) {
+            Ok(meta) if meta.is_dir() => {
+                std::fs::remove_dir_all(&top).map_err(|e| EngineError::io(&top, e))?
+            }
+            Ok(_) => remove_file(&top)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::io(&top, e)),
+        }
+    }
+    super::fsync_dir(layout.root())?;
+    remove_file(&layout.manifest_path())?;
+    super::fsync_dir(layout.root())?;
+    tracing::info!(
+        out = %layout.root().display(),
+        job = %manifest.job_name,
+        batches_deleted = manifest.batches.len(),
+        "restart: deleted the earlier run's results"
+    );
+    Ok(())
+}
+
 /// Checks the manifest against the job and the files, then deletes what it does not list.
-fn resume(layout: &OutputLayout, spec_hash: &str, manifest: Manifest) -> Result<Manifest> {
+fn resume(layout: &OutputLayout, spec: &SpecIdentity, manifest: Manifest) -> Result<Manifest> {
+    let spec_hash = spec.hash.as_str();
     if manifest.spec_hash != spec_hash {
+        let changed = changed_parts(&manifest.spec_parts, &spec.parts);
+        let what = if changed.is_empty() && manifest.spec_parts.is_empty() {
+            String::new()
+        } else if changed.is_empty() {
+            " (no part of the spec that simsweep can name changed; another engine version?)"
+                .to_string()
+        } else {
+            format!("; changed: {}", changed.join(", "))
+        };
         return Err(conflict(
             layout,
             format!(
-                "holds the results of another job (spec hash {}…, this job {}…); \
-                 choose another --out, or remove this directory to overwrite them",
+                "holds the results of another job `{}` (spec hash {}…, this job {}…){what}; \
+                 run with --restart to delete them and start over, or choose another --out",
+                manifest.job_name,
                 short(&manifest.spec_hash),
                 short(spec_hash)
             ),
@@ -145,12 +221,13 @@ fn clean_leftovers_without_manifest(layout: &OutputLayout) -> Result<()> {
     let root = layout.root();
     let top_dirs: BTreeSet<PathBuf> = layout.top_dirs().collect();
     let root_tmps = [layout.manifest_tmp_path(), layout.summary_tmp_path()];
+    let lock = layout.lock_path();
     for entry in std::fs::read_dir(root).map_err(|e| EngineError::io(root, e))? {
         let entry = entry.map_err(|e| EngineError::io(root, e))?;
         let path = entry.path();
         let file_type = entry.file_type().map_err(|e| EngineError::io(&path, e))?;
         let ours = (file_type.is_dir() && top_dirs.contains(&path))
-            || (file_type.is_file() && root_tmps.contains(&path));
+            || (file_type.is_file() && (root_tmps.contains(&path) || path == lock));
         if !ours {
             return Err(not_simsweep_output(layout, &path));
         }
@@ -468,5 +545,49 @@ mod tests {
             commit_and_record(&layout, &mut manifest, 1).unwrap();
             assert_eq!(prepare_output_dir(&layout, HASH).unwrap().unwrap().next_index(), 2);
         }
+    }
+
+    fn identity(hash: &str, replicates: &str) -> SpecIdentity {
+        let parts = [("replicates", replicates), ("model", "sir, 1"), ("target t", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SpecIdentity { hash: hash.to_string(), parts }
+    }
+
+    #[test]
+    fn other_spec_names_what_changed_and_restart_deletes_only_simsweep_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (layout, mut manifest) = started(tmp.path());
+        manifest.spec_parts = identity(HASH, "3").parts;
+        commit_and_record(&layout, &mut manifest, 0).unwrap();
+        commit_and_record(&layout, &mut manifest, 1).unwrap();
+        std::fs::write(layout.summary_path(), b"{}").unwrap();
+        std::fs::write(tmp.path().join("notes.txt"), b"mine").unwrap();
+        std::fs::write(layout.lock_path(), b"1\n").unwrap();
+        let before = all_files(tmp.path());
+
+        let other = identity("fedcba9876543210", "5");
+        let err = prepare_output_dir_for(&layout, &other, Prepare::Resume).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("changed: replicates (3 → 5)"), "{text}");
+        assert!(!text.contains("model") && !text.contains("target"), "{text}");
+        assert!(text.contains("--restart"), "{text}");
+        assert_eq!(all_files(tmp.path()), before);
+
+        assert!(prepare_output_dir_for(&layout, &other, Prepare::Restart).unwrap().is_none());
+        assert_eq!(all_files(tmp.path()), vec![".lock", "notes.txt"]);
+    }
+
+    #[test]
+    fn a_lock_file_alone_is_an_empty_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        std::fs::write(layout.lock_path(), b"1\n").unwrap();
+        assert!(prepare_output_dir(&layout, HASH).unwrap().is_none());
+        std::fs::create_dir(tmp.path().join("failures")).unwrap();
+        std::fs::write(tmp.path().join("failures/.batch-00000.parquet.tmp"), b"x").unwrap();
+        assert!(prepare_output_dir(&layout, HASH).unwrap().is_none());
+        assert_eq!(all_files(tmp.path()), vec![".lock"]);
     }
 }

@@ -1,0 +1,158 @@
+//! What a job is made of, part by part, so that a refused resume can say what changed.
+//!
+//! The spec hash ([`crate::spec::Job::spec_hash`]) decides whether a directory holds this job's
+//! results; it is one number. The manifest also stores one short fingerprint per part of the
+//! spec (parameter sets, replicates, model, each target), and when the hashes differ the parts
+//! whose fingerprints differ are named. The fingerprints only explain: they never decide.
+
+use std::collections::BTreeMap;
+
+use blake2::{Blake2b, Digest};
+
+use crate::spec::Job;
+
+/// Hex characters kept of each part's BLAKE2b-256 fingerprint.
+const PART_HASH_CHARS: usize = 16;
+/// Key prefix of a target's part; the target's name follows.
+const TARGET_PREFIX: &str = "target ";
+
+/// The spec hash of a job and a fingerprint of each of its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecIdentity {
+    /// [`Job::spec_hash`].
+    pub hash: String,
+    /// Part name → fingerprint: `parameter sets`, `replicates`, `model`, and one
+    /// `target <name>` per target. Stored in [`crate::output::Manifest::spec_parts`].
+    pub parts: BTreeMap<String, String>,
+}
+
+impl SpecIdentity {
+    /// The identity of `job`.
+    pub fn of_job(job: &Job) -> SpecIdentity {
+        let mut parts = BTreeMap::new();
+        let mut points = Hasher::default();
+        for p in &job.sweep.points {
+            points.line(&format!("{}:{:?}", p.param_id, p.fixed_seed));
+        }
+        let names: Vec<&str> = job.sweep.columns.iter().map(|(n, _)| n.as_str()).collect();
+        parts.insert(
+            "parameter sets".to_string(),
+            format!(
+                "{} sets of ({}), {}",
+                job.sweep.points.len(),
+                names.join(", "),
+                points.finish()
+            ),
+        );
+        parts.insert("replicates".to_string(), job.replicates.to_string());
+        let model = serde_json::to_string(&job.model).unwrap_or_else(|e| format!("<{e}>"));
+        let mut h = Hasher::default();
+        h.line(&model);
+        parts.insert("model".to_string(), format!("{}, {}", job.simulator.name(), h.finish()));
+        for t in &job.targets {
+            let mut h = Hasher::default();
+            // Debug of the resolved target: output, column, aligned observations (f64 Debug is
+            // exact), aggregation and loss with its settings.
+            h.line(&format!(
+                "{}|{}|{}|{:?}|{:?}|{:?}|{:?}",
+                t.output, t.column, t.time_column, t.times, t.observed, t.aggregation, t.loss_fn
+            ));
+            parts.insert(format!("{TARGET_PREFIX}{}", t.name), h.finish());
+        }
+        SpecIdentity { hash: job.spec_hash.clone(), parts }
+    }
+
+    /// The target names of a stored parts map, in name order.
+    pub fn target_names(parts: &BTreeMap<String, String>) -> Vec<String> {
+        parts.keys().filter_map(|k| k.strip_prefix(TARGET_PREFIX)).map(str::to_string).collect()
+    }
+}
+
+/// What differs between the stored parts `before` and `now`, one phrase per part, e.g.
+/// `replicates (3 → 5)`, `model`, `target \`in_bed\` added`. Empty when no part differs (or
+/// `before` is empty: a manifest written before parts were stored).
+pub fn changed_parts(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    if before.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(now.keys()).collect();
+    for key in keys {
+        let label = match key.strip_prefix(TARGET_PREFIX) {
+            Some(name) => format!("target `{name}`"),
+            None => key.clone(),
+        };
+        match (before.get(key), now.get(key)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(a), Some(b)) if key == "replicates" => out.push(format!("{label} ({a} → {b})")),
+            (Some(a), Some(b)) if key == "parameter sets" => {
+                // "N sets of (names), hash": show the count and names when they changed.
+                let head = |s: &str| s.rsplit_once(", ").map_or(s.to_string(), |(h, _)| h.to_string());
+                if head(a) == head(b) {
+                    out.push(format!("{label} (same number and names, other values)"));
+                } else {
+                    out.push(format!("{label} ({} → {})", head(a), head(b)));
+                }
+            }
+            (Some(_), Some(_)) => out.push(label),
+            (Some(_), None) => out.push(format!("{label} removed")),
+            (None, Some(_)) => out.push(format!("{label} added")),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct Hasher(Blake2b<blake2::digest::consts::U32>);
+
+impl Hasher {
+    fn line(&mut self, s: &str) {
+        self.0.update(s.as_bytes());
+        self.0.update(b"\n");
+    }
+    fn finish(self) -> String {
+        let bytes = self.0.finalize();
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()[..PART_HASH_CHARS].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn names_what_changed() {
+        let a = parts(&[
+            ("parameter sets", "10 sets of (beta), aaaa"),
+            ("replicates", "3"),
+            ("model", "sir, m1"),
+            ("target x", "t1"),
+            ("target y", "t2"),
+        ]);
+        let b = parts(&[
+            ("parameter sets", "12 sets of (beta), bbbb"),
+            ("replicates", "5"),
+            ("model", "sir, m1"),
+            ("target x", "t9"),
+            ("target z", "t3"),
+        ]);
+        assert_eq!(
+            changed_parts(&a, &b),
+            vec![
+                "parameter sets (10 sets of (beta) → 12 sets of (beta))",
+                "replicates (3 → 5)",
+                "target `x`",
+                "target `y` removed",
+                "target `z` added",
+            ]
+        );
+        assert!(changed_parts(&a, &a).is_empty());
+        assert!(changed_parts(&BTreeMap::new(), &b).is_empty());
+        assert_eq!(SpecIdentity::target_names(&a), vec!["x", "y"]);
+    }
+}

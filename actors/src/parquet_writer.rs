@@ -44,7 +44,8 @@ impl ParquetWriter {
             job.replicates,
             job.simulator.outputs(),
             &job.targets,
-        );
+        )
+        .with_model_outputs(&job.model_outputs);
         ParquetWriter { layout, assembler, flushed, failed, mailbox_capacity, broken: false }
     }
 

@@ -409,7 +409,7 @@ impl JobSpec {
 
         let simulator = self
             .model
-            .build()
+            .build(base_dir)
             .map_err(|e| invalid(file, format!("model.{}", e.setting), e.message))?;
         let mut model_params = simulator.parameter_names();
         model_params.sort();

@@ -4,6 +4,7 @@
 //! batches). It must be deterministic for a given seed: the engine's determinism (DESIGN.md,
 //! invariant 3) rests on it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -13,6 +14,7 @@ use crate::params::ParameterSet;
 
 mod chain;
 pub mod seir;
+pub mod seir_seasonal;
 pub mod sir;
 pub mod sir_bed;
 
@@ -96,19 +98,25 @@ pub enum ModelSpec {
     Seir(seir::SeirSettings),
     /// [`sir_bed::SirBed`]
     SirBed(sir_bed::SirBedSettings),
+    /// [`seir_seasonal::SeirSeasonal`]
+    SeirSeasonal(seir_seasonal::SeirSeasonalSettings),
 }
 
 impl ModelSpec {
-    /// Builds the simulator.
+    /// Builds the simulator; `base_dir` (the job file's directory) resolves relative paths in
+    /// the settings, such as `seir_seasonal`'s `demography` file.
     ///
     /// # Errors
-    /// A message naming the setting that is out of range and what to change (the caller adds
-    /// the file and the `model.` field path).
-    pub fn build(&self) -> Result<SharedSimulator, ModelSettingError> {
+    /// A message naming the setting that is out of range or whose file cannot be used, and
+    /// what to change (the caller adds the file and the `model.` field path).
+    pub fn build(&self, base_dir: &Path) -> Result<SharedSimulator, ModelSettingError> {
         Ok(match self {
             ModelSpec::Sir(s) => Arc::new(sir::Sir::new(s.clone())?),
             ModelSpec::Seir(s) => Arc::new(seir::Seir::new(s.clone())?),
             ModelSpec::SirBed(s) => Arc::new(sir_bed::SirBed::new(s.clone())?),
+            ModelSpec::SeirSeasonal(s) => {
+                Arc::new(seir_seasonal::SeirSeasonal::new(s.clone(), base_dir)?)
+            }
         })
     }
 }

@@ -183,7 +183,11 @@ impl Demography {
     pub fn read(path: &Path) -> Result<Self, ModelSettingError> {
         let err = |message: String| ModelSettingError { setting: "demography", message };
         let file = path.display();
-        let mut reader = csv::Reader::from_path(path)
+        // Records end at `\n` only, and fields are trimmed: a stray `\r` (the shared London
+        // file has `births\r,population\r\n`) is whitespace, not a line break.
+        let mut reader = csv::ReaderBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_path(path)
             .map_err(|e| err(format!("{file}: cannot read it ({e}); check the path")))?;
         let headers = reader.headers().map_err(|e| err(format!("{file}:1: {e}")))?.clone();
         let column = |name: &str| {
@@ -191,7 +195,7 @@ impl Demography {
                 err(format!(
                     "{file}:1: no column `{name}`; the file needs columns year, births, \
                      population (it has: {})",
-                    headers.iter().collect::<Vec<_>>().join(", ")
+                    headers.iter().map(str::trim).collect::<Vec<_>>().join(", ")
                 ))
             })
         };
@@ -890,6 +894,12 @@ mod tests {
             Demography::read(&path)
         };
         let d = read("year,births,population\n2000,100,1000\n2001,200,3000\n").expect("valid");
+        // Stray carriage returns, as in the shared London file, are whitespace.
+        assert_eq!(
+            d,
+            read("year,births,population\r\n2000,100\r,1000\r\n2001,200\r,3000\r\n")
+                .expect("valid")
+        );
         assert_eq!(
             d,
             Demography {

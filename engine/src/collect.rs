@@ -567,7 +567,6 @@ pub fn failure_schema() -> SchemaRef {
     ]))
 }
 
-
 #[cfg(test)]
 mod model_outputs_tests {
     use super::*;

@@ -354,8 +354,8 @@ fn print_report(job: &Job, report: &Report) {
     let root = report.output_dir.display();
     println!("\nfiles under {root}/:");
     println!("  manifest.json, summary.json");
-    for o in job.simulator.outputs() {
-        println!("  model_outputs/{}/batch-*.parquet", o.name);
+    for o in &job.model_outputs {
+        println!("  model_outputs/{o}/batch-*.parquet");
     }
     for t in &job.targets {
         println!("  targets/{}/batch-*.parquet", t.name);

@@ -48,7 +48,8 @@ impl ParquetWriter {
             job.replicates,
             job.simulator.outputs(),
             &job.targets,
-        );
+        )
+        .with_model_outputs(&job.model_outputs);
         let oom_context = (
             job.model.external().and_then(|e| e.memory_limit_mb),
             options.workers.get(),

@@ -290,7 +290,10 @@ pub struct CompleteBatch {
 pub struct BatchAssembler {
     sweep: Arc<Sweep>,
     replicates: u32,
+    /// The written model outputs (see [`BatchAssembler::with_model_outputs`]).
     outputs: Vec<OutputSpec>,
+    /// For each written output, its index in the model's outputs (in a [`SimOutput`]).
+    kept: Vec<usize>,
     output_schemas: Vec<SchemaRef>,
     target_names: Vec<String>,
     target_schema: SchemaRef,
@@ -305,12 +308,30 @@ impl BatchAssembler {
         BatchAssembler {
             sweep,
             replicates,
+            kept: (0..outputs.len()).collect(),
             outputs,
             output_schemas,
             target_names: targets.iter().map(|t| t.name.clone()).collect(),
             target_schema,
             open: BTreeMap::new(),
         }
+    }
+
+    /// Writes only the model outputs named in `names` (a job's `model_outputs`; those that are
+    /// not among the model's outputs are ignored) instead of all of them. The other tables of
+    /// each return are dropped in [`BatchAssembler::add_return`], so they are never buffered.
+    pub fn with_model_outputs(mut self, names: &[String]) -> Self {
+        let (kept, outputs): (Vec<usize>, Vec<OutputSpec>) = self
+            .kept
+            .iter()
+            .zip(&self.outputs)
+            .filter(|(_, spec)| names.contains(&spec.name))
+            .map(|(&i, spec)| (i, spec.clone()))
+            .unzip();
+        self.output_schemas = outputs.iter().map(|o| model_output_schema(&o.schema)).collect();
+        self.kept = kept;
+        self.outputs = outputs;
+        self
     }
 
     fn batch_mut(&mut self, batch: &BatchRange) -> &mut OpenBatch {
@@ -339,13 +360,19 @@ impl BatchAssembler {
     /// Arrow errors while building the tables of a completed batch.
     pub fn add_return(&mut self, ret: SimReturn) -> Result<Option<CompleteBatch>> {
         let batch = ret.task.batch.clone();
+        let failures = ret.failure_records();
+        let kept = &self.kept;
+        // Unselected tables are dropped here (the clones share the selected tables' buffers).
+        let result = ret.result.map(|output| SimOutput {
+            tables: kept.iter().filter_map(|&i| output.tables.get(i).cloned()).collect(),
+        });
         let open = self.batch_mut(&batch);
         open.tasks += 1;
         let key = (ret.task.point, ret.task.replicate);
-        for record in ret.failure_records() {
+        for record in failures {
             open.failures.insert((record.point, record.replicate, record.attempt), record);
         }
-        match ret.result {
+        match result {
             Ok(output) => {
                 open.rows_buffered += output.tables.iter().map(|t| t.num_rows() as u64).sum::<u64>();
                 open.outputs.insert(key, (ret.task.seed, output));
@@ -605,3 +632,92 @@ pub fn failure_schema() -> SchemaRef {
     ]))
 }
 
+#[cfg(test)]
+mod model_outputs_tests {
+    use super::*;
+    use crate::output::Dataset;
+    use crate::params::{ParameterSet, SweepPoint};
+    use arrow::array::Int64Array;
+
+    fn spec(name: &str) -> OutputSpec {
+        OutputSpec {
+            name: name.into(),
+            schema: Arc::new(Schema::new(vec![Field::new("day", DataType::Int64, false)])),
+        }
+    }
+
+    fn table(spec: &OutputSpec, rows: i64) -> RecordBatch {
+        let col: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows));
+        RecordBatch::try_new(spec.schema.clone(), vec![col]).expect("matches the schema")
+    }
+
+    /// One point, two replicates; the model has outputs `a` (3 rows) and `b` (5 rows).
+    fn run(select: Option<&[String]>) -> (u64, CompleteBatch) {
+        let mut params = ParameterSet::new();
+        params.insert("beta", ParamValue::Float(1.0));
+        let param_id = crate::identity::param_id(&params).expect("finite");
+        let sweep = Arc::new(Sweep {
+            columns: vec![("beta".into(), ParamKind::Float)],
+            points: vec![SweepPoint { index: 0, params, param_id, fixed_seed: None }],
+        });
+        let specs = vec![spec("a"), spec("b")];
+        let mut asm = BatchAssembler::new(sweep, 2, specs.clone(), &[]);
+        if let Some(names) = select {
+            asm = asm.with_model_outputs(names);
+        }
+        let batch = BatchRange { index: 0, points: 0..1 };
+        for replicate in 0..2 {
+            let ret = SimReturn {
+                task: SimTask { batch: batch.clone(), point: 0, replicate, seed: 7 + replicate },
+                result: Ok(SimOutput { tables: vec![table(&specs[0], 3), table(&specs[1], 5)] }),
+                failed_attempts: Vec::new(),
+            };
+            assert!(asm.add_return(ret).expect("no arrow error").is_none());
+        }
+        let buffered = asm.rows_buffered();
+        let losses = PointLosses {
+            batch,
+            point: 0,
+            losses: vec![],
+            n_replicates: 2,
+            n_failed: 0,
+            seeds: vec![7, 8],
+        };
+        (buffered, asm.add_losses(losses).expect("no arrow error").expect("batch complete"))
+    }
+
+    fn written(complete: &CompleteBatch) -> Vec<(String, usize)> {
+        complete
+            .tables
+            .iter()
+            .filter_map(|t| match &t.dataset {
+                Dataset::ModelOutput(name) => {
+                    Some((name.clone(), t.batches.iter().map(|b| b.num_rows()).sum()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_output_by_default() {
+        let (buffered, complete) = run(None);
+        assert_eq!(buffered, 16);
+        assert_eq!(written(&complete), [("a".to_string(), 6), ("b".to_string(), 10)]);
+    }
+
+    #[test]
+    fn only_selected_outputs_are_buffered_and_written() {
+        let (buffered, complete) = run(Some(&["b".to_string()]));
+        assert_eq!(buffered, 10, "the 2 × 3 rows of `a` are dropped on arrival");
+        assert_eq!(written(&complete), [("b".to_string(), 10)]);
+        let b = &complete.tables[0].batches[0];
+        assert_eq!(b.schema().field(0).name(), "day");
+        assert_eq!(b.num_columns(), 4, "day + param_id, replicate, seed");
+
+        let (buffered, complete) = run(Some(&[]));
+        assert_eq!(buffered, 0);
+        assert!(written(&complete).is_empty());
+        assert_eq!(complete.simulations, 2);
+    }
+}

@@ -6,6 +6,7 @@
 //! seed = 1                # default sampler seed (default 0); replicate seeds do not use it
 //! batch_size = 200        # optional: parameter sets per batch
 //! output = "output"       # optional, relative to the job file
+//! model_outputs = ["prevalence"]  # optional: model outputs written; [] none; absent all
 //!
 //! [parameters]            # a space and a sampler ...
 //! sampler = "latin_hypercube"
@@ -40,7 +41,12 @@
 //! order `param_id:seed` (`-` without a fixed seed; the ids cover the values, hence the sampler,
 //! its seed and the parameter file's contents); the compact JSON of the [`ModelSpec`];
 //! `targets=T`; for each target its [`TargetSpec`] as compact JSON and `data=` followed by the
-//! lowercase hex BLAKE2b-256 of its data file's bytes.
+//! lowercase hex BLAKE2b-256 of its data file's bytes; then, only when `model_outputs` leaves
+//! some output out, `model_outputs=` followed by the selected names in model order, joined by
+//! `,` (so a job writing every output keeps its hash, whether it lists them or not).
+//!
+//! `model_outputs` does not change any value, but it changes which files exist: a resumed run
+//! must not mix batches that wrote an output with batches that did not, so it is hashed.
 //!
 //! Not hashed, because they do not change the results: `name`, `output`, `batch_size`, the job
 //! `seed` beyond its effect on the points, the number of workers.
@@ -96,6 +102,10 @@ pub struct JobSpec {
     /// Output directory, relative to the job file; default [`DEFAULT_OUTPUT_DIR`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<PathBuf>,
+    /// Model outputs written to `model_outputs/<output>/`, by name: `[]` writes none; absent,
+    /// all. Targets are scored from every output whatever this says. Hashed (see *Spec hash*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_outputs: Option<Vec<String>>,
     /// Where the parameter sets come from: a space with a sampler, or a file.
     pub parameters: ParametersSpec,
     /// The model and its fixed settings.
@@ -212,6 +222,9 @@ pub struct Job {
     pub output_dir: PathBuf,
     /// Parameter sets per batch, when the spec sets it.
     pub batch_size: Option<NonZeroUsize>,
+    /// Names of the model outputs written to `model_outputs/`, in the model's output order (all
+    /// of them when the spec does not choose).
+    pub model_outputs: Vec<String>,
 }
 
 impl fmt::Debug for Job {
@@ -228,6 +241,7 @@ impl fmt::Debug for Job {
             .field("targets", &self.targets)
             .field("output_dir", &self.output_dir)
             .field("batch_size", &self.batch_size)
+            .field("model_outputs", &self.model_outputs)
             .finish()
     }
 }
@@ -375,7 +389,8 @@ impl JobSpec {
     /// empty `name`; a model setting out of range (`model.<setting>`); the space errors of
     /// [`ParameterSpaceSpec::points`]; `parameters.file` together with space fields, or neither;
     /// a parameter the model does not have, or a model parameter the sweep does not give; two
-    /// identical parameter sets (same `param_id`) from a sampler; two targets with one name.
+    /// identical parameter sets (same `param_id`) from a sampler; two targets with one name;
+    /// `model_outputs` naming an output the model does not have, or one twice.
     /// [`EngineError::Data`] for parameter file errors (see
     /// [`crate::params::file::read_parameter_file`]), a file column the model does not have or
     /// a model parameter without a column, and two rows with the same parameter values (naming
@@ -412,7 +427,7 @@ impl JobSpec {
         let simulator = self
             .model
             .resolved(base_dir)
-            .build()
+            .build(base_dir)
             .map_err(|e| invalid(file, format!("model.{}", e.setting), e.message))?;
         let mut model_params = simulator.parameter_names();
         model_params.sort();
@@ -455,12 +470,19 @@ impl JobSpec {
             }
         }
 
+        let model_outputs = select_model_outputs(
+            self.model_outputs.as_deref(),
+            &outputs,
+            simulator.name(),
+            file,
+        )?;
         let spec_hash = spec_hash(
             &sweep,
             self.replicates,
             &self.model,
             &self.targets,
             &targets,
+            (model_outputs.len() < outputs.len()).then_some(model_outputs.as_slice()),
         )?;
         Ok(Job {
             name,
@@ -478,8 +500,48 @@ impl JobSpec {
                     .unwrap_or(Path::new(DEFAULT_OUTPUT_DIR)),
             ),
             batch_size,
+            model_outputs,
         })
     }
+}
+
+/// The model outputs to write: `selected` checked against the model's `outputs` and put in
+/// model order, or every output when `selected` is `None`.
+///
+/// # Errors
+/// [`EngineError::SpecInvalid`] for `model_outputs` naming an output the model does not have
+/// (listing the model's outputs) or naming one twice.
+fn select_model_outputs(
+    selected: Option<&[String]>,
+    outputs: &[crate::model::OutputSpec],
+    model: &str,
+    file: &Path,
+) -> Result<Vec<String>> {
+    let Some(selected) = selected else {
+        return Ok(outputs.iter().map(|o| o.name.clone()).collect());
+    };
+    for (i, name) in selected.iter().enumerate() {
+        if !outputs.iter().any(|o| &o.name == name) {
+            let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+            return Err(invalid(
+                file,
+                "model_outputs",
+                format!(
+                    "model `{model}` has no output `{name}` (its outputs: {}); fix the name, or \
+                     write `model_outputs = []` for none",
+                    names.join(", ")
+                ),
+            ));
+        }
+        if selected[..i].contains(name) {
+            return Err(invalid(
+                file,
+                "model_outputs",
+                format!("`{name}` is listed twice; list each output once"),
+            ));
+        }
+    }
+    Ok(outputs.iter().filter(|o| selected.contains(&o.name)).map(|o| o.name.clone()).collect())
 }
 
 fn space_sweep(
@@ -640,6 +702,7 @@ fn spec_hash(
     model: &ModelSpec,
     target_specs: &[TargetSpec],
     targets: &[Target],
+    model_outputs: Option<&[String]>,
 ) -> Result<String> {
     let mut h = Blake2b::<blake2::digest::consts::U32>::new();
     let mut line = |s: &str| {
@@ -665,6 +728,9 @@ fn spec_hash(
             "data={}",
             hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))
         ));
+    }
+    if let Some(names) = model_outputs {
+        line(&format!("model_outputs={}", names.join(",")));
     }
     Ok(hex(&h.finalize()))
 }
@@ -809,6 +875,47 @@ mod tests {
     }
 
     #[test]
+    fn model_outputs_selects_validates_and_is_hashed() {
+        let outputs = |head: &str| job(head, grid_params()).unwrap().model_outputs;
+        assert_eq!(outputs("replicates = 1"), ["prevalence", "incidence"]);
+        assert_eq!(outputs("replicates = 1\nmodel_outputs = []"), Vec::<String>::new());
+        // Model order, whatever the spec's order.
+        assert_eq!(
+            outputs("replicates = 1\nmodel_outputs = [\"incidence\", \"prevalence\"]"),
+            ["prevalence", "incidence"]
+        );
+        assert_eq!(outputs("replicates = 1\nmodel_outputs = [\"incidence\"]"), ["incidence"]);
+
+        let t = invalid_text(err("replicates = 1\nmodel_outputs = [\"in_bed\"]", grid_params()));
+        assert!(
+            t.contains("field `model_outputs`")
+                && t.contains("no output `in_bed`")
+                && t.contains("prevalence, incidence"),
+            "{t}"
+        );
+        let t = invalid_text(err(
+            "replicates = 1\nmodel_outputs = [\"incidence\", \"incidence\"]",
+            grid_params(),
+        ));
+        assert!(t.contains("field `model_outputs`") && t.contains("twice"), "{t}");
+
+        let h = |head: &str| job(head, grid_params()).unwrap().spec_hash;
+        let all = h("replicates = 1");
+        assert_ne!(all, h("replicates = 1\nmodel_outputs = []"));
+        assert_ne!(all, h("replicates = 1\nmodel_outputs = [\"incidence\"]"));
+        assert_ne!(
+            h("replicates = 1\nmodel_outputs = []"),
+            h("replicates = 1\nmodel_outputs = [\"incidence\"]")
+        );
+        // Same files, same hash: another order, or every output listed.
+        assert_eq!(all, h("replicates = 1\nmodel_outputs = [\"incidence\", \"prevalence\"]"));
+        assert_eq!(
+            h("replicates = 1\nmodel_outputs = [\"prevalence\", \"incidence\"]"),
+            h("replicates = 1\nmodel_outputs = [\"incidence\", \"prevalence\"]")
+        );
+    }
+
+    #[test]
     fn spec_hash_covers_target_data_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("obs.csv");
@@ -836,11 +943,11 @@ mod tests {
         };
         let j = job("replicates = 2", grid_params()).unwrap();
         let hash = |t: &[Target]| {
-            spec_hash(&j.sweep, 2, &j.model, std::slice::from_ref(&spec), t).unwrap()
+            spec_hash(&j.sweep, 2, &j.model, std::slice::from_ref(&spec), t, None).unwrap()
         };
         let a = hash(std::slice::from_ref(&target));
         assert_eq!(a, hash(std::slice::from_ref(&target)));
-        assert_ne!(a, spec_hash(&j.sweep, 2, &j.model, &[], &[]).unwrap());
+        assert_ne!(a, spec_hash(&j.sweep, 2, &j.model, &[], &[], None).unwrap());
         std::fs::write(&data, "day,cases\n1,4\n").unwrap();
         assert_ne!(a, hash(&[target]));
     }

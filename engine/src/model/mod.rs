@@ -4,6 +4,7 @@
 //! batches). It must be deterministic for a given seed: the engine's determinism (DESIGN.md,
 //! invariant 3) rests on it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -17,6 +18,7 @@ mod chain;
 pub mod external;
 pub mod retry;
 pub mod seir;
+pub mod seir_seasonal;
 pub mod sir;
 pub mod sir_bed;
 
@@ -282,6 +284,8 @@ pub enum BuiltInModel {
     Seir(seir::SeirSettings),
     /// [`sir_bed::SirBed`]
     SirBed(sir_bed::SirBedSettings),
+    /// [`seir_seasonal::SeirSeasonal`]
+    SeirSeasonal(seir_seasonal::SeirSeasonalSettings),
 }
 
 impl From<BuiltInModel> for ModelSpec {
@@ -342,15 +346,17 @@ impl<'de> serde::Deserialize<'de> for ModelSpec {
 }
 
 impl ModelSpec {
-    /// Builds the simulator. For an external model this starts one worker process and does the
-    /// `initialize` handshake, so a broken command is reported here.
+    /// Builds the simulator; `base_dir` (the job file's directory) resolves relative paths in
+    /// the settings, such as `seir_seasonal`'s `demography` file. For an external model this
+    /// starts one worker process and does the `initialize` handshake, so a broken command is
+    /// reported here.
     ///
     /// # Errors
-    /// A message naming the setting that is out of range and what to change (the caller adds
-    /// the file and the `model.` field path); for an external model whose command cannot be
-    /// started or fails the handshake, the setting `command` with the command, the failure and
-    /// the tail of its stderr.
-    pub fn build(&self) -> Result<SharedSimulator, ModelSettingError> {
+    /// A message naming the setting that is out of range or whose file cannot be used, and
+    /// what to change (the caller adds the file and the `model.` field path); for an external
+    /// model whose command cannot be started or fails the handshake, the setting `command` with
+    /// the command, the failure and the tail of its stderr.
+    pub fn build(&self, base_dir: &Path) -> Result<SharedSimulator, ModelSettingError> {
         if self.retry.max_attempts == 0 {
             return Err(ModelSettingError {
                 setting: "max_attempts",
@@ -362,6 +368,9 @@ impl ModelSpec {
             ModelKind::BuiltIn(BuiltInModel::Seir(s)) => Arc::new(seir::Seir::new(s.clone())?),
             ModelKind::BuiltIn(BuiltInModel::SirBed(s)) => {
                 Arc::new(sir_bed::SirBed::new(s.clone())?)
+            }
+            ModelKind::BuiltIn(BuiltInModel::SeirSeasonal(s)) => {
+                Arc::new(seir_seasonal::SeirSeasonal::new(s.clone(), base_dir)?)
             }
             ModelKind::External(s) => Arc::new(external::ExternalModel::new(s.clone())?),
         })

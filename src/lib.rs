@@ -197,7 +197,7 @@ pub fn run(
     }
 
     let target_names: Vec<String> = job.targets.iter().map(|t| t.name.clone()).collect();
-    let summary = best_per_target(&layout, &manifest, &job.sweep, &target_names, SUMMARY_BEST_PER_TARGET)?;
+    let summary = best_per_target(&layout, &manifest, &target_names, SUMMARY_BEST_PER_TARGET)?;
     if manifest.finished {
         write_json_atomic(&layout.summary_path(), &summary)?;
     }

@@ -343,8 +343,11 @@ fn print_report(job: &Job, report: &Report) {
         for (rank, best) in target.best.iter().take(BEST_SHOWN).enumerate() {
             let mut line = format!("{:>4}  {:>14.6}", rank + 1, best.loss);
             for n in &names {
-                let v = best.parameters.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap_or("");
-                let v = v.parse::<f64>().map(|x| format!("{x:.6}")).unwrap_or_else(|_| v.to_string());
+                let v = match best.parameters.iter().find(|(k, _)| k == n).map(|(_, v)| v) {
+                    Some(simsweep::engine::params::ParamValue::Float(x)) => format!("{x:.6}"),
+                    Some(v) => v.to_string(),
+                    None => String::new(),
+                };
                 line.push_str(&format!("  {v:>12}"));
             }
             line.push_str(&format!("  {}", &best.param_id[..12.min(best.param_id.len())]));

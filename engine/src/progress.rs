@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::params::ParamValue;
+
 /// Default number of parameter sets per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 200;
 /// Default number of batches that may be open (released, not yet committed) at once: one
@@ -148,8 +150,8 @@ pub struct BestParameterSet {
     pub param_id: String,
     /// Its position in the sweep.
     pub point: u64,
-    /// Parameter name → value (as text).
-    pub parameters: Vec<(String, String)>,
+    /// Parameter name → value, in the target file's column order.
+    pub parameters: Vec<(String, ParamValue)>,
     /// The loss.
     pub loss: f64,
     /// Failed replicates among its replicates.

@@ -39,7 +39,9 @@
 //! everything that determines the results, and nothing else. Hashed, in order, each part
 //! followed by `\n`: [`SPEC_HASH_VERSION`]; `replicates=R`; `points=N`; for each point in sweep
 //! order `param_id:seed` (`-` without a fixed seed; the ids cover the values, hence the sampler,
-//! its seed and the parameter file's contents); the compact JSON of the [`ModelSpec`];
+//! its seed and the parameter file's contents); the compact JSON of the [`ModelSpec`]; for each
+//! file the model reads ([`ModelSpec::input_files`], e.g. a demography file) `model_file=` and
+//! the BLAKE2b-256 of its bytes (an external model's own program is not hashed);
 //! `targets=T`; for each target its [`TargetSpec`] as compact JSON and `data=` followed by the
 //! lowercase hex BLAKE2b-256 of its data file's bytes; then, only when `model_outputs` leaves
 //! some output out, `model_outputs=` followed by the selected names in model order, joined by
@@ -483,6 +485,7 @@ impl JobSpec {
             &self.targets,
             &targets,
             (model_outputs.len() < outputs.len()).then_some(model_outputs.as_slice()),
+            &self.model.input_files(base_dir),
         )?;
         Ok(Job {
             name,
@@ -703,6 +706,7 @@ fn spec_hash(
     target_specs: &[TargetSpec],
     targets: &[Target],
     model_outputs: Option<&[String]>,
+    model_files: &[PathBuf],
 ) -> Result<String> {
     let mut h = Blake2b::<blake2::digest::consts::U32>::new();
     let mut line = |s: &str| {
@@ -719,6 +723,10 @@ fn spec_hash(
         }
     }
     line(&json(model));
+    for file in model_files {
+        let bytes = std::fs::read(file).map_err(|e| EngineError::io(file, e))?;
+        line(&format!("model_file={}", hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))));
+    }
     line(&format!("targets={}", target_specs.len()));
     for (spec, target) in target_specs.iter().zip(targets) {
         line(&json(spec));
@@ -943,11 +951,11 @@ mod tests {
         };
         let j = job("replicates = 2", grid_params()).unwrap();
         let hash = |t: &[Target]| {
-            spec_hash(&j.sweep, 2, &j.model, std::slice::from_ref(&spec), t, None).unwrap()
+            spec_hash(&j.sweep, 2, &j.model, std::slice::from_ref(&spec), t, None, &[]).unwrap()
         };
         let a = hash(std::slice::from_ref(&target));
         assert_eq!(a, hash(std::slice::from_ref(&target)));
-        assert_ne!(a, spec_hash(&j.sweep, 2, &j.model, &[], &[], None).unwrap());
+        assert_ne!(a, spec_hash(&j.sweep, 2, &j.model, &[], &[], None, &[]).unwrap());
         std::fs::write(&data, "day,cases\n1,4\n").unwrap();
         assert_ne!(a, hash(&[target]));
     }

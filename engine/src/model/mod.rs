@@ -387,6 +387,16 @@ impl ModelSpec {
         spec
     }
 
+    /// Files the model reads besides the job file (e.g. `seir_seasonal`'s demography file),
+    /// resolved against `base_dir`: their contents go into the spec hash, since they change the
+    /// results.
+    pub fn input_files(&self, base_dir: &Path) -> Vec<std::path::PathBuf> {
+        match &self.model {
+            ModelKind::BuiltIn(BuiltInModel::SeirSeasonal(s)) => vec![base_dir.join(&s.demography)],
+            _ => Vec::new(),
+        }
+    }
+
     /// The external model's settings, when it is one.
     pub fn external(&self) -> Option<&external::ExternalSettings> {
         match &self.model {

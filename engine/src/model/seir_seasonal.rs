@@ -545,6 +545,14 @@ impl Simulator for SeirSeasonal {
         self.specs.clone()
     }
 
+    fn check_parameters(&self, params: &ParameterSet) -> Result<(), String> {
+        Params::read(params).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn output_times(&self, _output: &str) -> Option<Vec<f64>> {
+        Some((1..=self.settings.weeks).map(f64::from).collect())
+    }
+
     /// Runs one replicate (see the [module docs](self) for the parameters).
     ///
     /// # Errors

@@ -36,6 +36,34 @@ impl ParamValue {
     }
 }
 
+/// A number as a JSON number, a string as a JSON string.
+impl serde::Serialize for ParamValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ParamValue::Float(x) => serializer.serialize_f64(*x),
+            ParamValue::Int(i) => serializer.serialize_i64(*i),
+            ParamValue::Str(s) => serializer.serialize_str(s),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ParamValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Float(f64),
+            Str(String),
+        }
+        Ok(match Raw::deserialize(deserializer)? {
+            Raw::Int(i) => ParamValue::Int(i),
+            Raw::Float(x) => ParamValue::Float(x),
+            Raw::Str(s) => ParamValue::Str(s),
+        })
+    }
+}
+
 impl fmt::Display for ParamValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -266,3 +266,12 @@ fn a_directory_as_job_file_is_an_input_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is a directory") && !stderr.contains("committed batches"), "{stderr}");
 }
+
+#[test]
+fn a_bare_toml_date_is_accepted_as_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    fs::write(dir.path().join("job.toml"), with("origin = \"2020-03-01\"", "origin = 2020-03-01")).unwrap();
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -66,9 +66,9 @@ pub struct TargetSpec {
     pub data_column: String,
     /// Column of the data file holding time: numeric (model time units) or dates `YYYY-MM-DD`.
     pub data_time_column: String,
-    /// For a date time column: the date that is model time 0, `YYYY-MM-DD`. Refused for a
-    /// numeric time column.
-    #[serde(default)]
+    /// For a date time column: the date that is model time 0, `YYYY-MM-DD` (quoted, or a bare
+    /// TOML date). Refused for a numeric time column.
+    #[serde(default, deserialize_with = "date_or_string")]
     pub origin: Option<String>,
     /// For a date time column: length of one model time unit, `day` or `week` (default `day`).
     /// Refused for a numeric time column.
@@ -81,6 +81,20 @@ pub struct TargetSpec {
     /// Dispersion `k` (size) of the negative binomial; required for that loss, refused otherwise.
     #[serde(default)]
     pub dispersion: Option<f64>,
+}
+
+/// Accepts `origin = "1978-01-21"` and the bare TOML date `origin = 1978-01-21` alike.
+fn date_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Origin {
+        Text(String),
+        Date(toml::value::Datetime),
+    }
+    Ok(Some(match <Origin as serde::Deserialize>::deserialize(d)? {
+        Origin::Text(s) => s,
+        Origin::Date(d) => d.to_string(),
+    }))
 }
 
 fn default_time_column() -> String {

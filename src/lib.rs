@@ -75,6 +75,60 @@ impl Error {
     }
 }
 
+/// What [`run`] would find in a job's output directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutputState {
+    /// Nothing of this job there yet: a run starts from the beginning.
+    New,
+    /// An interrupted run of this same job: a run resumes after its committed batches.
+    Resumable {
+        /// Batches committed so far.
+        batches_committed: usize,
+        /// Batches planned (at the batch size of the last run).
+        batches_planned: u32,
+    },
+    /// A finished run of this same job: a run only prints its summary again.
+    Finished,
+}
+
+/// Looks at `job.output_dir` without changing anything (what `simsweep validate` reports).
+///
+/// # Errors
+/// [`EngineError::OutputConflict`] (an input error) when the path is not a directory or holds
+/// the results of another job (another spec hash); [`EngineError::Manifest`] when its manifest
+/// cannot be read.
+pub fn check_output(job: &Job) -> Result<OutputState, Error> {
+    let layout = OutputLayout::new(&job.output_dir);
+    if job.output_dir.exists() && !job.output_dir.is_dir() {
+        return Err(EngineError::OutputConflict {
+            dir: job.output_dir.clone(),
+            message: "is a file, not a directory; choose another `output` or --out".to_string(),
+        }
+        .into());
+    }
+    Ok(match Manifest::load(&layout.manifest_path())? {
+        None => OutputState::New,
+        Some(m) if m.spec_hash != job.spec_hash => {
+            return Err(EngineError::OutputConflict {
+                dir: job.output_dir.clone(),
+                message: format!(
+                    "holds the results of another job (spec hash {} here, {} for this job); \
+                     choose another --out, or `simsweep run --restart` to start over there",
+                    &m.spec_hash[..12.min(m.spec_hash.len())],
+                    &job.spec_hash[..12.min(job.spec_hash.len())]
+                ),
+            }
+            .into())
+        }
+        Some(m) if m.finished => OutputState::Finished,
+        Some(m) => OutputState::Resumable {
+            batches_committed: m.batches.len(),
+            batches_planned: m.batches_planned,
+        },
+    })
+}
+
 /// Runs `job` to the end and returns what it did.
 ///
 /// Writes under `job.output_dir`; if that directory holds an earlier, interrupted run of the

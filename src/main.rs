@@ -99,6 +99,18 @@ fn main() -> ExitCode {
                     job.targets.len(),
                     job.output_dir.display()
                 );
+                match simsweep::check_output(&job) {
+                    Ok(simsweep::OutputState::New) => println!("output: new"),
+                    Ok(simsweep::OutputState::Resumable { batches_committed, batches_planned }) => {
+                        println!(
+                            "output: {batches_committed} of {batches_planned} batches committed; \
+                             `simsweep run` resumes"
+                        )
+                    }
+                    Ok(simsweep::OutputState::Finished) => println!("output: finished"),
+                    Ok(_) => {}
+                    Err(e) => return fail(&e, false),
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&simsweep::Error::Engine(e), false),

@@ -275,3 +275,26 @@ fn a_bare_toml_date_is_accepted_as_origin() {
     let out = simsweep(&["validate", "job.toml"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn validate_checks_the_output_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("output: new"));
+    assert_eq!(simsweep(&["run", "job.toml"], dir.path()).status.code(), Some(0));
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("output: finished"));
+    fs::write(dir.path().join("job.toml"), with("replicates = 3", "replicates = 4")).unwrap();
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("another job"), "{stderr}");
+    let out = simsweep(&["validate", "job.toml", ], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    fs::write(dir.path().join("afile"), "x").unwrap();
+    fs::write(dir.path().join("job.toml"), with("seed = 42", "seed = 42\noutput = \"afile\"")).unwrap();
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a file"));
+}

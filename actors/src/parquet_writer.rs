@@ -3,8 +3,14 @@
 //! with [`BatchFlushed`].
 //!
 //! Rows are held until their batch is complete and written sorted by (parameter set,
-//! replicate), so the files do not depend on which worker finished first. What it holds is
-//! reported by [`BatchAssembler::rows_buffered`]; it is bounded by the open batches.
+//! replicate), so the files do not depend on which worker finished first.
+//!
+//! The encoding, compression and fsyncs of a complete batch run on a blocking thread of the
+//! runtime, not on the writer's own thread: the writer keeps taking the next batch's rows while
+//! the previous one is committed, so the workers do not stall between batches. This adds no
+//! buffer: a batch being committed is still open for the Batcher (which releases a new batch
+//! only after [`BatchFlushed`]), so the writer holds at most `max_open_batches` batches, open or
+//! committing. What it holds is reported in `InFlightCounters::rows_buffered`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,11 +18,12 @@ use std::time::Instant;
 use actix::prelude::*;
 use simsweep_engine::collect::{BatchAssembler, CompleteBatch};
 use simsweep_engine::output::{commit_batch, OutputLayout};
+use simsweep_engine::progress::InFlightCounters;
 use simsweep_engine::spec::Job;
 use simsweep_engine::EngineError;
 
 use crate::batcher::{BatchFailed, BatchFlushed};
-use crate::messages::{PointScored, Replicate};
+use crate::messages::{PointsScored, Replicates};
 
 /// The Parquet writer.
 pub struct ParquetWriter {
@@ -25,19 +32,23 @@ pub struct ParquetWriter {
     flushed: Recipient<BatchFlushed>,
     failed: Recipient<BatchFailed>,
     mailbox_capacity: usize,
+    counters: Arc<InFlightCounters>,
+    /// Model-output rows of the batches being committed.
+    rows_committing: u64,
     /// Set after a failed commit: later rows are dropped, the run is ending.
     broken: bool,
 }
 
 impl ParquetWriter {
     /// A writer for `job` writing under `layout`, reporting commits to `flushed` and failures to
-    /// `failed` (both the Batcher).
+    /// `failed` (both the Batcher), and the rows it holds to `counters.rows_buffered`.
     pub fn new(
         job: &Job,
         layout: OutputLayout,
         flushed: Recipient<BatchFlushed>,
         failed: Recipient<BatchFailed>,
         mailbox_capacity: usize,
+        counters: Arc<InFlightCounters>,
     ) -> Self {
         let assembler = BatchAssembler::new(
             Arc::new(job.sweep.clone()),
@@ -45,47 +56,86 @@ impl ParquetWriter {
             job.simulator.outputs(),
             &job.targets,
         );
-        ParquetWriter { layout, assembler, flushed, failed, mailbox_capacity, broken: false }
-    }
-
-    /// Commits a complete batch and answers once the Batcher has been told.
-    fn commit(&mut self, complete: Result<Option<CompleteBatch>, EngineError>) -> AtomicResponse<Self, ()> {
-        let done = |()| AtomicResponse::new(Box::pin(fut::ready(())));
-        let complete = match complete {
-            Ok(Some(c)) => c,
-            Ok(None) => return done(()),
-            Err(error) => return self.fail(error),
-        };
-        let start = Instant::now();
-        let index = complete.batch.index;
-        let span = tracing::info_span!("commit", batch = index);
-        let _entered = span.enter();
-        match commit_batch(&self.layout, index, complete.tables) {
-            Ok(rows) => {
-                let msg = BatchFlushed {
-                    batch: complete.batch,
-                    rows,
-                    simulations: complete.simulations,
-                    failed: complete.failed,
-                    seconds: start.elapsed().as_secs_f64(),
-                };
-                tracing::debug!(seconds = msg.seconds, "batch committed");
-                let send = self.flushed.send(msg);
-                AtomicResponse::new(Box::pin(send.into_actor(self).map(|result, _act, ctx| {
-                    if result.is_err() {
-                        ctx.stop();
-                    }
-                })))
-            }
-            Err(error) => self.fail(error),
+        ParquetWriter {
+            layout,
+            assembler,
+            flushed,
+            failed,
+            mailbox_capacity,
+            counters,
+            rows_committing: 0,
+            broken: false,
         }
     }
 
-    fn fail(&mut self, error: EngineError) -> AtomicResponse<Self, ()> {
+    fn report_rows(&self) {
+        self.counters.rows_buffered.set(self.assembler.rows_buffered() + self.rows_committing);
+    }
+
+    /// Starts committing a complete batch on a blocking thread; tells the Batcher when done.
+    fn commit(
+        &mut self,
+        complete: Result<Option<CompleteBatch>, EngineError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let complete = match complete {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(error) => return self.fail(error, ctx),
+        };
+        let start = Instant::now();
+        let CompleteBatch { batch, tables, simulations, failed } = complete;
+        let rows: u64 = tables
+            .iter()
+            .filter(|t| matches!(t.dataset, simsweep_engine::output::Dataset::ModelOutput(_)))
+            .flat_map(|t| &t.batches)
+            .map(|b| b.num_rows() as u64)
+            .sum();
+        self.rows_committing += rows;
+        let layout = self.layout.clone();
+        let index = batch.index;
+        let work = actix_rt::task::spawn_blocking(move || {
+            let span = tracing::info_span!("commit", batch = index);
+            let _entered = span.enter();
+            commit_batch(&layout, index, tables)
+        });
+        let done = fut::wrap_future::<_, Self>(work).map(move |joined, act, ctx| {
+            act.rows_committing -= rows;
+            act.report_rows();
+            let result = joined.unwrap_or_else(|join| {
+                Err(EngineError::io(
+                    act.layout.root(),
+                    std::io::Error::other(format!("the commit of batch {index} panicked: {join}")),
+                ))
+            });
+            match result {
+                Ok(rows) => {
+                    let msg = BatchFlushed {
+                        batch,
+                        rows,
+                        simulations,
+                        failed,
+                        seconds: start.elapsed().as_secs_f64(),
+                    };
+                    tracing::debug!(batch = index, seconds = msg.seconds, "batch committed");
+                    let send = act.flushed.send(msg);
+                    ctx.spawn(send.into_actor(act).map(|result, _act, ctx| {
+                        if result.is_err() {
+                            ctx.stop();
+                        }
+                    }));
+                }
+                Err(error) => act.fail(error, ctx),
+            }
+        });
+        ctx.spawn(done);
+    }
+
+    fn fail(&mut self, error: EngineError, ctx: &mut Context<Self>) {
         tracing::error!(%error, "commit failed; writer stops taking rows");
         self.broken = true;
         let send = self.failed.send(BatchFailed(error));
-        AtomicResponse::new(Box::pin(send.into_actor(self).map(|_result, _act, _ctx| ())))
+        ctx.spawn(send.into_actor(self).map(|_result, _act, _ctx| ()));
     }
 }
 
@@ -97,26 +147,32 @@ impl Actor for ParquetWriter {
     }
 }
 
-impl Handler<Replicate> for ParquetWriter {
-    type Result = AtomicResponse<Self, ()>;
+impl Handler<Replicates> for ParquetWriter {
+    type Result = ();
 
-    fn handle(&mut self, msg: Replicate, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.broken {
-            return AtomicResponse::new(Box::pin(fut::ready(())));
+    fn handle(&mut self, msg: Replicates, ctx: &mut Context<Self>) {
+        for ret in msg.0 {
+            if self.broken {
+                return;
+            }
+            let complete = self.assembler.add_return(ret);
+            self.commit(complete, ctx);
         }
-        let complete = self.assembler.add_return(msg.0);
-        self.commit(complete)
+        self.report_rows();
     }
 }
 
-impl Handler<PointScored> for ParquetWriter {
-    type Result = AtomicResponse<Self, ()>;
+impl Handler<PointsScored> for ParquetWriter {
+    type Result = ();
 
-    fn handle(&mut self, msg: PointScored, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.broken {
-            return AtomicResponse::new(Box::pin(fut::ready(())));
+    fn handle(&mut self, msg: PointsScored, ctx: &mut Context<Self>) {
+        for losses in msg.0 {
+            if self.broken {
+                return;
+            }
+            let complete = self.assembler.add_losses(losses);
+            self.commit(complete, ctx);
         }
-        let complete = self.assembler.add_losses(msg.0);
-        self.commit(complete)
+        self.report_rows();
     }
 }

@@ -119,6 +119,7 @@ struct PendingPoint {
 #[derive(Default)]
 pub struct ReplicateCollector {
     pending: HashMap<u64, PendingPoint>,
+    held: usize,
 }
 
 impl ReplicateCollector {
@@ -134,7 +135,7 @@ impl ReplicateCollector {
 
     /// Replicates held.
     pub fn held_replicates(&self) -> usize {
-        self.pending.values().map(|p| p.arrived.len()).sum()
+        self.held
     }
 
     /// Adds one replicate; when it was the last of its parameter set, scores every target and
@@ -154,9 +155,11 @@ impl ReplicateCollector {
         });
         entry.arrived.push((ret.task.replicate, ret.task.seed, ret.result.ok()));
         if entry.arrived.len() < entry.expected as usize {
+            self.held += 1;
             return None;
         }
         let mut done = self.pending.remove(&point)?;
+        self.held -= done.arrived.len() - 1;
         done.arrived.sort_by_key(|(r, _, _)| *r);
         Some(score_point(done.batch, point, &done.arrived, targets))
     }

@@ -12,6 +12,8 @@ use arrow::record_batch::RecordBatch;
 use crate::params::ParameterSet;
 
 mod chain;
+#[doc(hidden)]
+pub mod noop;
 pub mod seir;
 pub mod sir;
 pub mod sir_bed;
@@ -96,6 +98,9 @@ pub enum ModelSpec {
     Seir(seir::SeirSettings),
     /// [`sir_bed::SirBed`]
     SirBed(sir_bed::SirBedSettings),
+    /// `noop::NoopModel`: a model of negligible cost, for benchmarks and tests.
+    #[doc(hidden)]
+    Noop(noop::NoopSettings),
 }
 
 impl ModelSpec {
@@ -109,6 +114,7 @@ impl ModelSpec {
             ModelSpec::Sir(s) => Arc::new(sir::Sir::new(s.clone())?),
             ModelSpec::Seir(s) => Arc::new(seir::Seir::new(s.clone())?),
             ModelSpec::SirBed(s) => Arc::new(sir_bed::SirBed::new(s.clone())?),
+            ModelSpec::Noop(s) => Arc::new(noop::NoopModel::new(s.clone())?),
         })
     }
 }

@@ -5,11 +5,12 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::layout::{Dataset, FaultPoint, OutputLayout};
 use super::{create_dir_durable, fsync_dir};
@@ -65,8 +66,9 @@ pub fn commit_batch(
     let mut written: Vec<(Dataset, u64, PathBuf)> = Vec::with_capacity(tables.len());
     for table in tables {
         let tmp = layout.batch_tmp_file(&table.dataset, index);
+        let props = table_properties(&props, &table.schema);
         let result = create_dir_durable(&layout.dataset_dir(&table.dataset))
-            .and_then(|()| write_parquet(&tmp, &table.schema, &table.batches, props.clone()));
+            .and_then(|()| write_parquet(&tmp, &table.schema, &table.batches, props));
         match result {
             Ok(rows) => {
                 layout.check_fault(FaultPoint::AfterTempWrite, &tmp)?;
@@ -117,14 +119,30 @@ fn check_datasets(layout: &OutputLayout, tables: &[BatchTable]) -> Result<()> {
     Ok(())
 }
 
-/// The writer settings of every batch file.
-fn writer_properties() -> Result<WriterProperties> {
+/// The writer settings of every batch file (before [`table_properties`]).
+pub fn writer_properties() -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(DEFAULT_ZSTD_LEVEL)
         .map_err(|source| EngineError::Parquet { path: PathBuf::new(), source })?;
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(DEFAULT_ROW_GROUP_ROWS))
         .build())
+}
+
+/// `props` with dictionary encoding turned off for the floating-point columns of `schema`.
+///
+/// Model outputs' floating-point values rarely repeat, so a dictionary only costs: the writer
+/// hashes every value into it until it outgrows its page limit and falls back to plain
+/// encoding, for every row group. Integer and string columns (counts, days, `param_id`) keep
+/// their dictionaries.
+pub fn table_properties(props: &WriterProperties, schema: &SchemaRef) -> WriterProperties {
+    let mut builder = props.clone().into_builder();
+    for field in schema.fields() {
+        if matches!(field.data_type(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    builder.build()
 }
 
 /// Writes `batches` to a new file `path` and fsyncs it; returns the number of rows.

@@ -63,21 +63,19 @@ pub fn commit_batch(
     check_datasets(layout, &tables)?;
     let props = writer_properties()?;
 
+    // The files of a batch are independent: encode and sync them on parallel threads (a batch
+    // of a model with several outputs has several files of the same size).
+    let tmps: Vec<PathBuf> = tables.iter().map(|t| layout.batch_tmp_file(&t.dataset, index)).collect();
+    let results = write_tables_parallel(layout, &tables, &tmps, &props);
     let mut written: Vec<(Dataset, u64, PathBuf)> = Vec::with_capacity(tables.len());
-    for table in tables {
-        let tmp = layout.batch_tmp_file(&table.dataset, index);
-        let props = table_properties(&props, &table.schema);
-        let result = create_dir_durable(&layout.dataset_dir(&table.dataset))
-            .and_then(|()| write_parquet(&tmp, &table.schema, &table.batches, props));
+    for ((table, tmp), result) in tables.into_iter().zip(tmps.iter()).zip(results) {
         match result {
             Ok(rows) => {
-                layout.check_fault(FaultPoint::AfterTempWrite, &tmp)?;
-                written.push((table.dataset, rows, tmp));
+                layout.check_fault(FaultPoint::AfterTempWrite, tmp)?;
+                written.push((table.dataset, rows, tmp.clone()));
             }
             Err(e) => {
-                remove_best_effort(
-                    written.iter().map(|(_, _, p)| p.as_path()).chain([tmp.as_path()]),
-                );
+                remove_best_effort(tmps.iter().map(PathBuf::as_path));
                 return Err(e);
             }
         }
@@ -96,6 +94,53 @@ pub fn commit_batch(
 
     tracing::debug!(batch = index, files = written.len(), "batch files committed");
     Ok(written.into_iter().map(|(dataset, rows, _)| (dataset, rows)).collect())
+}
+
+/// Writes `tables[i]` to `tmps[i]` for every `i`, on up to `available_parallelism` threads;
+/// the results are in the order of `tables`.
+fn write_tables_parallel(
+    layout: &OutputLayout,
+    tables: &[BatchTable],
+    tmps: &[PathBuf],
+    props: &WriterProperties,
+) -> Vec<Result<u64>> {
+    let write = |i: usize| {
+        let table = &tables[i];
+        let props = table_properties(props, &table.schema);
+        create_dir_durable(&layout.dataset_dir(&table.dataset))
+            .and_then(|()| write_parquet(&tmps[i], &table.schema, &table.batches, props))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tables.len());
+    if threads <= 1 {
+        return (0..tables.len()).map(write).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, Result<u64>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= tables.len() {
+                            break done;
+                        }
+                        done.push((i, write(i)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(done) => done,
+                // A panic inside the Parquet encoder: resume it on this thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Refuses duplicate datasets and names that are not plain folder names.

@@ -15,7 +15,9 @@
 //! 6 targets, batch 200); `batch-{50,1000}` (the 10k job at other batch sizes; batch 200 is
 //! `overhead-10k`); `flu` (the flu example, 200,000 `sir_bed` simulations), with the model's
 //! single-thread time per simulation measured in the same process, and the bound
-//! `time per simulation × simulations ÷ workers`.
+//! `time per simulation × simulations ÷ workers`; `overhead-10k-open2` and `flu-open2`, the
+//! same at `max_open_batches = 2` (the default is 3). The repetitions are the outer loop, so
+//! jobs compared side by side run under the same machine load.
 
 mod common;
 
@@ -31,17 +33,20 @@ use simsweep::{CancelToken, ProgressEvent, ProgressObserver, RunOptions};
 
 struct Job {
     name: &'static str,
-    /// `noop COUNT BATCH` or `flu`.
+    /// `noop COUNT BATCH` or `flu`, then the `max_open_batches` (`-` for the default).
     args: &'static [&'static str],
 }
 
 const JOBS: &[Job] = &[
-    Job { name: "overhead-1k", args: &["noop", "1000", "200"] },
-    Job { name: "overhead-10k", args: &["noop", "10000", "200"] },
-    Job { name: "overhead-100k", args: &["noop", "100000", "200"] },
-    Job { name: "batch-50", args: &["noop", "10000", "50"] },
-    Job { name: "batch-1000", args: &["noop", "10000", "1000"] },
-    Job { name: "flu", args: &["flu"] },
+    Job { name: "overhead-1k", args: &["noop", "1000", "200", "-"] },
+    Job { name: "overhead-10k", args: &["noop", "10000", "200", "-"] },
+    Job { name: "overhead-100k", args: &["noop", "100000", "200", "-"] },
+    Job { name: "batch-50", args: &["noop", "10000", "50", "-"] },
+    Job { name: "batch-1000", args: &["noop", "10000", "1000", "-"] },
+    Job { name: "flu", args: &["flu", "-"] },
+    // The same at max_open_batches = 2, for the side-by-side ratio of that default.
+    Job { name: "overhead-10k-open2", args: &["noop", "10000", "200", "2"] },
+    Job { name: "flu-open2", args: &["flu", "2"] },
 ];
 
 /// Keeps the last in-flight report of a run.
@@ -70,9 +75,12 @@ fn main() {
         "{:<14} {:>9} {:>8} {:>10} {:>9} {:>7}  {:<36}  notes",
         "job", "sims", "wall s", "sims/s", "RSS MiB", "idle %", "peaks queued/running/awaiting/rows"
     );
-    for job in JOBS.iter().filter(|j| filter.is_empty() || filter.iter().any(|f| j.name.contains(f.as_str()))) {
-        let mut runs = Vec::new();
-        for _ in 0..repeat {
+    let jobs: Vec<&Job> =
+        JOBS.iter().filter(|j| filter.is_empty() || filter.iter().any(|f| j.name.contains(f.as_str()))).collect();
+    // Repetitions outermost, so the jobs compared side by side see the same machine load.
+    let mut all_runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); jobs.len()];
+    for _ in 0..repeat {
+        for (job, runs) in jobs.iter().zip(all_runs.iter_mut()) {
             let dir = tempfile::tempdir().expect("temporary directory");
             let out = Command::new(&exe)
                 .arg("--child")
@@ -82,13 +90,15 @@ fn main() {
                 .expect("run the benchmark child");
             if !out.status.success() {
                 eprintln!("{}: child failed: {}", job.name, String::from_utf8_lossy(&out.stderr));
-                break;
+                continue;
             }
             let line = String::from_utf8_lossy(&out.stdout);
             let value: serde_json::Value = serde_json::from_str(line.trim()).expect("child's JSON line");
             eprintln!("{}: {}", job.name, value);
             runs.push(value);
         }
+    }
+    for (job, runs) in jobs.iter().zip(all_runs) {
         if runs.is_empty() {
             continue;
         }
@@ -144,6 +154,9 @@ fn child(args: &[String]) {
     let mut options = RunOptions::default();
     if let Some(b) = job.batch_size {
         options.batch_size = b;
+    }
+    if let Some(open) = args[args.len() - 2].parse().ok().and_then(std::num::NonZeroUsize::new) {
+        options.max_open_batches = open;
     }
     let observer = Arc::new(LastInFlight::default());
     let start = Instant::now();

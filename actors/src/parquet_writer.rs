@@ -51,7 +51,7 @@ impl ParquetWriter {
         counters: Arc<InFlightCounters>,
     ) -> Self {
         let assembler = BatchAssembler::new(
-            Arc::new(job.sweep.clone()),
+            job.sweep.clone(),
             job.replicates,
             job.simulator.outputs(),
             &job.targets,

@@ -13,10 +13,9 @@ use std::time::Duration;
 /// Default number of parameter sets per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 200;
 /// Default number of batches that may be open (released, not yet committed) at once: one
-/// computing while up to two earlier ones are written. With 2, a batch whose commit takes
-/// longer than the next batch's computation stalls the workers (`benches/scale.rs`: the flu
-/// example ran ~1.4× slower, the overhead job ~1.6× slower, side by side).
-pub const DEFAULT_MAX_OPEN_BATCHES: usize = 3;
+/// computing while the previous one is written. 3 was measured side by side
+/// (`benches/scale.rs`, jobs `*-open3`): no gain beyond the noise, and 30% more peak memory.
+pub const DEFAULT_MAX_OPEN_BATCHES: usize = 2;
 /// Default number of tasks handed to the workers but not yet returned, per worker: two chunks,
 /// one running and one waiting, so a worker never waits for the Batcher.
 pub const DEFAULT_TASKS_IN_FLIGHT_PER_WORKER: usize = 2 * DEFAULT_TASKS_PER_CHUNK;

@@ -308,6 +308,28 @@ impl ProgressObserver for Bar {
         let (p, started) = match event {
             ProgressEvent::Started { progress, .. } => (progress, true),
             ProgressEvent::BatchCommitted { progress, .. } => (progress, false),
+            ProgressEvent::InFlight { now, peaks, worker_busy, workers, elapsed } if self.verbose => {
+                let capacity = elapsed.as_secs_f64() * *workers as f64;
+                let idle = 1.0 - worker_busy.as_secs_f64() / capacity.max(f64::EPSILON);
+                let line = format!(
+                    "in flight: queued {} running {} awaiting aggregation {} rows buffered {} \
+                     (peaks {} / {} / {} / {}), workers idle {:.0}%",
+                    now.tasks_queued,
+                    now.tasks_running,
+                    now.replicates_awaiting_aggregation,
+                    now.rows_buffered,
+                    peaks.tasks_queued,
+                    peaks.tasks_running,
+                    peaks.replicates_awaiting_aggregation,
+                    peaks.rows_buffered,
+                    100.0 * idle.clamp(0.0, 1.0),
+                );
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+                return;
+            }
             _ => return,
         };
         let msg = format!("batches {}/{}", p.batches_committed, p.batches_planned);

@@ -25,7 +25,7 @@ fn bin() -> &'static Path {
 
 /// A job that runs for about a second or two: 4,000 parameter sets × 3 replicates.
 fn slow_job(dir: &Path) -> PathBuf {
-    SmallJob { count: 4000, ..SmallJob::default() }.write(dir)
+    SmallJob { count: 20000, ..SmallJob::default() }.write(dir)
 }
 
 fn simsweep(args: &[&str], dir: &Path) -> Output {
@@ -91,7 +91,7 @@ fn sigkill_at_seeded_random_moments_then_resume_gives_identical_output() {
         // Resume with another batch size than the run it resumes (and than the reference).
         let batch_size = ["100", "73", "150"][attempt % 3];
         let extra = vec!["--batch-size".to_string(), batch_size.to_string()];
-        let delay = if kills < 4 { rng.millis(150, 900) } else { Duration::from_secs(120) };
+        let delay = if kills < 4 { rng.millis(50, 500) } else { Duration::from_secs(120) };
         match kill_after(spawn_run(bin(), &job, &out, &extra), delay) {
             Attempt::Killed => kills += 1,
             Attempt::Exited(status, _) if status.success() => break,
@@ -101,7 +101,7 @@ fn sigkill_at_seeded_random_moments_then_resume_gives_identical_output() {
     assert!(kills >= 1, "the job ended before the first kill; make it longer");
     let got = read_output(&out);
     let rows = assert_same_output(&reference, &got, &format!("after {kills} SIGKILLs"));
-    assert!(rows > 4000 * 3 * 15, "{rows} rows compared");
+    assert!(rows > 20000 * 3 * 15, "{rows} rows compared");
 }
 
 fn options(batch_size: usize) -> RunOptions {
@@ -247,8 +247,8 @@ fn status_of_a_running_a_dead_and_a_finished_run() {
     let text = stdout(&dead);
     assert!(dead.status.success(), "{}", stderr(&dead));
     assert!(text.contains("job         small"), "{text}");
-    assert!(text.contains(&format!("batches     {committed} of 40 committed (not finished)")), "{text}");
-    assert!(text.contains(&format!("simulations {} of 12000", committed * 300)), "{text}");
+    assert!(text.contains(&format!("batches     {committed} of 200 committed (not finished)")), "{text}");
+    assert!(text.contains(&format!("simulations {} of 60000", committed * 300)), "{text}");
     assert!(text.contains("none holds the directory"), "{text}");
     assert!(text.contains("best so far for target `prevalence`"), "{text}");
     assert!(text.contains("best so far for target `incidence`"), "{text}");
@@ -269,7 +269,7 @@ fn status_of_a_running_a_dead_and_a_finished_run() {
     let finished = simsweep(&["status", out.to_str().unwrap()], dir.path());
     let text = stdout(&finished);
     assert!(text.contains("(finished)"), "{text}");
-    assert!(text.contains("simulations 12000 of 12000"), "{text}");
+    assert!(text.contains("simulations 60000 of 60000"), "{text}");
     assert!(text.contains("failures    0"), "{text}");
     assert!(text.contains("none holds the directory"), "{text}");
     // The best losses are the summary's.

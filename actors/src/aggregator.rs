@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use simsweep_engine::collect::ReplicateCollector;
+use simsweep_engine::progress::InFlightCounters;
 use simsweep_engine::spec::Job;
 
-use crate::messages::{PointScored, Replicate};
+use crate::messages::{PointsScored, Replicates};
 use crate::parquet_writer::ParquetWriter;
 
 /// The aggregator of replicates into losses.
@@ -16,12 +17,19 @@ pub struct Aggregator {
     collector: ReplicateCollector,
     writer: Addr<ParquetWriter>,
     mailbox_capacity: usize,
+    counters: Arc<InFlightCounters>,
 }
 
 impl Aggregator {
-    /// An aggregator for `job` sending losses to `writer`.
-    pub fn new(job: Arc<Job>, writer: Addr<ParquetWriter>, mailbox_capacity: usize) -> Self {
-        Aggregator { job, collector: ReplicateCollector::new(), writer, mailbox_capacity }
+    /// An aggregator for `job` sending losses to `writer`, reporting the replicates it holds in
+    /// `counters.replicates_awaiting_aggregation`.
+    pub fn new(
+        job: Arc<Job>,
+        writer: Addr<ParquetWriter>,
+        mailbox_capacity: usize,
+        counters: Arc<InFlightCounters>,
+    ) -> Self {
+        Aggregator { job, collector: ReplicateCollector::new(), writer, mailbox_capacity, counters }
     }
 }
 
@@ -33,18 +41,23 @@ impl Actor for Aggregator {
     }
 }
 
-impl Handler<Replicate> for Aggregator {
-    // Atomic: the next replicate is not taken until the losses have a place in the writer's
+impl Handler<Replicates> for Aggregator {
+    // Atomic: the next chunk is not taken until the losses have a place in the writer's
     // mailbox, so a slow writer slows the aggregator, which slows the workers.
     type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Replicate, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Replicates, _ctx: &mut Context<Self>) -> Self::Result {
         let job = &self.job;
-        let scored = self.collector.add(msg.0, &job.sweep, job.replicates, &job.targets);
-        let Some(losses) = scored else {
+        let scored: Vec<_> = msg
+            .0
+            .into_iter()
+            .filter_map(|ret| self.collector.add(ret, &job.sweep, job.replicates, &job.targets))
+            .collect();
+        self.counters.replicates_awaiting_aggregation.set(self.collector.held_replicates() as u64);
+        if scored.is_empty() {
             return AtomicResponse::new(Box::pin(fut::ready(())));
-        };
-        let send = self.writer.send(PointScored(losses));
+        }
+        let send = self.writer.send(PointsScored(scored));
         AtomicResponse::new(Box::pin(send.into_actor(self).map(|result, _act, ctx| {
             if let Err(error) = result {
                 // The writer is gone: the run is failing; stop taking replicates.

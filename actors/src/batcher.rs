@@ -1,9 +1,11 @@
 //! Batcher: owns the plan. Releases the tasks of at most `max_open_batches` batches, keeps at
-//! most `max_tasks_in_flight` tasks handed to the workers, counts a batch done only when the
-//! ParquetWriter says it is committed ([`BatchFlushed`]), then records it in the manifest and
-//! reports progress. Progress therefore never goes backwards.
+//! most `max_tasks_in_flight` tasks handed to the workers (in chunks of `tasks_per_chunk`),
+//! counts a batch done only when the ParquetWriter says it is committed ([`BatchFlushed`]),
+//! then records it in the manifest and reports progress. Progress therefore never goes
+//! backwards. It also reports the run's in-flight counters
+//! ([`ProgressEvent::InFlight`]) and writes their peaks to the manifest.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,11 +13,14 @@ use actix::prelude::*;
 use simsweep_engine::collect::{tasks_of, SimTask};
 use simsweep_engine::output::{utc_now_rfc3339, CommittedBatch, Dataset, Manifest, OutputLayout};
 use simsweep_engine::plan::{BatchRange, Planner};
-use simsweep_engine::progress::{CancelToken, Progress, ProgressEvent, ProgressObserver};
+use simsweep_engine::progress::{
+    CancelToken, InFlightCounters, Progress, ProgressEvent, ProgressObserver,
+    IN_FLIGHT_REPORT_INTERVAL,
+};
 use simsweep_engine::spec::Job;
 use simsweep_engine::EngineError;
 
-use crate::sim_worker::{RunTask, SimWorker};
+use crate::sim_worker::{RunChunk, SimWorker};
 use crate::RunError;
 
 /// How often the Batcher looks at the cancel token when nothing else wakes it.
@@ -65,8 +70,16 @@ pub struct Batcher {
     observer: Arc<dyn ProgressObserver>,
     cancel: CancelToken,
     max_in_flight: usize,
+    chunk_len: usize,
     pending: VecDeque<SimTask>,
+    /// Tasks of each released batch still in `pending`.
+    unreleased: BTreeMap<u32, usize>,
+    /// Batches whose tasks have all been handed out and that are not committed yet: on a stop,
+    /// their commit is waited for.
+    fully_released: BTreeSet<u32>,
     in_flight: usize,
+    counters: Arc<InFlightCounters>,
+    workers_count: usize,
     progress: Progress,
     started: Instant,
     error: Option<RunError>,
@@ -91,6 +104,12 @@ pub struct BatcherParts {
     pub cancel: CancelToken,
     /// Most tasks handed out and not returned.
     pub max_in_flight: usize,
+    /// Most tasks in one message to a worker.
+    pub chunk_len: usize,
+    /// The run's in-flight counters.
+    pub counters: Arc<InFlightCounters>,
+    /// Number of workers (for the idle fraction in [`ProgressEvent::InFlight`]).
+    pub workers_count: usize,
     /// Progress at start.
     pub progress: Progress,
     /// Where the outcome goes (capacity 1).
@@ -109,8 +128,13 @@ impl Batcher {
             observer: parts.observer,
             cancel: parts.cancel,
             max_in_flight: parts.max_in_flight.max(1),
+            chunk_len: parts.chunk_len.max(1),
             pending: VecDeque::new(),
+            unreleased: BTreeMap::new(),
+            fully_released: BTreeSet::new(),
             in_flight: 0,
+            counters: parts.counters,
+            workers_count: parts.workers_count,
             progress: parts.progress,
             started: Instant::now(),
             error: None,
@@ -122,25 +146,44 @@ impl Batcher {
         self.error.is_some() || self.cancel.is_cancelled()
     }
 
-    /// Releases tasks while the bounds allow, and ends the run when nothing is left to wait for.
+    /// Takes the next task to hand out, releasing a new batch when the bounds allow.
+    fn next_task(&mut self) -> Option<SimTask> {
+        if self.pending.is_empty() {
+            let batch = self.planner.next_batch()?;
+            tracing::debug!(batch = batch.index, points = ?batch.points, "batch released");
+            let before = self.pending.len();
+            self.pending.extend(tasks_of(&self.job.sweep, &batch, self.job.replicates));
+            self.unreleased.insert(batch.index, self.pending.len() - before);
+        }
+        let task = self.pending.pop_front()?;
+        let index = task.batch.index;
+        if let Some(left) = self.unreleased.get_mut(&index) {
+            *left -= 1;
+            if *left == 0 {
+                self.unreleased.remove(&index);
+                self.fully_released.insert(index);
+            }
+        }
+        Some(task)
+    }
+
+    /// Releases chunks of tasks while the bounds allow, and ends the run when nothing is left
+    /// to wait for.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while !self.winding_down() && self.in_flight < self.max_in_flight {
-            let Some(task) = self.pending.pop_front() else {
-                match self.planner.next_batch() {
-                    Some(batch) => {
-                        tracing::debug!(batch = batch.index, points = ?batch.points, "batch released");
-                        self.pending.extend(tasks_of(&self.job.sweep, &batch, self.job.replicates));
-                        continue;
-                    }
-                    None => break,
-                }
-            };
-            self.in_flight += 1;
+            let room = (self.max_in_flight - self.in_flight).min(self.chunk_len);
+            let chunk: Vec<SimTask> = std::iter::from_fn(|| self.next_task()).take(room).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            self.in_flight += n;
+            self.counters.tasks_queued.add(n as u64);
             self.workers
-                .send(RunTask(task))
+                .send(RunChunk(chunk))
                 .into_actor(self)
-                .map(|result, act, ctx| {
-                    act.in_flight -= 1;
+                .map(move |result, act, ctx| {
+                    act.in_flight -= n;
                     let error = match result {
                         Ok(Ok(())) => None,
                         Ok(Err(e)) | Err(e) => Some(e),
@@ -155,15 +198,38 @@ impl Batcher {
                 .spawn(ctx);
         }
         let finished = self.planner.is_finished() && self.pending.is_empty();
-        if self.in_flight == 0 && (self.winding_down() || finished) {
+        // On a stop, batches whose tasks have all run are still committed (unless a commit
+        // already failed): wait for them.
+        let commits_due = self.error.is_none() && !self.fully_released.is_empty();
+        if self.in_flight == 0 && (finished || (self.winding_down() && !commits_due)) {
             self.finish(ctx);
+        }
+    }
+
+    fn report_in_flight(&self) {
+        self.observer.on_event(&ProgressEvent::InFlight {
+            now: self.counters.now(),
+            peaks: self.counters.peaks(),
+            worker_busy: self.counters.worker_busy(),
+            workers: self.workers_count,
+            elapsed: self.started.elapsed(),
+        });
+    }
+
+    /// Copies the peaks of the counters into the manifest (keeping an earlier run's higher ones).
+    fn record_peaks(&mut self) {
+        for (name, value) in self.counters.peaks().named() {
+            let peak = self.manifest.peak_in_flight.entry(name.to_string()).or_insert(0);
+            *peak = (*peak).max(value);
         }
     }
 
     fn finish(&mut self, _ctx: &mut Context<Self>) {
         let Some(done) = self.done.take() else { return };
         let complete = self.planner.is_finished() && self.error.is_none();
+        self.report_in_flight();
         if complete && !self.manifest.finished {
+            self.record_peaks();
             self.manifest.finished = true;
             self.manifest.updated_at = utc_now_rfc3339();
             if let Err(e) = self.manifest.write_atomic(&self.layout) {
@@ -191,6 +257,7 @@ impl Actor for Batcher {
                 act.pump(ctx);
             }
         });
+        ctx.run_interval(IN_FLIGHT_REPORT_INTERVAL, |act, _ctx| act.report_in_flight());
         self.pump(ctx);
     }
 }
@@ -203,6 +270,8 @@ impl Handler<BatchFlushed> for Batcher {
         if let Err(e) = self.planner.on_committed(index) {
             tracing::error!(batch = index, error = %e, "commit of a batch that was not open");
         }
+        self.fully_released.remove(&index);
+        self.record_peaks();
         let rows: BTreeMap<String, u64> =
             msg.rows.iter().map(|(d, n)| (self.layout.dataset_name(d), *n)).collect();
         self.manifest.record(CommittedBatch {

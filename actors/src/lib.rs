@@ -11,10 +11,13 @@
 //! [`run_dataflow`] wires them and runs them to the end on an actix `System` of its own.
 //!
 //! ```text
-//!  Batcher ──RunTask──► SimWorker ×W ──Replicate──► Aggregator ──PointScored──► ParquetWriter
-//!     ▲                        └────────────────Replicate─────────────────────────►   │
+//!  Batcher ──RunChunk──► SimWorker ×W ──Replicates──► Aggregator ──PointsScored──► ParquetWriter
+//!     ▲                        └─────────────────Replicates─────────────────────────►   │
 //!     └──────────────────────────────── BatchFlushed ─────────────────────────────────┘
 //! ```
+//!
+//! Tasks travel in chunks (`RunOptions::tasks_per_chunk`, one message per chunk each way), so
+//! the per-message cost — a thread hand-off — is paid per chunk, not per simulation.
 //!
 //! Bounds: the Batcher hands out at most `RunOptions::max_tasks_in_flight` tasks and keeps at
 //! most `max_open_batches` batches open; the Aggregator's and the writer's mailboxes hold at
@@ -33,7 +36,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use simsweep_engine::output::{Manifest, OutputLayout};
 use simsweep_engine::plan::Planner;
-use simsweep_engine::progress::{CancelToken, Progress, ProgressObserver, RunOptions};
+use simsweep_engine::progress::{
+    CancelToken, InFlightCounters, Progress, ProgressObserver, RunOptions,
+};
 use simsweep_engine::spec::Job;
 use simsweep_engine::EngineError;
 
@@ -80,12 +85,14 @@ pub fn run_dataflow(
         let batcher_ctx: Context<batcher::Batcher> = Context::new();
         let batcher_addr = batcher_ctx.address();
         let capacity = options.mailbox_capacity.get();
+        let counters = Arc::new(InFlightCounters::default());
 
         let writer_job = job.clone();
         let writer_layout = layout.clone();
         let flushed = batcher_addr.clone().recipient();
         let failed = batcher_addr.clone().recipient();
         let writer_options = options.clone();
+        let writer_counters = counters.clone();
         let writer = parquet_writer::ParquetWriter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
             parquet_writer::ParquetWriter::new(
                 &writer_job,
@@ -94,16 +101,24 @@ pub fn run_dataflow(
                 failed,
                 capacity,
                 &writer_options,
+                writer_counters,
             )
         });
         let agg_job = job.clone();
         let agg_writer = writer.clone();
+        let agg_counters = counters.clone();
         let aggregator = aggregator::Aggregator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            aggregator::Aggregator::new(agg_job, agg_writer, capacity)
+            aggregator::Aggregator::new(agg_job, agg_writer, capacity, agg_counters)
         });
         let worker_job = job.clone();
+        let worker_counters = counters.clone();
         let workers = SyncArbiter::start(options.workers.get(), move || {
-            sim_worker::SimWorker::new(worker_job.clone(), aggregator.clone(), writer.clone())
+            sim_worker::SimWorker::new(
+                worker_job.clone(),
+                aggregator.clone(),
+                writer.clone(),
+                worker_counters.clone(),
+            )
         });
         batcher_ctx.run(batcher::Batcher::new(batcher::BatcherParts {
             job,
@@ -114,6 +129,9 @@ pub fn run_dataflow(
             observer,
             cancel,
             max_in_flight: options.max_tasks_in_flight(),
+            chunk_len: options.chunk_len(),
+            counters,
+            workers_count: options.workers.get(),
             progress,
             done: done_tx,
         }));

@@ -1,14 +1,20 @@
 //! Messages that more than one actor handles or sends.
+//!
+//! Data moves in chunks: one message carries the returns of one worker chunk (or the losses
+//! they completed), so the cost of a message — a thread hand-off — is paid per chunk, not per
+//! simulation.
 
 use actix::Message;
 use simsweep_engine::collect::{PointLosses, SimReturn};
 
-/// One replicate's return, sent by a SimWorker to the Aggregator and to the ParquetWriter.
+/// The returns of one chunk of tasks, sent by a SimWorker to the Aggregator and to the
+/// ParquetWriter.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct Replicate(pub SimReturn);
+pub struct Replicates(pub Vec<SimReturn>);
 
-/// One parameter set's losses, sent by the Aggregator to the ParquetWriter.
+/// The losses of the parameter sets that one [`Replicates`] message completed, sent by the
+/// Aggregator to the ParquetWriter.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct PointScored(pub PointLosses);
+pub struct PointsScored(pub Vec<PointLosses>);

@@ -3,8 +3,14 @@
 //! with [`BatchFlushed`].
 //!
 //! Rows are held until their batch is complete and written sorted by (parameter set,
-//! replicate), so the files do not depend on which worker finished first. What it holds is
-//! reported by [`BatchAssembler::rows_buffered`]; it is bounded by the open batches.
+//! replicate), so the files do not depend on which worker finished first.
+//!
+//! The encoding, compression and fsyncs of a complete batch run on a blocking thread of the
+//! runtime, not on the writer's own thread: the writer keeps taking the next batch's rows while
+//! the previous one is committed, so the workers do not stall between batches. This adds no
+//! buffer: a batch being committed is still open for the Batcher (which releases a new batch
+//! only after [`BatchFlushed`]), so the writer holds at most `max_open_batches` batches, open or
+//! committing. What it holds is reported in `InFlightCounters::rows_buffered`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,12 +18,12 @@ use std::time::Instant;
 use actix::prelude::*;
 use simsweep_engine::collect::{oom_guidance, BatchAssembler, CompleteBatch};
 use simsweep_engine::output::{commit_batch, OutputLayout};
-use simsweep_engine::progress::RunOptions;
+use simsweep_engine::progress::{InFlightCounters, RunOptions};
 use simsweep_engine::spec::Job;
 use simsweep_engine::EngineError;
 
 use crate::batcher::{BatchFailed, BatchFlushed};
-use crate::messages::{PointScored, Replicate};
+use crate::messages::{PointsScored, Replicates};
 
 /// The Parquet writer.
 pub struct ParquetWriter {
@@ -26,6 +32,9 @@ pub struct ParquetWriter {
     flushed: Recipient<BatchFlushed>,
     failed: Recipient<BatchFailed>,
     mailbox_capacity: usize,
+    counters: Arc<InFlightCounters>,
+    /// Model-output rows of the batches being committed.
+    rows_committing: u64,
     /// For the OOM guidance: the external model's memory limit, workers, batch size, replicates.
     oom_context: (Option<u64>, usize, usize, u32),
     /// Set after a failed commit: later rows are dropped, the run is ending.
@@ -34,7 +43,8 @@ pub struct ParquetWriter {
 
 impl ParquetWriter {
     /// A writer for `job` writing under `layout`, reporting commits to `flushed` and failures to
-    /// `failed` (both the Batcher).
+    /// `failed` (both the Batcher), and the rows it holds to `counters.rows_buffered`; `options`
+    /// give the figures of the out-of-memory guidance.
     pub fn new(
         job: &Job,
         layout: OutputLayout,
@@ -42,9 +52,10 @@ impl ParquetWriter {
         failed: Recipient<BatchFailed>,
         mailbox_capacity: usize,
         options: &RunOptions,
+        counters: Arc<InFlightCounters>,
     ) -> Self {
         let assembler = BatchAssembler::new(
-            Arc::new(job.sweep.clone()),
+            job.sweep.clone(),
             job.replicates,
             job.simulator.outputs(),
             &job.targets,
@@ -62,65 +73,86 @@ impl ParquetWriter {
             flushed,
             failed,
             mailbox_capacity,
+            counters,
+            rows_committing: 0,
             oom_context,
             broken: false,
         }
     }
 
-    /// Commits a complete batch and answers once the Batcher has been told.
+    fn report_rows(&self) {
+        self.counters.rows_buffered.set(self.assembler.rows_buffered() + self.rows_committing);
+    }
+
+    /// Starts committing a complete batch on a blocking thread; tells the Batcher when done.
     fn commit(
         &mut self,
         complete: Result<Option<CompleteBatch>, EngineError>,
-    ) -> AtomicResponse<Self, ()> {
-        let done = |()| AtomicResponse::new(Box::pin(fut::ready(())));
+        ctx: &mut Context<Self>,
+    ) {
         let complete = match complete {
             Ok(Some(c)) => c,
-            Ok(None) => return done(()),
-            Err(error) => return self.fail(error),
+            Ok(None) => return,
+            Err(error) => return self.fail(error, ctx),
         };
         let start = Instant::now();
-        let index = complete.batch.index;
-        let span = tracing::info_span!("commit", batch = index);
-        let _entered = span.enter();
-        if complete.oom_failures > 0 {
+        let CompleteBatch { batch, tables, simulations, failed, oom_failures } = complete;
+        if oom_failures > 0 {
             let (limit, workers, batch_size, replicates) = self.oom_context;
-            let guidance = oom_guidance(
-                complete.oom_failures,
-                limit,
-                workers,
-                batch_size,
-                replicates,
-            );
-            tracing::warn!(oom_failures = complete.oom_failures, "{guidance}");
+            let guidance = oom_guidance(oom_failures, limit, workers, batch_size, replicates);
+            tracing::warn!(batch = batch.index, oom_failures, "{guidance}");
         }
-        match commit_batch(&self.layout, index, complete.tables) {
-            Ok(rows) => {
-                let msg = BatchFlushed {
-                    batch: complete.batch,
-                    rows,
-                    simulations: complete.simulations,
-                    failed: complete.failed,
-                    seconds: start.elapsed().as_secs_f64(),
-                };
-                tracing::debug!(seconds = msg.seconds, "batch committed");
-                let send = self.flushed.send(msg);
-                AtomicResponse::new(Box::pin(send.into_actor(self).map(|result, _act, ctx| {
-                    if result.is_err() {
-                        ctx.stop();
-                    }
-                })))
+        let rows: u64 = tables
+            .iter()
+            .filter(|t| matches!(t.dataset, simsweep_engine::output::Dataset::ModelOutput(_)))
+            .flat_map(|t| &t.batches)
+            .map(|b| b.num_rows() as u64)
+            .sum();
+        self.rows_committing += rows;
+        let layout = self.layout.clone();
+        let index = batch.index;
+        let work = actix_rt::task::spawn_blocking(move || {
+            let span = tracing::info_span!("commit", batch = index);
+            let _entered = span.enter();
+            commit_batch(&layout, index, tables)
+        });
+        let done = fut::wrap_future::<_, Self>(work).map(move |joined, act, ctx| {
+            act.rows_committing -= rows;
+            act.report_rows();
+            let result = joined.unwrap_or_else(|join| {
+                Err(EngineError::io(
+                    act.layout.root(),
+                    std::io::Error::other(format!("the commit of batch {index} panicked: {join}")),
+                ))
+            });
+            match result {
+                Ok(rows) => {
+                    let msg = BatchFlushed {
+                        batch,
+                        rows,
+                        simulations,
+                        failed,
+                        seconds: start.elapsed().as_secs_f64(),
+                    };
+                    tracing::debug!(batch = index, seconds = msg.seconds, "batch committed");
+                    let send = act.flushed.send(msg);
+                    ctx.spawn(send.into_actor(act).map(|result, _act, ctx| {
+                        if result.is_err() {
+                            ctx.stop();
+                        }
+                    }));
+                }
+                Err(error) => act.fail(error, ctx),
             }
-            Err(error) => self.fail(error),
-        }
+        });
+        ctx.spawn(done);
     }
 
-    fn fail(&mut self, error: EngineError) -> AtomicResponse<Self, ()> {
+    fn fail(&mut self, error: EngineError, ctx: &mut Context<Self>) {
         tracing::error!(%error, "commit failed; writer stops taking rows");
         self.broken = true;
         let send = self.failed.send(BatchFailed(error));
-        AtomicResponse::new(Box::pin(
-            send.into_actor(self).map(|_result, _act, _ctx| ()),
-        ))
+        ctx.spawn(send.into_actor(self).map(|_result, _act, _ctx| ()));
     }
 }
 
@@ -132,26 +164,32 @@ impl Actor for ParquetWriter {
     }
 }
 
-impl Handler<Replicate> for ParquetWriter {
-    type Result = AtomicResponse<Self, ()>;
+impl Handler<Replicates> for ParquetWriter {
+    type Result = ();
 
-    fn handle(&mut self, msg: Replicate, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.broken {
-            return AtomicResponse::new(Box::pin(fut::ready(())));
+    fn handle(&mut self, msg: Replicates, ctx: &mut Context<Self>) {
+        for ret in msg.0 {
+            if self.broken {
+                return;
+            }
+            let complete = self.assembler.add_return(ret);
+            self.commit(complete, ctx);
         }
-        let complete = self.assembler.add_return(msg.0);
-        self.commit(complete)
+        self.report_rows();
     }
 }
 
-impl Handler<PointScored> for ParquetWriter {
-    type Result = AtomicResponse<Self, ()>;
+impl Handler<PointsScored> for ParquetWriter {
+    type Result = ();
 
-    fn handle(&mut self, msg: PointScored, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.broken {
-            return AtomicResponse::new(Box::pin(fut::ready(())));
+    fn handle(&mut self, msg: PointsScored, ctx: &mut Context<Self>) {
+        for losses in msg.0 {
+            if self.broken {
+                return;
+            }
+            let complete = self.assembler.add_losses(losses);
+            self.commit(complete, ctx);
         }
-        let complete = self.assembler.add_losses(msg.0);
-        self.commit(complete)
+        self.report_rows();
     }
 }

@@ -1,4 +1,4 @@
-//! SimWorker: runs the model, one replicate per message, on a thread of its own.
+//! SimWorker: runs the model, one chunk of replicates per message, on a thread of its own.
 //!
 //! A failed replicate is run again when the job's retry policy (`[model] max_attempts`,
 //! `retry`) says so; the return carries the failed attempts besides the last result.
@@ -6,26 +6,30 @@
 //! Simulation is CPU-bound and blocking, so workers run under a `SyncArbiter` (one OS thread
 //! each), off the async arbiters. The SyncArbiter's inner queue is unbounded; it is bounded in
 //! front by the Batcher, which never has more than `RunOptions::max_tasks_in_flight` tasks
-//! handed out. A worker forwards each return with `send` and waits for it to be taken, so a
-//! slow Aggregator or ParquetWriter makes the workers wait (backpressure) instead of queueing.
+//! handed out. A worker forwards the returns of a chunk in one message with `send` and waits for
+//! it to be taken, so a slow Aggregator or ParquetWriter makes the workers wait (backpressure)
+//! instead of queueing.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::{Actor, Addr, Handler, Message, SyncContext};
 use simsweep_engine::collect::{SimReturn, SimTask};
 use simsweep_engine::model::{Attempts, OutputSpec, SimError, SimOutput};
+use simsweep_engine::progress::InFlightCounters;
 use simsweep_engine::spec::Job;
 
 use crate::aggregator::Aggregator;
-use crate::messages::Replicate;
+use crate::messages::Replicates;
 use crate::parquet_writer::ParquetWriter;
 
-/// Run one replicate. Answered once the return has been handed to the Aggregator and the
-/// ParquetWriter; the answer says whether both took it.
+/// Run a chunk of replicates, in order. Answered once their returns have been handed to the
+/// Aggregator and the ParquetWriter; the answer says whether both took them.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), actix::MailboxError>")]
-pub struct RunTask(pub SimTask);
+pub struct RunChunk(pub Vec<SimTask>);
 
 /// A simulation worker.
 pub struct SimWorker {
@@ -33,18 +37,20 @@ pub struct SimWorker {
     outputs: Vec<OutputSpec>,
     aggregator: Addr<Aggregator>,
     writer: Addr<ParquetWriter>,
+    counters: Arc<InFlightCounters>,
 }
 
 impl SimWorker {
-    /// A worker running `job`'s simulator and sending returns to `aggregator` and `writer`.
-    pub fn new(job: Arc<Job>, aggregator: Addr<Aggregator>, writer: Addr<ParquetWriter>) -> Self {
+    /// A worker running `job`'s simulator and sending returns to `aggregator` and `writer`,
+    /// keeping `counters.tasks_queued`/`tasks_running`/`worker_busy_ns` up to date.
+    pub fn new(
+        job: Arc<Job>,
+        aggregator: Addr<Aggregator>,
+        writer: Addr<ParquetWriter>,
+        counters: Arc<InFlightCounters>,
+    ) -> Self {
         let outputs = job.simulator.outputs();
-        SimWorker {
-            job,
-            outputs,
-            aggregator,
-            writer,
-        }
+        SimWorker { job, outputs, aggregator, writer, counters }
     }
 
     /// Runs the task's attempts per the job's retry policy.
@@ -52,7 +58,6 @@ impl SimWorker {
         self.job.model.retry.run(|_attempt| self.simulate(task))
     }
 
-    /// One attempt: the model under `catch_unwind`, then the output check.
     fn simulate(&self, task: &SimTask) -> Result<SimOutput, SimError> {
         let params = &self.job.sweep.points[task.point as usize].params;
         let simulator = &self.job.simulator;
@@ -102,23 +107,28 @@ impl Actor for SimWorker {
     type Context = SyncContext<Self>;
 }
 
-impl Handler<RunTask> for SimWorker {
+impl Handler<RunChunk> for SimWorker {
     type Result = Result<(), actix::MailboxError>;
 
-    fn handle(&mut self, msg: RunTask, _ctx: &mut SyncContext<Self>) -> Self::Result {
-        let task = msg.0;
-        let Attempts {
-            result,
-            failed_attempts,
-        } = self.run(&task);
-        let ret = SimReturn {
-            task,
-            result,
-            failed_attempts,
-        };
-        // Blocking sends from this worker thread: they wait while a mailbox is full.
-        futures_executor::block_on(self.aggregator.send(Replicate(ret.clone())))?;
-        futures_executor::block_on(self.writer.send(Replicate(ret)))?;
+    fn handle(&mut self, msg: RunChunk, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        let counters = &self.counters;
+        let start = Instant::now();
+        let mut returns = Vec::with_capacity(msg.0.len());
+        for task in msg.0 {
+            counters.tasks_queued.sub(1);
+            counters.tasks_running.add(1);
+            let Attempts { result, failed_attempts } = self.run(&task);
+            counters.tasks_running.sub(1);
+            returns.push(SimReturn { task, result, failed_attempts });
+        }
+        let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counters.worker_busy_ns.fetch_add(busy, Ordering::Relaxed);
+        // Blocking sends from this worker thread: they wait while a mailbox is full. Both are
+        // queued before either is awaited, so the two stages take the chunk concurrently.
+        let to_aggregator = self.aggregator.send(Replicates(returns.clone()));
+        let to_writer = self.writer.send(Replicates(returns));
+        futures_executor::block_on(to_aggregator)?;
+        futures_executor::block_on(to_writer)?;
         Ok(())
     }
 }

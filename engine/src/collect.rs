@@ -136,6 +136,7 @@ struct PendingPoint {
 #[derive(Default)]
 pub struct ReplicateCollector {
     pending: HashMap<u64, PendingPoint>,
+    held: usize,
 }
 
 impl ReplicateCollector {
@@ -151,7 +152,7 @@ impl ReplicateCollector {
 
     /// Replicates held.
     pub fn held_replicates(&self) -> usize {
-        self.pending.values().map(|p| p.arrived.len()).sum()
+        self.held
     }
 
     /// Adds one replicate; when it was the last of its parameter set, scores every target and
@@ -171,9 +172,11 @@ impl ReplicateCollector {
         });
         entry.arrived.push((ret.task.replicate, ret.task.seed, ret.result.ok()));
         if entry.arrived.len() < entry.expected as usize {
+            self.held += 1;
             return None;
         }
         let mut done = self.pending.remove(&point)?;
+        self.held -= done.arrived.len() - 1;
         done.arrived.sort_by_key(|(r, _, _)| *r);
         Some(score_point(done.batch, point, &done.arrived, targets))
     }
@@ -439,24 +442,49 @@ impl BatchAssembler {
         }))
     }
 
+    /// The rows of model output `output` for a complete batch, as one record batch: the model's
+    /// columns concatenated over the replicates in (point, replicate) order, then `param_id`,
+    /// `replicate` and `seed`. One large batch instead of one per replicate: the Parquet writer
+    /// has a fixed cost per record batch that dominates with small model tables.
     fn model_output_rows(&self, open: &OpenBatch, output: usize) -> Result<Vec<RecordBatch>> {
         let schema = &self.output_schemas[output];
-        let mut out = Vec::with_capacity(open.outputs.len());
-        for (&(point, replicate), (seed, sim)) in &open.outputs {
-            let Some(table) = sim.tables.get(output) else { continue };
-            let n = table.num_rows();
+        let tables: Vec<(u64, u32, u32, &RecordBatch)> = open
+            .outputs
+            .iter()
+            .filter_map(|(&(point, replicate), (seed, sim))| {
+                sim.tables.get(output).map(|t| (point, replicate, *seed, t))
+            })
+            .collect();
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: usize = tables.iter().map(|(_, _, _, t)| t.num_rows()).sum();
+        let model_columns = self.outputs[output].schema.fields().len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(model_columns + 3);
+        for c in 0..model_columns {
+            let parts: Vec<&dyn arrow::array::Array> =
+                tables.iter().map(|(_, _, _, t)| t.column(c).as_ref()).collect();
+            columns.push(arrow::compute::concat(&parts)?);
+        }
+        let id_bytes: usize = tables
+            .iter()
+            .map(|(p, _, _, t)| t.num_rows() * self.sweep.points[*p as usize].param_id.as_str().len())
+            .sum();
+        let mut ids = StringBuilder::with_capacity(rows, id_bytes);
+        let mut replicates = Vec::with_capacity(rows);
+        let mut seeds = Vec::with_capacity(rows);
+        for &(point, replicate, seed, table) in &tables {
             let param_id = self.sweep.points[point as usize].param_id.as_str();
-            let mut ids = StringBuilder::with_capacity(n, n * param_id.len());
-            for _ in 0..n {
+            for _ in 0..table.num_rows() {
                 ids.append_value(param_id);
             }
-            let mut columns: Vec<ArrayRef> = table.columns().to_vec();
-            columns.push(Arc::new(ids.finish()));
-            columns.push(Arc::new(arrow::array::UInt32Array::from_value(replicate, n)));
-            columns.push(Arc::new(arrow::array::UInt32Array::from_value(*seed, n)));
-            out.push(RecordBatch::try_new(schema.clone(), columns)?);
+            replicates.extend(std::iter::repeat_n(replicate, table.num_rows()));
+            seeds.extend(std::iter::repeat_n(seed, table.num_rows()));
         }
-        Ok(out)
+        columns.push(Arc::new(ids.finish()));
+        columns.push(Arc::new(arrow::array::UInt32Array::from(replicates)));
+        columns.push(Arc::new(arrow::array::UInt32Array::from(seeds)));
+        Ok(vec![RecordBatch::try_new(schema.clone(), columns)?])
     }
 
     fn target_rows(&self, open: &OpenBatch, target: usize) -> Result<RecordBatch> {

@@ -6,7 +6,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +15,17 @@ use crate::params::ParamValue;
 /// Default number of parameter sets per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 200;
 /// Default number of batches that may be open (released, not yet committed) at once: one
-/// computing while the previous one flushes.
+/// computing while the previous one is written. 3 was measured side by side
+/// (`benches/scale.rs`, jobs `*-open3`): no gain beyond the noise, and 30% more peak memory.
 pub const DEFAULT_MAX_OPEN_BATCHES: usize = 2;
-/// Default number of tasks handed to the workers but not yet returned, per worker.
-pub const DEFAULT_TASKS_IN_FLIGHT_PER_WORKER: usize = 32;
+/// Default number of tasks handed to the workers but not yet returned, per worker: two chunks,
+/// one running and one waiting, so a worker never waits for the Batcher.
+pub const DEFAULT_TASKS_IN_FLIGHT_PER_WORKER: usize = 2 * DEFAULT_TASKS_PER_CHUNK;
+/// Default number of tasks in one message to a worker (and of returns in one message from it).
+///
+/// Each message costs a thread hand-off (tens of µs on a busy machine); a chunk makes that cost
+/// per chunk, not per simulation.
+pub const DEFAULT_TASKS_PER_CHUNK: usize = 64;
 /// Default capacity of the Aggregator's and ParquetWriter's mailboxes, in messages.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
 
@@ -43,6 +50,8 @@ pub struct RunOptions {
     /// a crash would. Not part of the stable interface.
     #[doc(hidden)]
     pub fault: Option<(crate::output::FaultPoint, Option<u32>)>,
+    /// Tasks per message to a worker (see [`DEFAULT_TASKS_PER_CHUNK`]).
+    pub tasks_per_chunk: NonZeroUsize,
 }
 
 impl Default for RunOptions {
@@ -56,6 +65,7 @@ impl Default for RunOptions {
             mailbox_capacity: nz(DEFAULT_MAILBOX_CAPACITY),
             restart: false,
             fault: None,
+            tasks_per_chunk: nz(DEFAULT_TASKS_PER_CHUNK),
         }
     }
 }
@@ -68,6 +78,111 @@ impl RunOptions {
     /// and the ParquetWriter, for the open batches), whatever the number of parameter sets.
     pub fn max_tasks_in_flight(&self) -> usize {
         self.workers.get() * self.tasks_in_flight_per_worker.get()
+    }
+
+    /// Tasks per message to a worker: [`Self::tasks_per_chunk`], but never more than the
+    /// in-flight bound allows.
+    pub fn chunk_len(&self) -> usize {
+        self.tasks_per_chunk.get().min(self.tasks_in_flight_per_worker.get())
+    }
+}
+
+/// What is in flight in a run, as plain numbers: a snapshot of [`InFlightCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InFlight {
+    /// Tasks handed out by the Batcher that no worker has started.
+    pub tasks_queued: u64,
+    /// Tasks a worker is running.
+    pub tasks_running: u64,
+    /// Replicates held by the Aggregator, waiting for the rest of their parameter set.
+    pub replicates_awaiting_aggregation: u64,
+    /// Model-output rows held by the ParquetWriter (open batches and batches being committed).
+    pub rows_buffered: u64,
+}
+
+impl InFlight {
+    /// `(name, value)` pairs, the names used in the manifest's `peak_in_flight`.
+    pub fn named(&self) -> [(&'static str, u64); 4] {
+        [
+            ("tasks_queued", self.tasks_queued),
+            ("tasks_running", self.tasks_running),
+            ("replicates_awaiting_aggregation", self.replicates_awaiting_aggregation),
+            ("rows_buffered", self.rows_buffered),
+        ]
+    }
+}
+
+/// One counter: its current value and the highest it reached.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Gauge {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        let now = self.now.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+    /// Subtracts `n` (saturating at 0).
+    pub fn sub(&self, n: u64) {
+        let _ = self.now.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+    /// Sets the value (for a stage that knows what it holds).
+    pub fn set(&self, n: u64) {
+        self.now.store(n, Ordering::Relaxed);
+        self.peak.fetch_max(n, Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+    /// Highest value so far.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// The in-flight counters of one run, shared by its actors (each writes its own gauges; nobody
+/// waits on them). Owned by the run, never global.
+#[derive(Debug, Default)]
+pub struct InFlightCounters {
+    /// See [`InFlight::tasks_queued`].
+    pub tasks_queued: Gauge,
+    /// See [`InFlight::tasks_running`].
+    pub tasks_running: Gauge,
+    /// See [`InFlight::replicates_awaiting_aggregation`].
+    pub replicates_awaiting_aggregation: Gauge,
+    /// See [`InFlight::rows_buffered`].
+    pub rows_buffered: Gauge,
+    /// Nanoseconds the workers spent inside the model, summed over workers: with the run's wall
+    /// time and worker count it gives the workers' idle fraction.
+    pub worker_busy_ns: AtomicU64,
+}
+
+impl InFlightCounters {
+    /// Current values.
+    pub fn now(&self) -> InFlight {
+        InFlight {
+            tasks_queued: self.tasks_queued.get(),
+            tasks_running: self.tasks_running.get(),
+            replicates_awaiting_aggregation: self.replicates_awaiting_aggregation.get(),
+            rows_buffered: self.rows_buffered.get(),
+        }
+    }
+    /// Highest values so far.
+    pub fn peaks(&self) -> InFlight {
+        InFlight {
+            tasks_queued: self.tasks_queued.peak(),
+            tasks_running: self.tasks_running.peak(),
+            replicates_awaiting_aggregation: self.replicates_awaiting_aggregation.peak(),
+            rows_buffered: self.rows_buffered.peak(),
+        }
+    }
+    /// Time the workers spent in the model so far, summed over workers.
+    pub fn worker_busy(&self) -> Duration {
+        Duration::from_nanos(self.worker_busy_ns.load(Ordering::Relaxed))
     }
 }
 
@@ -106,7 +221,25 @@ pub enum ProgressEvent {
         /// Time since this run started.
         elapsed: Duration,
     },
+    /// What is in flight, sent every [`IN_FLIGHT_REPORT_INTERVAL`] and once at the end of the
+    /// dataflow. Diagnostic: unlike [`ProgressEvent::BatchCommitted`] it says nothing about what
+    /// is durable.
+    InFlight {
+        /// Current values.
+        now: InFlight,
+        /// Highest values since this run started.
+        peaks: InFlight,
+        /// Time the workers spent in the model, summed over workers.
+        worker_busy: Duration,
+        /// Simulation workers of the run.
+        workers: usize,
+        /// Time since this run started.
+        elapsed: Duration,
+    },
 }
+
+/// How often [`ProgressEvent::InFlight`] is sent.
+pub const IN_FLIGHT_REPORT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Receives a run's events. Called from the run's threads: keep it quick.
 pub trait ProgressObserver: Send + Sync {

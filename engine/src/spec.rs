@@ -65,6 +65,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use blake2::{Blake2b, Digest};
 
@@ -208,8 +209,9 @@ pub struct Job {
     pub spec_file: PathBuf,
     /// Lowercase hex BLAKE2b-256 of what determines the results (module docs, *Spec hash*).
     pub spec_hash: String,
-    /// The parameter sets with their ids, in sweep order.
-    pub sweep: Sweep,
+    /// The parameter sets with their ids, in sweep order. Shared: the one part of a job that
+    /// grows with its size, so clones of the job and the dataflow's actors never copy it.
+    pub sweep: Arc<Sweep>,
     /// Replicates per parameter set without a fixed seed.
     pub replicates: u32,
     /// The job seed (default sampler seed only).
@@ -491,7 +493,7 @@ impl JobSpec {
             name,
             spec_file: file.to_path_buf(),
             spec_hash,
-            sweep,
+            sweep: Arc::new(sweep),
             replicates: self.replicates,
             seed: self.seed,
             model: self.model,
@@ -839,8 +841,8 @@ mod tests {
                 .unwrap()
                 .sweep
                 .points
-                .into_iter()
-                .map(|p| p.param_id)
+                .iter()
+                .map(|p| p.param_id.clone())
                 .collect()
         };
         assert_eq!(

@@ -17,6 +17,8 @@ pub use retry::{Attempts, RetryPolicy};
 mod chain;
 pub mod external;
 pub mod retry;
+#[doc(hidden)]
+pub mod noop;
 pub mod seir;
 pub mod seir_seasonal;
 pub mod sir;
@@ -286,6 +288,9 @@ pub enum BuiltInModel {
     SirBed(sir_bed::SirBedSettings),
     /// [`seir_seasonal::SeirSeasonal`]
     SeirSeasonal(seir_seasonal::SeirSeasonalSettings),
+    /// `noop::NoopModel`: a model of negligible cost, for benchmarks and tests.
+    #[doc(hidden)]
+    Noop(noop::NoopSettings),
 }
 
 impl From<BuiltInModel> for ModelSpec {
@@ -372,6 +377,7 @@ impl ModelSpec {
             ModelKind::BuiltIn(BuiltInModel::SeirSeasonal(s)) => {
                 Arc::new(seir_seasonal::SeirSeasonal::new(s.clone(), base_dir)?)
             }
+            ModelKind::BuiltIn(BuiltInModel::Noop(s)) => Arc::new(noop::NoopModel::new(s.clone())?),
             ModelKind::External(s) => Arc::new(external::ExternalModel::new(s.clone())?),
         })
     }

@@ -5,11 +5,12 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::layout::{Dataset, FaultPoint, OutputLayout};
 use super::{create_dir_durable, fsync_dir};
@@ -64,20 +65,19 @@ pub fn commit_batch(
 
     // Protocol step 1 (docs/commit-protocol.md): every file under a temporary name, fsynced, so
     // no final name ever points to bytes not on disk.
+    // The files of a batch are independent: encode and sync them on parallel threads (a batch
+    // of a model with several outputs has several files of the same size).
+    let tmps: Vec<PathBuf> = tables.iter().map(|t| layout.batch_tmp_file(&t.dataset, index)).collect();
+    let results = write_tables_parallel(layout, &tables, &tmps, &props);
     let mut written: Vec<(Dataset, u64, PathBuf)> = Vec::with_capacity(tables.len());
-    for table in tables {
-        let tmp = layout.batch_tmp_file(&table.dataset, index);
-        let result = create_dir_durable(&layout.dataset_dir(&table.dataset))
-            .and_then(|()| write_parquet(&tmp, &table.schema, &table.batches, props.clone()));
+    for ((table, tmp), result) in tables.into_iter().zip(tmps.iter()).zip(results) {
         match result {
             Ok(rows) => {
-                layout.check_fault(FaultPoint::AfterTempWrite, &tmp, |b| b == index)?;
-                written.push((table.dataset, rows, tmp));
+                layout.check_fault(FaultPoint::AfterTempWrite, tmp, |b| b == index)?;
+                written.push((table.dataset, rows, tmp.clone()));
             }
             Err(e) => {
-                remove_best_effort(
-                    written.iter().map(|(_, _, p)| p.as_path()).chain([tmp.as_path()]),
-                );
+                remove_best_effort(tmps.iter().map(PathBuf::as_path));
                 return Err(e);
             }
         }
@@ -102,6 +102,53 @@ pub fn commit_batch(
     Ok(written.into_iter().map(|(dataset, rows, _)| (dataset, rows)).collect())
 }
 
+/// Writes `tables[i]` to `tmps[i]` for every `i`, on up to `available_parallelism` threads;
+/// the results are in the order of `tables`.
+fn write_tables_parallel(
+    layout: &OutputLayout,
+    tables: &[BatchTable],
+    tmps: &[PathBuf],
+    props: &WriterProperties,
+) -> Vec<Result<u64>> {
+    let write = |i: usize| {
+        let table = &tables[i];
+        let props = table_properties(props, &table.schema);
+        create_dir_durable(&layout.dataset_dir(&table.dataset))
+            .and_then(|()| write_parquet(&tmps[i], &table.schema, &table.batches, props))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tables.len());
+    if threads <= 1 {
+        return (0..tables.len()).map(write).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, Result<u64>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= tables.len() {
+                            break done;
+                        }
+                        done.push((i, write(i)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(done) => done,
+                // A panic inside the Parquet encoder: resume it on this thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Refuses duplicate datasets and names that are not plain folder names.
 fn check_datasets(layout: &OutputLayout, tables: &[BatchTable]) -> Result<()> {
     let mut seen = BTreeSet::new();
@@ -123,14 +170,30 @@ fn check_datasets(layout: &OutputLayout, tables: &[BatchTable]) -> Result<()> {
     Ok(())
 }
 
-/// The writer settings of every batch file.
-fn writer_properties() -> Result<WriterProperties> {
+/// The writer settings of every batch file (before [`table_properties`]).
+pub fn writer_properties() -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(DEFAULT_ZSTD_LEVEL)
         .map_err(|source| EngineError::Parquet { path: PathBuf::new(), source })?;
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(DEFAULT_ROW_GROUP_ROWS))
         .build())
+}
+
+/// `props` with dictionary encoding turned off for the floating-point columns of `schema`.
+///
+/// Model outputs' floating-point values rarely repeat, so a dictionary only costs: the writer
+/// hashes every value into it until it outgrows its page limit and falls back to plain
+/// encoding, for every row group. Integer and string columns (counts, days, `param_id`) keep
+/// their dictionaries.
+pub fn table_properties(props: &WriterProperties, schema: &SchemaRef) -> WriterProperties {
+    let mut builder = props.clone().into_builder();
+    for field in schema.fields() {
+        if matches!(field.data_type(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    builder.build()
 }
 
 /// Writes `batches` to a new file `path` and fsyncs it; returns the number of rows.

@@ -58,7 +58,10 @@ mod prepare;
 mod spec_parts;
 mod status;
 
-pub use commit::{commit_batch, BatchTable, DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL};
+pub use commit::{
+    commit_batch, table_properties, writer_properties, BatchTable, DEFAULT_ROW_GROUP_ROWS,
+    DEFAULT_ZSTD_LEVEL,
+};
 pub use layout::{Dataset, FaultPoint, OutputLayout};
 pub use manifest::{
     utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, MANIFEST_FORMAT_VERSION,

@@ -201,7 +201,9 @@ impl Batcher {
         // On a stop, batches whose tasks have all run are still committed (unless a commit
         // already failed): wait for them.
         let commits_due = self.error.is_none() && !self.fully_released.is_empty();
-        if self.in_flight == 0 && (finished || (self.winding_down() && !commits_due)) {
+        // Never end while a commit still writes: its files would outlive the run (and its lock).
+        let quiet = self.in_flight == 0 && self.counters.commits_running.get() == 0;
+        if quiet && (finished || (self.winding_down() && !commits_due)) {
             self.finish(ctx);
         }
     }

@@ -111,12 +111,16 @@ impl ParquetWriter {
         self.rows_committing += rows;
         let layout = self.layout.clone();
         let index = batch.index;
+        // Counted before this handler returns, hence before the workers' sends complete: the
+        // Batcher never sees a quiet dataflow while a commit still writes.
+        self.counters.commits_running.add(1);
         let work = actix_rt::task::spawn_blocking(move || {
             let span = tracing::info_span!("commit", batch = index);
             let _entered = span.enter();
             commit_batch(&layout, index, tables)
         });
         let done = fut::wrap_future::<_, Self>(work).map(move |joined, act, ctx| {
+            act.counters.commits_running.sub(1);
             act.rows_committing -= rows;
             act.report_rows();
             let result = joined.unwrap_or_else(|join| {

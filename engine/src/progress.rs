@@ -159,6 +159,9 @@ pub struct InFlightCounters {
     /// Nanoseconds the workers spent inside the model, summed over workers: with the run's wall
     /// time and worker count it gives the workers' idle fraction.
     pub worker_busy_ns: AtomicU64,
+    /// Batch commits started by the writer and not yet reported to the Batcher: a run does not
+    /// end (and release its output directory) while one still writes.
+    pub commits_running: Gauge,
 }
 
 impl InFlightCounters {

@@ -39,7 +39,9 @@ fn bench(c: &mut Criterion) {
                 let mut collector = ReplicateCollector::new();
                 let mut scored = 0;
                 for ret in returns {
-                    scored += usize::from(collector.add(ret, &job.sweep, job.replicates, &job.targets).is_some());
+                    scored += usize::from(
+                        collector.add(ret, &job.sweep, job.replicates, &job.targets).is_some(),
+                    );
                 }
                 assert_eq!(scored, 200);
             },

@@ -29,7 +29,10 @@ fn main() {
 
     let started = Instant::now();
     let reference_dir = tmp.path().join("reference");
-    match kill_after(spawn_run(bin, &job, &reference_dir, &[]), std::time::Duration::from_secs(3600)) {
+    match kill_after(
+        spawn_run(bin, &job, &reference_dir, &[]),
+        std::time::Duration::from_secs(3600),
+    ) {
         Attempt::Exited(status, _) if status.success() => {}
         Attempt::Exited(status, stderr) => panic!("reference run failed: {status}\n{stderr}"),
         Attempt::Killed => unreachable!(),
@@ -46,7 +49,11 @@ fn main() {
         loop {
             let batch_size = rng.pick(&BATCH_SIZES);
             let extra = vec!["--batch-size".to_string(), batch_size.to_string()];
-            let delay = if survived < kills { rng.millis(200, 1500) } else { std::time::Duration::from_secs(3600) };
+            let delay = if survived < kills {
+                rng.millis(200, 1500)
+            } else {
+                std::time::Duration::from_secs(3600)
+            };
             match kill_after(spawn_run(bin, &job, &out, &extra), delay) {
                 Attempt::Killed => {
                     survived += 1;
@@ -54,7 +61,9 @@ fn main() {
                 }
                 Attempt::Exited(status, _) if status.success() => break,
                 Attempt::Exited(status, stderr) => {
-                    panic!("round {rounds}: resume after {survived} kills failed: {status}\n{stderr}")
+                    panic!(
+                        "round {rounds}: resume after {survived} kills failed: {status}\n{stderr}"
+                    )
                 }
             }
         }

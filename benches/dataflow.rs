@@ -21,7 +21,9 @@ use simsweep::{CancelToken, NoProgress, RunOptions};
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("dataflow");
     group.sample_size(10);
-    for (name, rows, targets) in [("noop_1row_no_targets", 1, false), ("noop_100rows_6_targets", 100, true)] {
+    for (name, rows, targets) in
+        [("noop_1row_no_targets", 1, false), ("noop_100rows_6_targets", 100, true)]
+    {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = common::write_noop_job(dir.path(), 1000, 10, rows, 200);
         let mut job = simsweep::load_job(&path).expect("load the job");
@@ -38,8 +40,13 @@ fn bench(c: &mut Criterion) {
                     (out, job)
                 },
                 |(out, job)| {
-                    let report = simsweep::run(&job, &RunOptions::default(), Arc::new(NoProgress), CancelToken::new())
-                        .expect("run");
+                    let report = simsweep::run(
+                        &job,
+                        &RunOptions::default(),
+                        Arc::new(NoProgress),
+                        CancelToken::new(),
+                    )
+                    .expect("run");
                     assert_eq!(report.progress.simulations_committed, job.simulations());
                     out
                 },

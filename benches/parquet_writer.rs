@@ -45,7 +45,8 @@ fn model_output_batches() -> (arrow::datatypes::SchemaRef, Vec<RecordBatch>) {
             let table = &model.simulate(&params, r * 7919 + p as u32).expect("noop runs").tables[0];
             let n = table.num_rows();
             let mut columns: Vec<ArrayRef> = table.columns().to_vec();
-            columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(id.as_str(), n))));
+            columns
+                .push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(id.as_str(), n))));
             columns.push(Arc::new(UInt32Array::from_value(r, n)));
             columns.push(Arc::new(UInt32Array::from_value(r * 7919, n)));
             batches.push(RecordBatch::try_new(schema.clone(), columns).expect("schema matches"));
@@ -96,8 +97,12 @@ fn bench(c: &mut Criterion) {
             || tempfile::tempdir().expect("temporary directory"),
             |dir| {
                 let file = File::create(dir.path().join("bare.parquet")).expect("create");
-                let mut writer = ArrowWriter::try_new(BufWriter::new(file), schema.clone(), Some(properties(&schema)))
-                    .expect("writer");
+                let mut writer = ArrowWriter::try_new(
+                    BufWriter::new(file),
+                    schema.clone(),
+                    Some(properties(&schema)),
+                )
+                .expect("writer");
                 for batch in &batches {
                     writer.write(batch).expect("write");
                 }
@@ -111,7 +116,9 @@ fn bench(c: &mut Criterion) {
 
     group.bench_function("bare_arrow_writer_memory", |b| {
         b.iter(|| {
-            let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties(&schema))).expect("writer");
+            let mut writer =
+                ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties(&schema)))
+                    .expect("writer");
             for batch in &batches {
                 writer.write(batch).expect("write");
             }

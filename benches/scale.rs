@@ -69,14 +69,23 @@ fn main() {
         return;
     }
     let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let repeat: usize = std::env::var("SIMSWEEP_SCALE_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let repeat: usize =
+        std::env::var("SIMSWEEP_SCALE_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let exe = std::env::current_exe().expect("path of the benchmark binary");
     println!(
         "{:<14} {:>9} {:>8} {:>10} {:>9} {:>7}  {:<36}  notes",
-        "job", "sims", "wall s", "sims/s", "RSS MiB", "idle %", "peaks queued/running/awaiting/rows"
+        "job",
+        "sims",
+        "wall s",
+        "sims/s",
+        "RSS MiB",
+        "idle %",
+        "peaks queued/running/awaiting/rows"
     );
-    let jobs: Vec<&Job> =
-        JOBS.iter().filter(|j| filter.is_empty() || filter.iter().any(|f| j.name.contains(f.as_str()))).collect();
+    let jobs: Vec<&Job> = JOBS
+        .iter()
+        .filter(|j| filter.is_empty() || filter.iter().any(|f| j.name.contains(f.as_str())))
+        .collect();
     // Repetitions outermost, so the jobs compared side by side see the same machine load.
     let mut all_runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); jobs.len()];
     for _ in 0..repeat {
@@ -93,7 +102,8 @@ fn main() {
                 continue;
             }
             let line = String::from_utf8_lossy(&out.stdout);
-            let value: serde_json::Value = serde_json::from_str(line.trim()).expect("child's JSON line");
+            let value: serde_json::Value =
+                serde_json::from_str(line.trim()).expect("child's JSON line");
             eprintln!("{}: {}", job.name, value);
             runs.push(value);
         }
@@ -102,7 +112,9 @@ fn main() {
         if runs.is_empty() {
             continue;
         }
-        let med = |key: &str| median(&mut runs.iter().filter_map(|r| r[key].as_f64()).collect::<Vec<_>>());
+        let med = |key: &str| {
+            median(&mut runs.iter().filter_map(|r| r[key].as_f64()).collect::<Vec<_>>())
+        };
         let peaks = &runs[runs.len() - 1]["peaks"];
         let peak = |k: &str| peaks[k].as_u64().unwrap_or(0);
         let mut notes = format!("n={}", runs.len());
@@ -143,7 +155,8 @@ fn child(args: &[String]) {
             (write_noop_job(dir, count, 10, 100, batch), None)
         }
         "flu" => {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flu-boarding-school/job.toml");
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flu-boarding-school/job.toml");
             (path, Some(()))
         }
         other => panic!("unknown job kind {other}"),

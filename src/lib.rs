@@ -44,11 +44,11 @@ pub use simsweep_engine::spec::{load_job, parse_job, Job};
 pub use simsweep_engine::EngineError;
 
 use simsweep_actors::{run_dataflow, RunError};
+pub use simsweep_engine::output::RunStatus;
 use simsweep_engine::output::{
     prepare_output_dir_for, read_status, utc_now_rfc3339, write_json_atomic, Manifest,
     OutputLayout, OutputLock, Prepare, SpecIdentity,
 };
-pub use simsweep_engine::output::RunStatus;
 use simsweep_engine::plan::Planner;
 use simsweep_engine::summary::best_per_target;
 

@@ -33,7 +33,11 @@ const CANCEL_GRACE: Duration = Duration::from_secs(30);
 const BEST_SHOWN: usize = 5;
 
 #[derive(Parser)]
-#[command(name = "simsweep", version, about = "Bounded, resumable sweeps of stochastic simulations, written to Parquet batch by batch")]
+#[command(
+    name = "simsweep",
+    version,
+    about = "Bounded, resumable sweeps of stochastic simulations, written to Parquet batch by batch"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -189,7 +193,8 @@ fn handle_signals(cancel: CancelToken, first_signal: Arc<AtomicI32>) -> std::io:
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         for signal in signals.forever() {
             let code = EXIT_SIGNAL_BASE + signal;
-            if first_signal.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            if first_signal.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            {
                 let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
                 eprintln!(
                     "simsweep: {name}: stopping after the batches in flight (again to stop at \
@@ -267,7 +272,9 @@ fn fail(error: &simsweep::Error, running: bool) -> ExitCode {
         ExitCode::from(EXIT_INPUT)
     } else {
         if running {
-            eprintln!("committed batches are kept; fix the cause and run the same command to resume");
+            eprintln!(
+                "committed batches are kept; fix the cause and run the same command to resume"
+            );
         }
         ExitCode::from(EXIT_RUNTIME)
     }
@@ -308,7 +315,9 @@ impl ProgressObserver for Bar {
         let (p, started) = match event {
             ProgressEvent::Started { progress, .. } => (progress, true),
             ProgressEvent::BatchCommitted { progress, .. } => (progress, false),
-            ProgressEvent::InFlight { now, peaks, worker_busy, workers, elapsed } if self.verbose => {
+            ProgressEvent::InFlight { now, peaks, worker_busy, workers, elapsed }
+                if self.verbose =>
+            {
                 let capacity = elapsed.as_secs_f64() * *workers as f64;
                 let idle = 1.0 - worker_busy.as_secs_f64() / capacity.max(f64::EPSILON);
                 let line = format!(

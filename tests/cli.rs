@@ -185,7 +185,13 @@ fn run_prints_best_table_and_file_locations() {
     let files = batch_files(&dir.path().join("output/targets/prevalence"));
     assert_eq!(
         files,
-        ["batch-00000.parquet", "batch-00001.parquet", "batch-00002.parquet", "batch-00003.parquet", "batch-00004.parquet"]
+        [
+            "batch-00000.parquet",
+            "batch-00001.parquet",
+            "batch-00002.parquet",
+            "batch-00003.parquet",
+            "batch-00004.parquet"
+        ]
     );
     // A second run finds everything committed and changes nothing.
     let out = simsweep(&["run", "job.toml"], dir.path());
@@ -245,7 +251,10 @@ fn observation_outside_the_model_days_is_refused() {
     let out = simsweep(&["validate", "job.toml"], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("observed.csv:4: column `day`") && stderr.contains("0..=14"), "{stderr}");
+    assert!(
+        stderr.contains("observed.csv:4: column `day`") && stderr.contains("0..=14"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -271,7 +280,8 @@ fn a_directory_as_job_file_is_an_input_error() {
 fn a_bare_toml_date_is_accepted_as_origin() {
     let dir = tempfile::tempdir().unwrap();
     SmallJob::default().write(dir.path());
-    fs::write(dir.path().join("job.toml"), with("origin = \"2020-03-01\"", "origin = 2020-03-01")).unwrap();
+    fs::write(dir.path().join("job.toml"), with("origin = \"2020-03-01\"", "origin = 2020-03-01"))
+        .unwrap();
     let out = simsweep(&["validate", "job.toml"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -290,10 +300,11 @@ fn validate_checks_the_output_directory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("another job"), "{stderr}");
-    let out = simsweep(&["validate", "job.toml", ], dir.path());
+    let out = simsweep(&["validate", "job.toml"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     fs::write(dir.path().join("afile"), "x").unwrap();
-    fs::write(dir.path().join("job.toml"), with("seed = 42", "seed = 42\noutput = \"afile\"")).unwrap();
+    fs::write(dir.path().join("job.toml"), with("seed = 42", "seed = 42\noutput = \"afile\""))
+        .unwrap();
     let out = simsweep(&["validate", "job.toml"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a file"));

@@ -47,7 +47,11 @@ fn stdout(out: &Output) -> String {
 }
 
 /// Runs `job` uninterrupted into `out` with the binary and reads the output back.
-fn reference(job: &Path, out: &Path, batch_size: &str) -> Vec<(String, arrow::record_batch::RecordBatch)> {
+fn reference(
+    job: &Path,
+    out: &Path,
+    batch_size: &str,
+) -> Vec<(String, arrow::record_batch::RecordBatch)> {
     let run = Command::new(bin())
         .args(["run".as_ref(), job.as_os_str(), "--out".as_ref(), out.as_os_str()])
         .args(["--batch-size", batch_size])
@@ -122,7 +126,9 @@ fn failing_at_each_fault_point_then_resuming_gives_identical_output() {
     let reference = read_output(&job.output_dir);
 
     for (i, point) in
-        [FaultPoint::AfterTempWrite, FaultPoint::AfterRename, FaultPoint::BeforeManifest].into_iter().enumerate()
+        [FaultPoint::AfterTempWrite, FaultPoint::AfterRename, FaultPoint::BeforeManifest]
+            .into_iter()
+            .enumerate()
     {
         for fault_batch in [Some(0), Some(3), None] {
             job.output_dir = dir.path().join(format!("out-{i}-{fault_batch:?}"));
@@ -137,16 +143,29 @@ fn failing_at_each_fault_point_then_resuming_gives_identical_output() {
             assert!(has_manifest || (point, fault_batch) == (FaultPoint::BeforeManifest, None));
             if let (Some(b), true) = (fault_batch, has_manifest) {
                 let m = manifest(&job.output_dir);
-                let listed: Vec<u64> =
-                    m["batches"].as_array().unwrap().iter().map(|b| b["index"].as_u64().unwrap()).collect();
-                assert!(!listed.contains(&u64::from(b)), "{point:?}: batch {b} must not be committed");
+                let listed: Vec<u64> = m["batches"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b["index"].as_u64().unwrap())
+                    .collect();
+                assert!(
+                    !listed.contains(&u64::from(b)),
+                    "{point:?}: batch {b} must not be committed"
+                );
                 if point != FaultPoint::AfterTempWrite {
                     // Renamed under its final name, yet not committed: resume must delete it.
-                    let renamed = job.output_dir.join(format!("model_outputs/prevalence/batch-{b:05}.parquet"));
+                    let renamed = job
+                        .output_dir
+                        .join(format!("model_outputs/prevalence/batch-{b:05}.parquet"));
                     let any_renamed = tree(&job.output_dir)
                         .iter()
                         .any(|f| f.ends_with(&format!("batch-{b:05}.parquet")));
-                    assert!(any_renamed, "{point:?}: no renamed file of batch {b} ({})", renamed.display());
+                    assert!(
+                        any_renamed,
+                        "{point:?}: no renamed file of batch {b} ({})",
+                        renamed.display()
+                    );
                 }
             }
             // What the crash left: a temporary file, or a renamed file the manifest does not list.
@@ -247,7 +266,10 @@ fn status_of_a_running_a_dead_and_a_finished_run() {
     let text = stdout(&dead);
     assert!(dead.status.success(), "{}", stderr(&dead));
     assert!(text.contains("job         small"), "{text}");
-    assert!(text.contains(&format!("batches     {committed} of 200 committed (not finished)")), "{text}");
+    assert!(
+        text.contains(&format!("batches     {committed} of 200 committed (not finished)")),
+        "{text}"
+    );
     assert!(text.contains(&format!("simulations {} of 60000", committed * 300)), "{text}");
     assert!(text.contains("none holds the directory"), "{text}");
     assert!(text.contains("best so far for target `prevalence`"), "{text}");
@@ -260,11 +282,15 @@ fn status_of_a_running_a_dead_and_a_finished_run() {
     let running = simsweep(&["status", out.to_str().unwrap()], dir.path());
     let text = stdout(&running);
     assert!(running.status.success(), "{}", stderr(&running));
-    assert!(text.contains(&format!("running: pid {} holds the directory", std::process::id())), "{text}");
+    assert!(
+        text.contains(&format!("running: pid {} holds the directory", std::process::id())),
+        "{text}"
+    );
     drop(lock);
 
     // Finished: resume to the end.
-    let done = simsweep(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());
+    let done =
+        simsweep(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());
     assert!(done.status.success(), "{}", stderr(&done));
     let finished = simsweep(&["status", out.to_str().unwrap()], dir.path());
     let text = stdout(&finished);
@@ -273,7 +299,8 @@ fn status_of_a_running_a_dead_and_a_finished_run() {
     assert!(text.contains("failures    0"), "{text}");
     assert!(text.contains("none holds the directory"), "{text}");
     // The best losses are the summary's.
-    let summary: serde_json::Value = serde_json::from_slice(&fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("summary.json")).unwrap()).unwrap();
     let best = summary.as_array().unwrap().iter().find(|t| t["target"] == "prevalence").unwrap();
     let loss = best["best"][0]["loss"].as_f64().unwrap();
     assert!(text.contains(&format!("{loss:>14.6}")), "{text}");
@@ -286,7 +313,8 @@ fn a_second_process_is_refused_while_the_first_runs() {
     let out = dir.path().join("out");
     let mut first = spawn_run(bin(), &job, &out, &["--batch-size".into(), "50".into()]);
     wait_for_first_commit(&out);
-    let second = simsweep(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());
+    let second =
+        simsweep(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());
     let err = stderr(&second);
     first.kill().unwrap();
     first.wait().unwrap();
@@ -296,14 +324,16 @@ fn a_second_process_is_refused_while_the_first_runs() {
     assert!(err.contains(out.to_str().unwrap()), "{err}");
 
     // The kernel dropped the dead process's lock: the directory is usable at once.
-    let resumed = simsweep(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());
+    let resumed =
+        simsweep(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());
     assert!(resumed.status.success(), "{}", stderr(&resumed));
 
     // A refused run in a fresh directory writes nothing but its lock... and removes it.
     let fresh = dir.path().join("fresh");
     fs::create_dir(&fresh).unwrap();
     fs::write(fresh.join("thesis.tex"), "x").unwrap();
-    let refused = simsweep(&["run", job.to_str().unwrap(), "--out", fresh.to_str().unwrap()], dir.path());
+    let refused =
+        simsweep(&["run", job.to_str().unwrap(), "--out", fresh.to_str().unwrap()], dir.path());
     assert_eq!(refused.status.code(), Some(2));
     assert_eq!(tree(&fresh), vec!["thesis.tex"]);
 }
@@ -326,7 +356,8 @@ fn signal_then_resume(signal: &str, expected_code: i32) {
     let m = manifest(&out);
     assert_eq!(m["finished"], false, "stopped before the end");
     // Nothing but committed files (the open batches were dropped or committed).
-    let resumed = simsweep(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());
+    let resumed =
+        simsweep(&["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_same_output(&reference, &read_output(&out), &format!("after {signal}"));
 }
@@ -365,7 +396,8 @@ fn an_io_error_names_the_path_exits_3_and_a_rerun_after_the_fix_resumes() {
 
     let cancel = CancelToken::new();
     let report =
-        simsweep::run(&job, &options(3), Arc::new(CancelAfterFirst(cancel.clone())), cancel).unwrap();
+        simsweep::run(&job, &options(3), Arc::new(CancelAfterFirst(cancel.clone())), cancel)
+            .unwrap();
     assert!(report.cancelled);
     // Something in the way of every temporary file of one dataset: as if the directory could
     // not be written (tests run as root, where permissions do not stop writes).

@@ -148,7 +148,8 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     assert_eq!(manifest["spec_hash"], job.spec_hash.as_str());
 
     // The report's best parameter sets are the smallest losses of the file.
-    let mut losses: Vec<f64> = (0..23).filter(|&i| !loss.is_null(i)).map(|i| loss.value(i)).collect();
+    let mut losses: Vec<f64> =
+        (0..23).filter(|&i| !loss.is_null(i)).map(|i| loss.value(i)).collect();
     losses.sort_by(f64::total_cmp);
     let best = &report.summary.iter().find(|s| s.target == "prevalence").unwrap().best;
     let reported: Vec<f64> = best.iter().map(|b| b.loss).collect();
@@ -211,7 +212,8 @@ fn a_cancelled_run_resumes_to_the_same_rows() {
     assert!(report.cancelled);
     assert!(report.progress.batches_committed < 8);
     // Resume with another batch size and worker count.
-    let report = simsweep::run(&job, &options(5, 2), Arc::new(NoProgress), CancelToken::new()).unwrap();
+    let report =
+        simsweep::run(&job, &options(5, 2), Arc::new(NoProgress), CancelToken::new()).unwrap();
     assert!(!report.cancelled);
     assert!(report.batches_resumed >= 1);
     assert_eq!(report.progress.simulations_committed, 69);

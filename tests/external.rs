@@ -119,13 +119,8 @@ fn every_fault_costs_one_task_and_is_recorded_exactly() {
         .downcast_ref::<StringArray>()
         .unwrap()
         .clone();
-    let kind = f
-        .column_by_name("kind")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap()
-        .clone();
+    let kind =
+        f.column_by_name("kind").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
     let attempt = f
         .column_by_name("attempt")
         .unwrap()
@@ -140,13 +135,8 @@ fn every_fault_costs_one_task_and_is_recorded_exactly() {
         .downcast_ref::<Int32Array>()
         .unwrap()
         .clone();
-    let signal = f
-        .column_by_name("signal")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int32Array>()
-        .unwrap()
-        .clone();
+    let signal =
+        f.column_by_name("signal").unwrap().as_any().downcast_ref::<Int32Array>().unwrap().clone();
     let tail = f
         .column_by_name("stderr_tail")
         .unwrap()
@@ -154,23 +144,12 @@ fn every_fault_costs_one_task_and_is_recorded_exactly() {
         .downcast_ref::<StringArray>()
         .unwrap()
         .clone();
-    let mode_of = |id: &str| {
-        MODES
-            .iter()
-            .find(|(m, x)| id_of(m, *x) == id)
-            .map(|(m, _)| *m)
-            .unwrap()
-    };
+    let mode_of =
+        |id: &str| MODES.iter().find(|(m, x)| id_of(m, *x) == id).map(|(m, _)| *m).unwrap();
     let opt = |a: &Int32Array, i: usize| a.is_valid(i).then(|| a.value(i));
     let rows: Vec<_> = (0..f.num_rows())
         .map(|i| {
-            (
-                mode_of(ids.value(i)),
-                kind.value(i),
-                attempt.value(i),
-                opt(&exit, i),
-                opt(&signal, i),
-            )
+            (mode_of(ids.value(i)), kind.value(i), attempt.value(i), opt(&exit, i), opt(&signal, i))
         })
         .collect();
     assert_eq!(
@@ -191,20 +170,13 @@ fn every_fault_costs_one_task_and_is_recorded_exactly() {
     );
     // stderr tails: null for a model error, the worker's last words otherwise.
     assert!(tail.is_null(0));
-    assert!(
-        tail.value(1).contains("fault_model: segfaulting now"),
-        "{}",
-        tail.value(1)
-    );
+    assert!(tail.value(1).contains("fault_model: segfaulting now"), "{}", tail.value(1));
     assert!(tail.value(3).contains("fault_model: hanging"));
     assert!(tail.value(8).contains("crashing once for seed"));
 
     // The OOM guidance, once per batch with OOM kills (exit137 in batch 1, oom in batch 2).
     let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    let guidance: Vec<_> = logged
-        .lines()
-        .filter(|l| l.contains("ran out of memory"))
-        .collect();
+    let guidance: Vec<_> = logged.lines().filter(|l| l.contains("ran out of memory")).collect();
     assert_eq!(guidance.len(), 2, "{logged}");
     assert!(guidance[0].contains("2 task attempt(s) ran out of memory (memory limit 1024 MiB per worker process; 2 workers, batch size 4 × 1 replicates)"), "{}", guidance[0]);
 
@@ -228,31 +200,21 @@ fn python_sir_example_runs_end_to_end() {
         std::fs::copy(example.join(f), dir.path().join(f)).unwrap();
     }
     // model.py finds the helper relative to itself: point it at the repository's copy.
-    let model = std::fs::read_to_string(dir.path().join("model.py"))
-        .unwrap()
-        .replace(
-            "os.path.join(os.path.dirname(os.path.abspath(__file__)), \"..\", \"..\", \"python\")",
-            &format!("{:?}", repo().join("python").display().to_string()),
-        );
+    let model = std::fs::read_to_string(dir.path().join("model.py")).unwrap().replace(
+        "os.path.join(os.path.dirname(os.path.abspath(__file__)), \"..\", \"..\", \"python\")",
+        &format!("{:?}", repo().join("python").display().to_string()),
+    );
     std::fs::write(dir.path().join("model.py"), model).unwrap();
     let report = run(&dir.path().join("job.toml"), 2);
     assert_eq!(report.progress.simulations_committed, 250);
     let t = read_dataset(&dir.path().join("output/targets/in_bed"));
     assert_eq!(t.num_rows(), 50);
-    let loss = t
-        .column_by_name("loss")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Float64Array>()
-        .unwrap();
+    let loss = t.column_by_name("loss").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
     assert_eq!(loss.null_count(), 0);
     // A parameter set whose replicates all died out early can have an infinite loss; most fit.
     let finite = loss.values().iter().filter(|l| l.is_finite()).count();
     assert!(finite >= 40, "{finite} finite losses of 50: {loss:?}");
     let prevalence = read_dataset(&dir.path().join("output/model_outputs/prevalence"));
     assert_eq!(prevalence.num_rows(), 250 * 15);
-    assert_eq!(
-        read_dataset(&dir.path().join("output/failures")).num_rows(),
-        0
-    );
+    assert_eq!(read_dataset(&dir.path().join("output/failures")).num_rows(), 0);
 }

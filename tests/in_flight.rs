@@ -43,7 +43,9 @@ fn counters_are_bounded_zero_at_the_end_and_in_the_manifest() {
     let (now, peaks, workers) = last;
     assert_eq!(workers, 2);
     assert_eq!(now, simsweep::engine::progress::InFlight::default(), "nothing left in flight");
-    assert!(peaks.tasks_queued >= 1 && peaks.tasks_queued as usize <= options.max_tasks_in_flight());
+    assert!(
+        peaks.tasks_queued >= 1 && peaks.tasks_queued as usize <= options.max_tasks_in_flight()
+    );
     assert!(peaks.tasks_running >= 1 && peaks.tasks_running <= 2);
     // Model-output rows of at most max_open_batches batches: 5 points × 3 replicates × 2
     // outputs × (days + 1) rows each.

@@ -93,23 +93,25 @@ pub fn run_dataflow(
         let failed = batcher_addr.clone().recipient();
         let writer_options = options.clone();
         let writer_counters = counters.clone();
-        let writer = parquet_writer::ParquetWriter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            parquet_writer::ParquetWriter::new(
-                &writer_job,
-                writer_layout,
-                flushed,
-                failed,
-                capacity,
-                &writer_options,
-                writer_counters,
-            )
-        });
+        let writer =
+            parquet_writer::ParquetWriter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                parquet_writer::ParquetWriter::new(
+                    &writer_job,
+                    writer_layout,
+                    flushed,
+                    failed,
+                    capacity,
+                    &writer_options,
+                    writer_counters,
+                )
+            });
         let agg_job = job.clone();
         let agg_writer = writer.clone();
         let agg_counters = counters.clone();
-        let aggregator = aggregator::Aggregator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            aggregator::Aggregator::new(agg_job, agg_writer, capacity, agg_counters)
-        });
+        let aggregator =
+            aggregator::Aggregator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                aggregator::Aggregator::new(agg_job, agg_writer, capacity, agg_counters)
+            });
         let worker_job = job.clone();
         let worker_counters = counters.clone();
         let workers = SyncArbiter::start(options.workers.get(), move || {

@@ -18,7 +18,13 @@ pub const NOOP_TARGETS: [(&str, &str, &str); 6] = [
 /// Writes the overhead job to `dir/job.toml` (and its observed data) and returns its path:
 /// `count` parameter sets (`a`, `b`, Latin hypercube), `replicates` replicates of the `noop`
 /// model returning `rows` rows, 6 targets observed at every 5th day, output `dir/output`.
-pub fn write_noop_job(dir: &Path, count: u64, replicates: u32, rows: u32, batch_size: usize) -> PathBuf {
+pub fn write_noop_job(
+    dir: &Path,
+    count: u64,
+    replicates: u32,
+    rows: u32,
+    batch_size: usize,
+) -> PathBuf {
     std::fs::create_dir_all(dir).expect("create the job directory");
     let mut csv = String::from("day,value\n");
     for day in (0..rows).step_by(5) {

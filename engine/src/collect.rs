@@ -16,8 +16,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    UInt32Builder,
+    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -80,8 +79,7 @@ pub fn replicates_of(sweep: &Sweep, point: u64, replicates: u32) -> u32 {
 /// The seed of replicate `replicate` of point `point`.
 pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
     let p = &sweep.points[point as usize];
-    p.fixed_seed
-        .unwrap_or_else(|| crate::identity::replicate_seed(&p.param_id, replicate))
+    p.fixed_seed.unwrap_or_else(|| crate::identity::replicate_seed(&p.param_id, replicate))
 }
 
 /// Expands a batch into its tasks, in (point, replicate) order.
@@ -305,7 +303,12 @@ pub struct BatchAssembler {
 
 impl BatchAssembler {
     /// An assembler for a sweep whose model has `outputs` and whose job scores `targets`.
-    pub fn new(sweep: Arc<Sweep>, replicates: u32, outputs: Vec<OutputSpec>, targets: &[Target]) -> Self {
+    pub fn new(
+        sweep: Arc<Sweep>,
+        replicates: u32,
+        outputs: Vec<OutputSpec>,
+        targets: &[Target],
+    ) -> Self {
         let output_schemas = outputs.iter().map(|o| model_output_schema(&o.schema)).collect();
         let target_schema = target_schema(&sweep);
         BatchAssembler {
@@ -377,7 +380,8 @@ impl BatchAssembler {
         }
         match result {
             Ok(output) => {
-                open.rows_buffered += output.tables.iter().map(|t| t.num_rows() as u64).sum::<u64>();
+                open.rows_buffered +=
+                    output.tables.iter().map(|t| t.num_rows() as u64).sum::<u64>();
                 open.outputs.insert(key, (ret.task.seed, output));
             }
             Err(_) => open.failed_replicates += 1,
@@ -437,8 +441,11 @@ impl BatchAssembler {
             tables,
             simulations: open.tasks,
             failed: open.failed_replicates,
-            oom_failures: open.failures.values().filter(|f| f.kind == FailureKind::Oom.as_str()).count()
-                as u64,
+            oom_failures: open
+                .failures
+                .values()
+                .filter(|f| f.kind == FailureKind::Oom.as_str())
+                .count() as u64,
         }))
     }
 
@@ -468,7 +475,9 @@ impl BatchAssembler {
         }
         let id_bytes: usize = tables
             .iter()
-            .map(|(p, _, _, t)| t.num_rows() * self.sweep.points[*p as usize].param_id.as_str().len())
+            .map(|(p, _, _, t)| {
+                t.num_rows() * self.sweep.points[*p as usize].param_id.as_str().len()
+            })
             .sum();
         let mut ids = StringBuilder::with_capacity(rows, id_bytes);
         let mut replicates = Vec::with_capacity(rows);
@@ -493,8 +502,11 @@ impl BatchAssembler {
         let mut loss = Float64Builder::with_capacity(n);
         let mut n_rep = UInt32Builder::with_capacity(n);
         let mut n_failed = UInt32Builder::with_capacity(n);
-        let mut seeds = ListBuilder::new(UInt32Builder::new())
-            .with_field(Arc::new(Field::new("item", DataType::UInt32, false)));
+        let mut seeds = ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::UInt32,
+            false,
+        )));
         for l in open.losses.values() {
             ids.append_value(self.sweep.points[l.point as usize].param_id.as_str());
             loss.append_option(l.losses.get(target).copied().flatten());
@@ -551,7 +563,12 @@ impl BatchAssembler {
     }
 }
 
-fn param_column(sweep: &Sweep, points: impl Iterator<Item = u64>, name: &str, kind: ParamKind) -> ArrayRef {
+fn param_column(
+    sweep: &Sweep,
+    points: impl Iterator<Item = u64>,
+    name: &str,
+    kind: ParamKind,
+) -> ArrayRef {
     let values = points.map(|p| sweep.points[p as usize].params.get(name));
     match kind {
         ParamKind::Float => {

@@ -65,10 +65,8 @@ pub fn canonical_json(params: &ParameterSet) -> Result<String, NonFiniteParamete
     for (name, value) in params.iter() {
         let v = match value {
             ParamValue::Float(x) => {
-                let n = serde_json::Number::from_f64(*x).ok_or_else(|| NonFiniteParameter {
-                    name: name.to_string(),
-                    value: *x,
-                })?;
+                let n = serde_json::Number::from_f64(*x)
+                    .ok_or_else(|| NonFiniteParameter { name: name.to_string(), value: *x })?;
                 serde_json::Value::Number(n)
             }
             ParamValue::Int(i) => serde_json::Value::Number((*i).into()),
@@ -98,9 +96,7 @@ pub fn replicate_seed(id: &ParamId, replicate: u32) -> u32 {
     let mut hasher = Blake2bVar::new(8).expect("8 is a valid BLAKE2b output size");
     hasher.update(format!("{}:{}", id.as_str(), replicate).as_bytes());
     let mut out = [0u8; 8];
-    hasher
-        .finalize_variable(&mut out)
-        .expect("output buffer is exactly the requested 8 bytes");
+    hasher.finalize_variable(&mut out).expect("output buffer is exactly the requested 8 bytes");
     // mod 2^32 of the big-endian u64 is its low 32 bits.
     (u64::from_be_bytes(out) & 0xffff_ffff) as u32
 }

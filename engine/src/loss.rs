@@ -142,11 +142,7 @@ fn check_lengths(predicted: &[f64], observed: &[f64]) {
 /// When `predicted` and `observed` differ in length.
 pub fn mse(predicted: &[f64], observed: &[f64]) -> f64 {
     check_lengths(predicted, observed);
-    let sum: f64 = predicted
-        .iter()
-        .zip(observed)
-        .map(|(p, y)| (p - y) * (p - y))
-        .sum();
+    let sum: f64 = predicted.iter().zip(observed).map(|(p, y)| (p - y) * (p - y)).sum();
     sum / observed.len() as f64
 }
 
@@ -164,11 +160,7 @@ pub fn mse(predicted: &[f64], observed: &[f64]) -> f64 {
 /// When `predicted` and `observed` differ in length.
 pub fn poisson_nll(predicted: &[f64], observed: &[f64]) -> f64 {
     check_lengths(predicted, observed);
-    -predicted
-        .iter()
-        .zip(observed)
-        .map(|(&lambda, &y)| poisson_ln_pmf(y, lambda))
-        .sum::<f64>()
+    -predicted.iter().zip(observed).map(|(&lambda, &y)| poisson_ln_pmf(y, lambda)).sum::<f64>()
 }
 
 /// True for `x ≥ 0` (including `+∞`), false for negative values and NaN.
@@ -213,11 +205,7 @@ pub fn negative_binomial_nll(predicted: &[f64], observed: &[f64], k: f64) -> f64
     if !(k > 0.0 && k.is_finite()) {
         return f64::NAN;
     }
-    -predicted
-        .iter()
-        .zip(observed)
-        .map(|(&mu, &y)| negative_binomial_ln_pmf(y, mu, k))
-        .sum::<f64>()
+    -predicted.iter().zip(observed).map(|(&mu, &y)| negative_binomial_ln_pmf(y, mu, k)).sum::<f64>()
 }
 
 /// `ln NB(y | μ, k)`, with the edge cases of [`negative_binomial_nll`] (`k` already checked).
@@ -231,11 +219,7 @@ fn negative_binomial_ln_pmf(y: f64, mu: f64, k: f64) -> f64 {
     if mu.is_infinite() {
         return f64::NEG_INFINITY;
     }
-    let count_term = if y == 0.0 {
-        0.0
-    } else {
-        y * (mu.ln() - (k + mu).ln())
-    };
+    let count_term = if y == 0.0 { 0.0 } else { y * (mu.ln() - (k + mu).ln()) };
     ln_rising(k, y) - ln_gamma(y + 1.0) - k * (mu / k).ln_1p() + count_term
 }
 
@@ -424,10 +408,7 @@ mod tests {
         let y = [3.0];
         assert_eq!(Loss::Mse.value(&p, &y), 1.0);
         assert_eq!(Loss::Mse.log_likelihood(&p, &y), None);
-        assert_eq!(
-            Loss::Poisson.log_likelihood(&p, &y),
-            Some(-poisson_nll(&p, &y))
-        );
+        assert_eq!(Loss::Poisson.log_likelihood(&p, &y), Some(-poisson_nll(&p, &y)));
         let nb = Loss::NegativeBinomial { k: 2.0 };
         assert_eq!(nb.value(&p, &y), negative_binomial_nll(&p, &y, 2.0));
         assert_eq!(nb.kind(), LossKind::NegativeBinomial);
@@ -443,10 +424,7 @@ mod tests {
         assert!(close(logsumexp(&[-1000.0, -1000.0]), -1000.0 + LN_2, 1e-15));
         // −∞ terms contribute e^−∞ = 0: ln(e^−1) = −1.
         assert_eq!(logsumexp(&[f64::NEG_INFINITY, -1.0]), -1.0);
-        assert_eq!(
-            logsumexp(&[f64::NEG_INFINITY, f64::NEG_INFINITY]),
-            f64::NEG_INFINITY
-        );
+        assert_eq!(logsumexp(&[f64::NEG_INFINITY, f64::NEG_INFINITY]), f64::NEG_INFINITY);
         assert_eq!(logsumexp(&[]), f64::NEG_INFINITY);
         assert_eq!(logsumexp(&[1.0, f64::INFINITY]), f64::INFINITY);
         assert!(logsumexp(&[1.0, f64::NAN]).is_nan());
@@ -487,14 +465,8 @@ mod tests {
         // annealed: mse([0,2]) = 4/2 = 2, mse([2,0]) = 2 → mean 2.
         let observed = [0.0, 0.0];
         let reps: [&[f64]; 2] = [&[0.0, 2.0], &[2.0, 0.0]];
-        assert_eq!(
-            aggregate(Aggregation::MeanSignal, &Loss::Mse, &reps, &observed),
-            Some(1.0)
-        );
-        assert_eq!(
-            aggregate(Aggregation::Annealed, &Loss::Mse, &reps, &observed),
-            Some(2.0)
-        );
+        assert_eq!(aggregate(Aggregation::MeanSignal, &Loss::Mse, &reps, &observed), Some(1.0));
+        assert_eq!(aggregate(Aggregation::Annealed, &Loss::Mse, &reps, &observed), Some(2.0));
         // Poisson, y = [1]; replicates 1 and 3.
         // mean_signal: λ = 2 → 2 − ln 2 + 0 = 1.30685282.
         // annealed: ((1 − 0) + (3 − ln 3)) / 2 = (1 + 1.90138771)/2 = 1.45069385.
@@ -508,15 +480,9 @@ mod tests {
     #[test]
     fn aggregate_none_cases() {
         let empty: [&[f64]; 0] = [];
-        assert_eq!(
-            aggregate(Aggregation::Annealed, &Loss::Mse, &empty, &[1.0]),
-            None
-        );
+        assert_eq!(aggregate(Aggregation::Annealed, &Loss::Mse, &empty, &[1.0]), None);
         let reps: [&[f64]; 1] = [&[1.0]];
-        assert_eq!(
-            aggregate(Aggregation::Likelihood, &Loss::Mse, &reps, &[1.0]),
-            None
-        );
+        assert_eq!(aggregate(Aggregation::Likelihood, &Loss::Mse, &reps, &[1.0]), None);
     }
 
     proptest! {

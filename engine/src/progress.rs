@@ -127,7 +127,9 @@ impl Gauge {
     }
     /// Subtracts `n` (saturating at 0).
     pub fn sub(&self, n: u64) {
-        let _ = self.now.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+        let _ = self
+            .now
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
     }
     /// Sets the value (for a stage that knows what it holds).
     pub fn set(&self, n: u64) {

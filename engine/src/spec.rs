@@ -154,14 +154,7 @@ enum ParameterSource {
 
 impl ParametersSpec {
     fn source(self, job_file: &Path) -> Result<ParameterSource> {
-        let ParametersSpec {
-            file,
-            space,
-            sampler,
-            count,
-            points_per_axis,
-            seed,
-        } = self;
+        let ParametersSpec { file, space, sampler, count, points_per_axis, seed } = self;
         match (file, space) {
             (Some(file), space) => {
                 let others = [
@@ -257,13 +250,7 @@ impl Job {
         self.sweep
             .points
             .iter()
-            .map(|p| {
-                if p.fixed_seed.is_some() {
-                    1
-                } else {
-                    u64::from(self.replicates)
-                }
-            })
+            .map(|p| if p.fixed_seed.is_some() { 1 } else { u64::from(self.replicates) })
             .sum()
     }
 }
@@ -407,20 +394,12 @@ impl JobSpec {
         let batch_size = match self.batch_size {
             None => None,
             Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| {
-                invalid(
-                    file,
-                    "batch_size",
-                    "must be at least 1; remove it for the default",
-                )
+                invalid(file, "batch_size", "must be at least 1; remove it for the default")
             })?),
         };
         let name = match &self.name {
             Some(n) if n.trim().is_empty() => {
-                return Err(invalid(
-                    file,
-                    "name",
-                    "is empty; give a name or remove the field",
-                ))
+                return Err(invalid(file, "name", "is empty; give a name or remove the field"))
             }
             Some(n) => n.clone(),
             None => file
@@ -474,12 +453,8 @@ impl JobSpec {
             }
         }
 
-        let model_outputs = select_model_outputs(
-            self.model_outputs.as_deref(),
-            &outputs,
-            simulator.name(),
-            file,
-        )?;
+        let model_outputs =
+            select_model_outputs(self.model_outputs.as_deref(), &outputs, simulator.name(), file)?;
         let spec_hash = spec_hash(
             &sweep,
             self.replicates,
@@ -499,11 +474,8 @@ impl JobSpec {
             model: self.model,
             simulator,
             targets,
-            output_dir: base_dir.join(
-                self.output
-                    .as_deref()
-                    .unwrap_or(Path::new(DEFAULT_OUTPUT_DIR)),
-            ),
+            output_dir: base_dir
+                .join(self.output.as_deref().unwrap_or(Path::new(DEFAULT_OUTPUT_DIR))),
             batch_size,
             model_outputs,
         })
@@ -590,9 +562,7 @@ fn space_sweep(
         })?;
     }
     let points = number_points(
-        sets.into_iter()
-            .enumerate()
-            .map(|(i, s)| (Position::Index(i), s, None)),
+        sets.into_iter().enumerate().map(|(i, s)| (Position::Index(i), s, None)),
         |_, name, e| invalid(file, format!("parameters.space.{name}"), e),
         |first, second, id| {
             invalid(
@@ -606,10 +576,7 @@ fn space_sweep(
             )
         },
     )?;
-    Ok(Sweep {
-        columns: names.into_iter().map(|n| (n, ParamKind::Float)).collect(),
-        points,
-    })
+    Ok(Sweep { columns: names.into_iter().map(|n| (n, ParamKind::Float)).collect(), points })
 }
 
 fn file_sweep(
@@ -636,10 +603,7 @@ fn file_sweep(
             ),
         ));
     }
-    if let Some(missing) = model_params
-        .iter()
-        .find(|m| !columns.iter().any(|(n, _)| n == *m))
-    {
+    if let Some(missing) = model_params.iter().find(|m| !columns.iter().any(|(n, _)| n == *m)) {
         return Err(data(
             Some(1),
             None,
@@ -650,8 +614,7 @@ fn file_sweep(
         check(&row.params).map_err(|m| data(Some(row.line), None, format!("{m}; fix the row")))?;
     }
     let points = number_points(
-        rows.into_iter()
-            .map(|r| (Position::Line(r.line), r.params, r.seed)),
+        rows.into_iter().map(|r| (Position::Line(r.line), r.params, r.seed)),
         |pos, name, e| data(pos.line(), Some(name), e),
         |first, second, id| {
             data(
@@ -690,12 +653,7 @@ fn number_points(
                 v.insert(pos);
             }
         }
-        points.push(SweepPoint {
-            index: index as u64,
-            params,
-            param_id,
-            fixed_seed,
-        });
+        points.push(SweepPoint { index: index as u64, params, param_id, fixed_seed });
     }
     Ok(points)
 }
@@ -727,17 +685,17 @@ fn spec_hash(
     line(&json(model));
     for file in model_files {
         let bytes = std::fs::read(file).map_err(|e| EngineError::io(file, e))?;
-        line(&format!("model_file={}", hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))));
+        line(&format!(
+            "model_file={}",
+            hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))
+        ));
     }
     line(&format!("targets={}", target_specs.len()));
     for (spec, target) in target_specs.iter().zip(targets) {
         line(&json(spec));
         let bytes =
             std::fs::read(&target.data_file).map_err(|e| EngineError::io(&target.data_file, e))?;
-        line(&format!(
-            "data={}",
-            hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))
-        ));
+        line(&format!("data={}", hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))));
     }
     if let Some(names) = model_outputs {
         line(&format!("model_outputs={}", names.join(",")));
@@ -765,10 +723,7 @@ mod tests {
                          days = 30\nsteps_per_day = 4\n";
 
     fn job(head: &str, params: &str) -> Result<Job> {
-        parse_job(
-            &format!("{head}\n{params}\n{MODEL}"),
-            Path::new("/jobs/flu.toml"),
-        )
+        parse_job(&format!("{head}\n{params}\n{MODEL}"), Path::new("/jobs/flu.toml"))
     }
 
     fn grid_params() -> &'static str {
@@ -790,10 +745,7 @@ mod tests {
         assert_eq!(j.output_dir, PathBuf::from("/jobs/output"));
         assert_eq!(
             j.sweep.columns,
-            vec![
-                ("beta".to_string(), ParamKind::Float),
-                ("gamma".to_string(), ParamKind::Float)
-            ]
+            vec![("beta".to_string(), ParamKind::Float), ("gamma".to_string(), ParamKind::Float)]
         );
         assert_eq!(j.sweep.points.len(), 9);
         assert_eq!(j.simulations(), 45);
@@ -837,22 +789,10 @@ mod tests {
         let params = "[parameters]\nsampler = \"sobol\"\ncount = 4\n\
                       [parameters.space]\nbeta = { min = 1.0, max = 2.0 }\ngamma = 0.2";
         let ids = |head: &str| -> Vec<ParamId> {
-            job(head, params)
-                .unwrap()
-                .sweep
-                .points
-                .iter()
-                .map(|p| p.param_id.clone())
-                .collect()
+            job(head, params).unwrap().sweep.points.iter().map(|p| p.param_id.clone()).collect()
         };
-        assert_eq!(
-            ids("replicates = 1\nseed = 1"),
-            ids("replicates = 1\nseed = 1")
-        );
-        assert_ne!(
-            ids("replicates = 1\nseed = 1"),
-            ids("replicates = 1\nseed = 2")
-        );
+        assert_eq!(ids("replicates = 1\nseed = 1"), ids("replicates = 1\nseed = 1"));
+        assert_ne!(ids("replicates = 1\nseed = 1"), ids("replicates = 1\nseed = 2"));
     }
 
     #[test]
@@ -860,16 +800,11 @@ mod tests {
         let h = |head: &str| job(head, grid_params()).unwrap().spec_hash;
         let base = h("replicates = 5");
         assert_eq!(base.len(), 64);
-        assert!(base
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(base.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(base, h("replicates = 5"));
         assert_ne!(base, h("replicates = 6"));
         assert_eq!(base, h("replicates = 5\nbatch_size = 7"));
-        assert_eq!(
-            base,
-            h("replicates = 5\nname = \"other\"\noutput = \"elsewhere\"")
-        );
+        assert_eq!(base, h("replicates = 5\nname = \"other\"\noutput = \"elsewhere\""));
         // The job seed does not enter a grid's points, hence not the hash.
         assert_eq!(base, h("replicates = 5\nseed = 9"));
         let other_model = parse_job(
@@ -965,15 +900,7 @@ mod tests {
     #[test]
     fn syntax_errors_give_line_and_column() {
         let e = err("replicates = 5\nreplicate = 3", grid_params());
-        let EngineError::SpecSyntax {
-            line,
-            column,
-            ref message,
-            ..
-        } = e
-        else {
-            panic!("{e:?}")
-        };
+        let EngineError::SpecSyntax { line, column, ref message, .. } = e else { panic!("{e:?}") };
         assert_eq!((line, column), (2, 1));
         assert!(
             message.contains("unknown field `replicate`") && message.contains("replicates"),
@@ -982,51 +909,27 @@ mod tests {
         assert!(e.to_string().starts_with("/jobs/flu.toml:2:1: "), "{e}");
 
         let e = err("replicates = \"ten\"", grid_params());
-        let EngineError::SpecSyntax { line, column, .. } = e else {
-            panic!("{e:?}")
-        };
+        let EngineError::SpecSyntax { line, column, .. } = e else { panic!("{e:?}") };
         assert_eq!((line, column), (1, 14));
 
         let e = err("replicates = 5\nseed = = 1", grid_params());
-        assert!(
-            matches!(e, EngineError::SpecSyntax { line: 2, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, EngineError::SpecSyntax { line: 2, .. }), "{e:?}");
 
         let e = err(
             "replicates = 5",
             &grid_params().replace("points_per_axis = 3", "points_per_axis = 3\ncont = 2"),
         );
-        let EngineError::SpecSyntax {
-            line, ref message, ..
-        } = e
-        else {
-            panic!("{e:?}")
-        };
+        let EngineError::SpecSyntax { line, ref message, .. } = e else { panic!("{e:?}") };
         assert_eq!(line, 5);
         assert!(message.contains("unknown field `cont`"), "{message}");
 
-        let e = err(
-            "replicates = 5",
-            &grid_params().replace("max = 2.0", "mx = 2.0"),
-        );
-        let EngineError::SpecSyntax {
-            line, ref message, ..
-        } = e
-        else {
-            panic!("{e:?}")
-        };
+        let e = err("replicates = 5", &grid_params().replace("max = 2.0", "mx = 2.0"));
+        let EngineError::SpecSyntax { line, ref message, .. } = e else { panic!("{e:?}") };
         assert_eq!(line, 6);
         assert!(message.contains("unknown field `mx`"), "{message}");
 
-        let e = err(
-            "replicates = 5",
-            &grid_params().replace("\"grid\"", "\"gird\""),
-        );
-        assert!(
-            matches!(e, EngineError::SpecSyntax { line: 3, .. }),
-            "{e:?}"
-        );
+        let e = err("replicates = 5", &grid_params().replace("\"grid\"", "\"gird\""));
+        assert!(matches!(e, EngineError::SpecSyntax { line: 3, .. }), "{e:?}");
     }
 
     fn invalid_text(e: EngineError) -> String {
@@ -1052,10 +955,7 @@ mod tests {
             .unwrap_err(),
         );
         assert!(t.contains("field `model.population`"), "{t}");
-        let t = invalid_text(err(
-            "replicates = 1",
-            &format!("{}\ndelta = 0.3", grid_params()),
-        ));
+        let t = invalid_text(err("replicates = 1", &format!("{}\ndelta = 0.3", grid_params())));
         assert!(
             t.contains("parameters.space.delta") && t.contains("beta") && t.contains("gamma"),
             "{t}"
@@ -1064,44 +964,27 @@ mod tests {
             "replicates = 1",
             &grid_params().replace("gamma = { min = 0.1, max = 0.5 }", ""),
         ));
-        assert!(
-            t.contains("`gamma`") && t.contains("parameters.space"),
-            "{t}"
-        );
-        let t = invalid_text(err(
-            "replicates = 1",
-            &grid_params().replace("max = 2.0", "max = 0.5"),
-        ));
-        assert!(
-            t.contains("parameters.space.beta.min") && t.contains("inverted"),
-            "{t}"
-        );
+        assert!(t.contains("`gamma`") && t.contains("parameters.space"), "{t}");
+        let t =
+            invalid_text(err("replicates = 1", &grid_params().replace("max = 2.0", "max = 0.5")));
+        assert!(t.contains("parameters.space.beta.min") && t.contains("inverted"), "{t}");
         let t = invalid_text(err(
             "replicates = 1",
             &grid_params().replace("points_per_axis = 3", "count = 3"),
         ));
-        assert!(
-            t.contains("parameters.count") && t.contains("points_per_axis"),
-            "{t}"
-        );
+        assert!(t.contains("parameters.count") && t.contains("points_per_axis"), "{t}");
         let t = invalid_text(err(
             "replicates = 1",
             &grid_params().replace("beta = { min = 1.0, max = 2.0 }", "beta = nan"),
         ));
         assert!(t.contains("parameters.space.beta"), "{t}");
         let t = invalid_text(err("replicates = 1", "[parameters]"));
-        assert!(
-            t.contains("field `parameters`") && t.contains("file"),
-            "{t}"
-        );
+        assert!(t.contains("field `parameters`") && t.contains("file"), "{t}");
         let t = invalid_text(err(
             "replicates = 1",
             &grid_params().replace("[parameters]", "[parameters]\nfile = \"p.csv\""),
         ));
-        assert!(
-            t.contains("parameters.file") && t.contains("not both"),
-            "{t}"
-        );
+        assert!(t.contains("parameters.file") && t.contains("not both"), "{t}");
     }
 
     #[test]
@@ -1111,10 +994,7 @@ mod tests {
                       aggregation = \"annealed\"\nloss = \"mse\"\n";
         let text = format!("replicates = 1\n{}\n{MODEL}{target}{target}", grid_params());
         let t = invalid_text(parse_job(&text, Path::new("/jobs/flu.toml")).unwrap_err());
-        assert!(
-            t.contains("targets[1].name") && t.contains("targets[0]"),
-            "{t}"
-        );
+        assert!(t.contains("targets[1].name") && t.contains("targets[0]"), "{t}");
     }
 
     #[test]
@@ -1128,21 +1008,14 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
         path
     }
 
     #[test]
     fn csv_parameter_file_with_seeds() {
         let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "params.csv",
-            "gamma,beta,seed\n0.5,1.7,11\n0.25,2,12\n0.25,3,13\n",
-        );
+        write(dir.path(), "params.csv", "gamma,beta,seed\n0.5,1.7,11\n0.25,2,12\n0.25,3,13\n");
         let job_file = write(
             dir.path(),
             "job.toml",
@@ -1152,10 +1025,7 @@ mod tests {
         assert_eq!(j.name, "job");
         assert_eq!(
             j.sweep.columns,
-            vec![
-                ("beta".to_string(), ParamKind::Float),
-                ("gamma".to_string(), ParamKind::Float)
-            ]
+            vec![("beta".to_string(), ParamKind::Float), ("gamma".to_string(), ParamKind::Float)]
         );
         assert_eq!(j.sweep.points.len(), 3);
         assert_eq!(j.simulations(), 3);
@@ -1187,10 +1057,7 @@ mod tests {
         let t = run("beta,gamma\n1,2\n3,4\n1,2.0\n");
         assert!(t.contains("params.csv:4") && t.contains("line 2"), "{t}");
         let t = run("beta,gamma,delta\n1,2,3\n");
-        assert!(
-            t.contains(":1: column `delta`") && t.contains("beta, gamma"),
-            "{t}"
-        );
+        assert!(t.contains(":1: column `delta`") && t.contains("beta, gamma"), "{t}");
         let t = run("beta\n1\n");
         assert!(t.contains("`gamma`"), "{t}");
         let t = run("beta,gamma\n1,nan\n");
@@ -1217,14 +1084,8 @@ mod tests {
         use std::sync::Arc;
         let dir = tempfile::tempdir().unwrap();
         let batch = arrow::record_batch::RecordBatch::try_from_iter(vec![
-            (
-                "beta",
-                Arc::new(Float64Array::from(vec![1.7, 1.8])) as ArrayRef,
-            ),
-            (
-                "gamma",
-                Arc::new(Float64Array::from(vec![0.5, 0.5])) as ArrayRef,
-            ),
+            ("beta", Arc::new(Float64Array::from(vec![1.7, 1.8])) as ArrayRef),
+            ("gamma", Arc::new(Float64Array::from(vec![0.5, 0.5])) as ArrayRef),
             ("seed", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
         ])
         .unwrap();
@@ -1254,10 +1115,7 @@ mod tests {
             "replicates = 1",
             "[parameters]\nsampler = \"uniform\"\ncount = 2\n[parameters.space]\nbeta = 1.0\ngamma = 2.0",
         ));
-        assert!(
-            t.contains("parameters.count") && t.contains("identical"),
-            "{t}"
-        );
+        assert!(t.contains("parameters.count") && t.contains("identical"), "{t}");
     }
 
     #[test]
@@ -1272,20 +1130,10 @@ mod tests {
         let e = number_points(
             points.into_iter(),
             |_, _, m| invalid(Path::new("j"), "x", m),
-            |a, b, _| {
-                invalid(
-                    Path::new("j"),
-                    "parameters",
-                    format!("{b} is identical to {a}"),
-                )
-            },
+            |a, b, _| invalid(Path::new("j"), "parameters", format!("{b} is identical to {a}")),
         )
         .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("parameter set 2 is identical to parameter set 0"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("parameter set 2 is identical to parameter set 0"), "{e}");
     }
 
     #[test]
@@ -1293,12 +1141,7 @@ mod tests {
         // Internally tagged enums buffer their table, so toml points at `[model]` (line 8).
         let text = format!("replicates = 1\n{}\n{MODEL}popul = 3\n", grid_params());
         let e = parse_job(&text, Path::new("j.toml")).unwrap_err();
-        let EngineError::SpecSyntax {
-            line, ref message, ..
-        } = e
-        else {
-            panic!("{e:?}")
-        };
+        let EngineError::SpecSyntax { line, ref message, .. } = e else { panic!("{e:?}") };
         assert_eq!(line, 8);
         assert!(message.contains("unknown field `popul`"), "{message}");
     }

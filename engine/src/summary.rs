@@ -51,7 +51,12 @@ fn param_value(column: &ArrayRef, row: usize) -> ParamValue {
 /// # Errors
 /// [`EngineError::Io`] or [`EngineError::Parquet`] naming a committed file that cannot be read,
 /// or one without `param_id` and `loss` columns.
-pub fn best_of_target(layout: &OutputLayout, manifest: &Manifest, target: &str, k: usize) -> Result<TargetSummary> {
+pub fn best_of_target(
+    layout: &OutputLayout,
+    manifest: &Manifest,
+    target: &str,
+    k: usize,
+) -> Result<TargetSummary> {
     let dataset = Dataset::Target(target.to_string());
     let mut best: Vec<BestParameterSet> = Vec::with_capacity(k + 1);
     for batch in &manifest.batches {
@@ -64,9 +69,14 @@ pub fn best_of_target(layout: &OutputLayout, manifest: &Manifest, target: &str, 
         let mut point = batch.first_point;
         for rb in reader {
             let rb = rb?;
-            let ids = rb.column_by_name("param_id").and_then(|c| c.as_any().downcast_ref::<StringArray>());
-            let losses = rb.column_by_name("loss").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
-            let failed = rb.column_by_name("n_failed").and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
+            let ids = rb
+                .column_by_name("param_id")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+            let losses =
+                rb.column_by_name("loss").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+            let failed = rb
+                .column_by_name("n_failed")
+                .and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
             let (Some(ids), Some(losses)) = (ids, losses) else {
                 return Err(EngineError::io(
                     &path,

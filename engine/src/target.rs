@@ -284,10 +284,7 @@ impl TargetSpec {
         };
 
         if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(invalid(
                 "name",
@@ -404,26 +401,23 @@ impl TargetSpec {
             }
         }
         .map_err(|e| match e {
-            EngineError::Data {
-                file,
-                line,
-                column,
-                message,
-            } if message == FILE_NOT_FOUND => EngineError::Data {
-                file,
-                line,
-                column,
-                message: format!(
-                    "{FILE_NOT_FOUND}; check `targets[{index}].data` ({})",
-                    if self.data.is_absolute() {
-                        "an absolute path".to_string()
-                    } else if base_dir.as_os_str().is_empty() {
-                        "relative to the job file's folder, the current directory".to_string()
-                    } else {
-                        format!("relative to the job file's folder {}", base_dir.display())
-                    }
-                ),
-            },
+            EngineError::Data { file, line, column, message } if message == FILE_NOT_FOUND => {
+                EngineError::Data {
+                    file,
+                    line,
+                    column,
+                    message: format!(
+                        "{FILE_NOT_FOUND}; check `targets[{index}].data` ({})",
+                        if self.data.is_absolute() {
+                            "an absolute path".to_string()
+                        } else if base_dir.as_os_str().is_empty() {
+                            "relative to the job file's folder, the current directory".to_string()
+                        } else {
+                            format!("relative to the job file's folder {}", base_dir.display())
+                        }
+                    ),
+                }
+            }
             other => other,
         })?;
         let data_error = |line: u64, column: &str, message: String| EngineError::Data {
@@ -625,10 +619,7 @@ fn missing_column(path: &Path, column: &str, present: &[&str]) -> EngineError {
         file: path.to_path_buf(),
         line: None,
         column: Some(column.to_string()),
-        message: format!(
-            "no such column; the columns present are: {}",
-            present.join(", ")
-        ),
+        message: format!("no such column; the columns present are: {}", present.join(", ")),
     }
 }
 
@@ -662,29 +653,19 @@ fn csv_error(path: &Path, error: csv::Error) -> EngineError {
 /// Reads the value and time columns of a CSV file with a header row.
 fn read_csv(path: &Path, value_column: &str, time_column: &str) -> Result<Vec<RawRow>> {
     let file = open_data(path)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(file);
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(file);
     let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
     let present: Vec<&str> = headers.iter().collect();
     let find = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| missing_column(path, name, &present))
+        headers.iter().position(|h| h == name).ok_or_else(|| missing_column(path, name, &present))
     };
     let (value_index, time_index) = (find(value_column)?, find(time_column)?);
 
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
-    while reader
-        .read_record(&mut record)
-        .map_err(|e| csv_error(path, e))?
-    {
-        let line = record
-            .position()
-            .map_or(rows.len() as u64 + 2, |p| p.line());
+    while reader.read_record(&mut record).map_err(|e| csv_error(path, e))? {
+        let line = record.position().map_or(rows.len() as u64 + 2, |p| p.line());
         let cell = |index: usize| record.get(index).unwrap_or("");
         let data_error = |column: &str, message: String| EngineError::Data {
             file: path.to_path_buf(),
@@ -695,16 +676,9 @@ fn read_csv(path: &Path, value_column: &str, time_column: &str) -> Result<Vec<Ra
         let value = parse_value(cell(value_index)).map_err(|m| data_error(value_column, m))?;
         let time = cell(time_index);
         if time.is_empty() {
-            return Err(data_error(
-                time_column,
-                "empty time; every row needs one".to_string(),
-            ));
+            return Err(data_error(time_column, "empty time; every row needs one".to_string()));
         }
-        rows.push(RawRow {
-            line,
-            value,
-            time: RawTime::Text(time.to_string()),
-        });
+        rows.push(RawRow { line, value, time: RawTime::Text(time.to_string()) });
     }
     Ok(rows)
 }
@@ -725,11 +699,7 @@ fn read_parquet(path: &Path, value_column: &str, time_column: &str) -> Result<Ve
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
     let schema = builder.schema().clone();
     let present: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let find = |name: &str| {
-        schema
-            .index_of(name)
-            .map_err(|_| missing_column(path, name, &present))
-    };
+    let find = |name: &str| schema.index_of(name).map_err(|_| missing_column(path, name, &present));
     let (value_index, time_index) = (find(value_column)?, find(time_column)?);
     let type_error = |column: &str, data_type: &DataType, expected: &str| EngineError::Data {
         file: path.to_path_buf(),
@@ -739,26 +709,16 @@ fn read_parquet(path: &Path, value_column: &str, time_column: &str) -> Result<Ve
     };
     let value_type = schema.field(value_index).data_type().clone();
     if !is_numeric_type(&value_type) {
-        return Err(type_error(
-            value_column,
-            &value_type,
-            "numbers (Int*/UInt*/Float*)",
-        ));
+        return Err(type_error(value_column, &value_type, "numbers (Int*/UInt*/Float*)"));
     }
     let time_type = schema.field(time_index).data_type().clone();
-    let time_is_string = matches!(
-        time_type,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    );
+    let time_is_string =
+        matches!(time_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     if !(is_numeric_type(&time_type)
         || time_is_string
         || matches!(time_type, DataType::Date32 | DataType::Date64))
     {
-        return Err(type_error(
-            time_column,
-            &time_type,
-            "numbers, Date32/Date64, or strings",
-        ));
+        return Err(type_error(time_column, &time_type, "numbers, Date32/Date64, or strings"));
     }
 
     let reader = builder.build().map_err(parquet_error)?;
@@ -806,10 +766,7 @@ fn read_parquet(path: &Path, value_column: &str, time_column: &str) -> Result<Ve
             }
             let value = values.value(i);
             if !value.is_finite() {
-                return Err(data_error(
-                    value_column,
-                    format!("`{value}` is not a finite number"),
-                ));
+                return Err(data_error(value_column, format!("`{value}` is not a finite number")));
             }
             let time = times.get(i).map_err(|m| data_error(time_column, m))?;
             rows.push(RawRow { line, value, time });
@@ -877,10 +834,7 @@ fn date_times(rows: &[RawRow]) -> Result<Vec<NaiveDate>, (u64, String)> {
         RawTime::Text(s) => NaiveDate::parse_from_str(s, DATE_FORMAT).ok(),
         RawTime::Number(_) => None,
     };
-    let example = rows
-        .iter()
-        .find(|r| as_date(&r.time).is_some())
-        .map(|r| (r.line, r));
+    let example = rows.iter().find(|r| as_date(&r.time).is_some()).map(|r| (r.line, r));
     rows.iter()
         .map(|r| {
             as_date(&r.time).ok_or_else(|| {
@@ -1033,18 +987,11 @@ impl Target {
     /// [`Target::align`] into `out` (length `times.len()`).
     fn align_into(&self, table: &RecordBatch, out: &mut [f64]) -> Result<(), AlignError> {
         let column = |name: &str| {
-            let array = table
-                .column_by_name(name)
-                .ok_or_else(|| AlignError::MissingColumn {
-                    target: self.name.clone(),
-                    column: name.to_string(),
-                    available: table
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone())
-                        .collect(),
-                })?;
+            let array = table.column_by_name(name).ok_or_else(|| AlignError::MissingColumn {
+                target: self.name.clone(),
+                column: name.to_string(),
+                available: table.schema().fields().iter().map(|f| f.name().clone()).collect(),
+            })?;
             let view = NumericView::new(array.as_ref()).ok_or_else(|| AlignError::NotNumeric {
                 target: self.name.clone(),
                 column: name.to_string(),
@@ -1124,24 +1071,14 @@ impl Target {
         let n = self.times.len();
         if n == 0 {
             let empty: Vec<&[f64]> = vec![&[]; replicates.len()];
-            return Ok(loss::aggregate(
-                self.aggregation,
-                &self.loss_fn,
-                &empty,
-                &self.observed,
-            ));
+            return Ok(loss::aggregate(self.aggregation, &self.loss_fn, &empty, &self.observed));
         }
         let mut predicted = vec![f64::NAN; n * replicates.len()];
         for (chunk, table) in predicted.chunks_mut(n).zip(replicates) {
             self.align_into(table, chunk)?;
         }
         let slices: Vec<&[f64]> = predicted.chunks(n).collect();
-        Ok(loss::aggregate(
-            self.aggregation,
-            &self.loss_fn,
-            &slices,
-            &self.observed,
-        ))
+        Ok(loss::aggregate(self.aggregation, &self.loss_fn, &slices, &self.observed))
     }
 }
 
@@ -1245,20 +1182,11 @@ mod tests {
     fn assert_spec_invalid(result: Result<Target>, expected_field: &str, needle: &str) {
         match result {
             Err(e @ EngineError::SpecInvalid { .. }) => {
-                let EngineError::SpecInvalid {
-                    file,
-                    field,
-                    message,
-                } = &e
-                else {
-                    unreachable!()
-                };
+                let EngineError::SpecInvalid { file, field, message } = &e else { unreachable!() };
                 assert_eq!(file, Path::new(JOB));
                 assert_eq!(field, &format!("targets[0].{expected_field}"));
                 assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-                assert!(e
-                    .to_string()
-                    .starts_with("/jobs/job.toml: field `targets[0]."));
+                assert!(e.to_string().starts_with("/jobs/job.toml: field `targets[0]."));
             }
             other => panic!("expected SpecInvalid on {expected_field}, got {other:?}"),
         }
@@ -1273,12 +1201,7 @@ mod tests {
         needle: &str,
     ) {
         match result {
-            Err(EngineError::Data {
-                file,
-                line,
-                column,
-                message,
-            }) => {
+            Err(EngineError::Data { file, line, column, message }) => {
                 assert_eq!(file, expected_file);
                 assert_eq!(line, expected_line);
                 assert_eq!(column.as_deref(), expected_column);
@@ -1306,10 +1229,7 @@ mod tests {
     #[test]
     fn csv_week_unit() {
         // 2020-03-08 − 2020-03-01 = 7 days = 1 week; 2020-03-22 is 21 days = 3 weeks.
-        let dir = write(
-            "obs.csv",
-            "date,cases\n2020-03-08,10\n2020-03-22,30\n2020-03-01,1\n",
-        );
+        let dir = write("obs.csv", "date,cases\n2020-03-08,10\n2020-03-22,30\n2020-03-01,1\n");
         let mut s = spec("obs.csv");
         s.origin = Some("2020-03-01".to_string());
         s.time_unit = Some("week".to_string());
@@ -1363,16 +1283,8 @@ mod tests {
             "column",
             "its columns are: day, in_bed, label",
         );
-        assert_spec_invalid(
-            with(&|s| s.column = "label".into()),
-            "column",
-            "has type Utf8",
-        );
-        assert_spec_invalid(
-            with(&|s| s.time_column = "t".into()),
-            "time_column",
-            "no column `t`",
-        );
+        assert_spec_invalid(with(&|s| s.column = "label".into()), "column", "has type Utf8");
+        assert_spec_invalid(with(&|s| s.time_column = "t".into()), "time_column", "no column `t`");
         assert_spec_invalid(
             with(&|s| s.loss = LossKind::NegativeBinomial),
             "dispersion",
@@ -1409,21 +1321,13 @@ mod tests {
         );
         assert_spec_invalid(with(&|s| s.name = String::new()), "name", "folder name");
         assert_spec_invalid(with(&|s| s.name = "a/b".into()), "name", "`a/b`");
-        assert_spec_invalid(
-            with(&|s| s.data = "obs.xlsx".into()),
-            "data",
-            "`.csv` or `.parquet`",
-        );
+        assert_spec_invalid(with(&|s| s.data = "obs.xlsx".into()), "data", "`.csv` or `.parquet`");
         assert_spec_invalid(
             with(&|s| s.origin = Some("01/03/2020".into())),
             "origin",
             "`01/03/2020` is not a date",
         );
-        assert_spec_invalid(
-            with(&|s| s.time_unit = Some("month".into())),
-            "time_unit",
-            "`month`",
-        );
+        assert_spec_invalid(with(&|s| s.time_unit = Some("month".into())), "time_unit", "`month`");
         assert_spec_invalid(with(&|s| s.origin = None), "origin", "holds dates");
     }
 
@@ -1443,13 +1347,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("nowhere.csv");
         let result = resolve(&spec("nowhere.csv"), dir.path());
-        assert_data_error(
-            result,
-            &file,
-            None,
-            None,
-            "file not found; check `targets[0].data`",
-        );
+        assert_data_error(result, &file, None, None, "file not found; check `targets[0].data`");
         let file = dir.path().join("nowhere.parquet");
         let result = resolve(&spec("nowhere.parquet"), dir.path());
         assert_data_error(result, &file, None, None, "file not found");
@@ -1458,30 +1356,15 @@ mod tests {
     #[test]
     fn csv_data_errors_name_line_and_column() {
         let cases: [(&str, Option<u64>, Option<&str>, &str); 8] = [
-            (
-                "date,count\n2020-03-02,3\n",
-                None,
-                Some("cases"),
-                "columns present are: date, count",
-            ),
+            ("date,count\n2020-03-02,3\n", None, Some("cases"), "columns present are: date, count"),
             (
                 "date,cases\n2020-03-02,3\n2020-03-03,many\n",
                 Some(3),
                 Some("cases"),
                 "`many` is not a number",
             ),
-            (
-                "date,cases\n2020-03-02,\n",
-                Some(2),
-                Some("cases"),
-                "empty value",
-            ),
-            (
-                "date,cases\n2020-03-02,inf\n",
-                Some(2),
-                Some("cases"),
-                "not a finite number",
-            ),
+            ("date,cases\n2020-03-02,\n", Some(2), Some("cases"), "empty value"),
+            ("date,cases\n2020-03-02,inf\n", Some(2), Some("cases"), "not a finite number"),
             (
                 "date,cases\n2020-03-02,3\n2020-02-30,4\n",
                 Some(3),
@@ -1489,12 +1372,7 @@ mod tests {
                 "`2020-02-30` is not a date YYYY-MM-DD; the time column holds dates (e.g. \
                  `2020-03-02` at line 2)",
             ),
-            (
-                "date,cases\n2020-03-02,3\n,4\n",
-                Some(3),
-                Some("date"),
-                "empty time",
-            ),
+            ("date,cases\n2020-03-02,3\n,4\n", Some(3), Some("date"), "empty time"),
             (
                 "date,cases\n2020-03-02,3\n2020-03-03,4\n2020-03-02,5\n",
                 Some(4),
@@ -1518,13 +1396,7 @@ mod tests {
         let mut s = spec("obs.csv");
         s.origin = Some("2020-03-01".to_string());
         let file = dir.path().join("obs.csv");
-        assert_data_error(
-            resolve(&s, dir.path()),
-            &file,
-            Some(3),
-            None,
-            "cannot read CSV",
-        );
+        assert_data_error(resolve(&s, dir.path()), &file, Some(3), None, "cannot read CSV");
 
         let dir = write("obs.csv", "date,cases\nmonday,3\n");
         let file = dir.path().join("obs.csv");
@@ -1586,10 +1458,7 @@ mod tests {
         let cases = Int64Array::from(vec![3, 5, 0]);
         write_parquet(
             &dir.path().join("obs.parquet"),
-            vec![
-                ("date", Arc::new(dates) as ArrayRef),
-                ("cases", Arc::new(cases)),
-            ],
+            vec![("date", Arc::new(dates) as ArrayRef), ("cases", Arc::new(cases))],
         );
         let mut s = spec("obs.parquet");
         s.origin = Some("2020-03-01".to_string());
@@ -1605,10 +1474,7 @@ mod tests {
         write_parquet(
             &path,
             vec![
-                (
-                    "date",
-                    Arc::new(Float64Array::from(vec![0.0, 7.0])) as ArrayRef,
-                ),
+                ("date", Arc::new(Float64Array::from(vec![0.0, 7.0])) as ArrayRef),
                 ("cases", Arc::new(Float64Array::from(vec![1.5, 2.5]))),
             ],
         );
@@ -1618,10 +1484,7 @@ mod tests {
         write_parquet(
             &path,
             vec![
-                (
-                    "date",
-                    Arc::new(StringArray::from(vec!["2020-03-15", "2020-03-29"])) as ArrayRef,
-                ),
+                ("date", Arc::new(StringArray::from(vec!["2020-03-15", "2020-03-29"])) as ArrayRef),
                 ("cases", Arc::new(Int64Array::from(vec![4, 8]))),
             ],
         );
@@ -1640,14 +1503,8 @@ mod tests {
         write_parquet(
             &path,
             vec![
-                (
-                    "date",
-                    Arc::new(Int64Array::from(vec![0, 1, 2])) as ArrayRef,
-                ),
-                (
-                    "cases",
-                    Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
-                ),
+                ("date", Arc::new(Int64Array::from(vec![0, 1, 2])) as ArrayRef),
+                ("cases", Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]))),
             ],
         );
         assert_data_error(
@@ -1673,10 +1530,7 @@ mod tests {
             "has type Utf8",
         );
         // Missing column.
-        write_parquet(
-            &path,
-            vec![("day", Arc::new(Int64Array::from(vec![0])) as ArrayRef)],
-        );
+        write_parquet(&path, vec![("day", Arc::new(Int64Array::from(vec![0])) as ArrayRef)]);
         assert_data_error(
             resolve(&spec("obs.parquet"), dir.path()),
             &path,
@@ -1739,27 +1593,11 @@ mod tests {
     fn align_on_int64_days() {
         let days: Vec<i64> = (0..=14).collect();
         let values: Vec<f64> = days.iter().map(|d| (d * 10) as f64).collect();
-        let t = target(
-            &[3.0, 7.0, 14.0],
-            &[0.0; 3],
-            Aggregation::Annealed,
-            Loss::Mse,
-        );
-        assert_eq!(
-            t.align(&table(&days, &values)).unwrap(),
-            vec![30.0, 70.0, 140.0]
-        );
+        let t = target(&[3.0, 7.0, 14.0], &[0.0; 3], Aggregation::Annealed, Loss::Mse);
+        assert_eq!(t.align(&table(&days, &values)).unwrap(), vec![30.0, 70.0, 140.0]);
         // Observations out of time order keep their order.
-        let t = target(
-            &[14.0, 0.0, 7.0],
-            &[0.0; 3],
-            Aggregation::Annealed,
-            Loss::Mse,
-        );
-        assert_eq!(
-            t.align(&table(&days, &values)).unwrap(),
-            vec![140.0, 0.0, 70.0]
-        );
+        let t = target(&[14.0, 0.0, 7.0], &[0.0; 3], Aggregation::Annealed, Loss::Mse);
+        assert_eq!(t.align(&table(&days, &values)).unwrap(), vec![140.0, 0.0, 70.0]);
     }
 
     #[test]
@@ -1769,14 +1607,8 @@ mod tests {
         assert_eq!(t.align(&shuffled).unwrap(), vec![10.0, 20.0]);
         // UInt32 days and Int32 values.
         let other = RecordBatch::try_from_iter(vec![
-            (
-                "day",
-                Arc::new(arrow::array::UInt32Array::from(vec![0, 1, 2])) as ArrayRef,
-            ),
-            (
-                "in_bed",
-                Arc::new(arrow::array::Int32Array::from(vec![5, 6, 7])),
-            ),
+            ("day", Arc::new(arrow::array::UInt32Array::from(vec![0, 1, 2])) as ArrayRef),
+            ("in_bed", Arc::new(arrow::array::Int32Array::from(vec![5, 6, 7]))),
         ])
         .unwrap();
         assert_eq!(t.align(&other).unwrap(), vec![6.0, 7.0]);
@@ -1804,10 +1636,7 @@ mod tests {
         // A time inside the range that falls between rows.
         let t = target(&[2.5], &[0.0], Aggregation::Annealed, Loss::Mse);
         let err = t.align(&table(&days, &[1.0; 15])).unwrap_err();
-        assert!(
-            err.to_string().contains("observed time 2.5 is not among"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("observed time 2.5 is not among"), "{err}");
         assert!(err.to_string().contains("no row at that time"), "{err}");
     }
 

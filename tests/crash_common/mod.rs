@@ -94,10 +94,15 @@ pub fn read_output(out: &Path) -> Vec<(String, RecordBatch)> {
     batches.sort_by_key(|b| b["first_point"].as_u64().unwrap());
     let mut expected_end = 0;
     for b in &batches {
-        assert_eq!(b["first_point"].as_u64().unwrap(), expected_end, "gap or overlap in the manifest");
+        assert_eq!(
+            b["first_point"].as_u64().unwrap(),
+            expected_end,
+            "gap or overlap in the manifest"
+        );
         expected_end = b["end_point"].as_u64().unwrap();
     }
-    let mut datasets: Vec<String> = batches[0]["rows"].as_object().unwrap().keys().cloned().collect();
+    let mut datasets: Vec<String> =
+        batches[0]["rows"].as_object().unwrap().keys().cloned().collect();
     datasets.sort();
     let mut out_tables = Vec::new();
     for d in &datasets {
@@ -119,7 +124,8 @@ pub fn read_output(out: &Path) -> Vec<(String, RecordBatch)> {
                 parts.push(rb.unwrap());
             }
         }
-        let mut present: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut present: Vec<PathBuf> =
+            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         present.sort();
         listed.sort();
         assert_eq!(present, listed, "{d}: files not listed in the manifest, or temporary files");
@@ -129,7 +135,11 @@ pub fn read_output(out: &Path) -> Vec<(String, RecordBatch)> {
 }
 
 /// Asserts that two outputs read by [`read_output`] are identical; returns the rows compared.
-pub fn assert_same_output(reference: &[(String, RecordBatch)], got: &[(String, RecordBatch)], what: &str) -> u64 {
+pub fn assert_same_output(
+    reference: &[(String, RecordBatch)],
+    got: &[(String, RecordBatch)],
+    what: &str,
+) -> u64 {
     let names = |t: &[(String, RecordBatch)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(reference), names(got), "{what}: other datasets");
     let mut rows = 0;

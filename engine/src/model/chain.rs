@@ -137,10 +137,7 @@ pub(crate) fn check_settings(
         );
     }
     if population == 0 {
-        return err(
-            "population",
-            "is 0; set it to the number of individuals (≥ 1)".into(),
-        );
+        return err("population", "is 0; set it to the number of individuals (≥ 1)".into());
     }
     if population > MAX_POPULATION {
         return err(
@@ -150,12 +147,8 @@ pub(crate) fn check_settings(
     }
     let names: Vec<&str> = initial.iter().map(|(name, _)| *name).collect();
     let names = names.join(" + ");
-    let first = initial
-        .first()
-        .map_or("initial_infected", |(name, _)| *name);
-    let total = initial
-        .iter()
-        .fold(0u64, |acc, (_, n)| acc.saturating_add(*n));
+    let first = initial.first().map_or("initial_infected", |(name, _)| *name);
+    let total = initial.iter().fold(0u64, |acc, (_, n)| acc.saturating_add(*n));
     if total == 0 {
         return err(
             first,
@@ -172,10 +165,7 @@ pub(crate) fn check_settings(
         );
     }
     if days == 0 {
-        return err(
-            "days",
-            "is 0; set the number of days to simulate (≥ 1)".into(),
-        );
+        return err("days", "is 0; set the number of days to simulate (≥ 1)".into());
     }
     if steps_per_day == 0 {
         return err(
@@ -247,22 +237,11 @@ impl<const K: usize> Chain<K> {
         infectious: usize,
         outputs: &'static [ChainOutput],
     ) -> Self {
-        assert!(
-            K >= 2 && infectious < K,
-            "model definition: bad chain layout"
-        );
-        assert_eq!(
-            initial.iter().sum::<u64>(),
-            population,
-            "initial state must sum to N"
-        );
+        assert!(K >= 2 && infectious < K, "model definition: bad chain layout");
+        assert_eq!(initial.iter().sum::<u64>(), population, "initial state must sum to N");
         for out in outputs {
             if let Source::Compartment(k) = out.source {
-                assert!(
-                    k < K,
-                    "model definition: output {} reads compartment {k}",
-                    out.name
-                );
+                assert!(k < K, "model definition: output {} reads compartment {k}", out.name);
             }
         }
         let specs = outputs
@@ -276,16 +255,7 @@ impl<const K: usize> Chain<K> {
             })
             .collect();
         let day: ArrayRef = Arc::new(Int64Array::from_iter_values(0..=i64::from(days)));
-        Chain {
-            population,
-            initial,
-            days,
-            steps_per_day,
-            infectious,
-            outputs,
-            specs,
-            day,
-        }
+        Chain { population, initial, days, steps_per_day, infectious, outputs, specs, day }
     }
 
     /// Names and schemas of the output tables, in order.
@@ -308,11 +278,7 @@ impl<const K: usize> Chain<K> {
         seed: u32,
         mut observe: F,
     ) {
-        assert_eq!(
-            progression.len(),
-            K - 2,
-            "model definition: one rate per progression"
-        );
+        assert_eq!(progression.len(), K - 2, "model definition: one rate per progression");
         let dt = 1.0 / f64::from(self.steps_per_day);
         let mut exit_p = [0.0; K];
         for (p, rate) in exit_p[1..K - 1].iter_mut().zip(progression) {
@@ -345,11 +311,8 @@ impl<const K: usize> Chain<K> {
     /// Runs the chain and returns its output tables (see [`Chain::run`] for the arguments).
     pub(crate) fn simulate(&self, beta: f64, progression: &[f64], seed: u32) -> SimOutput {
         let rows = self.days as usize + 1;
-        let mut columns: Vec<Vec<i64>> = self
-            .outputs
-            .iter()
-            .map(|_| Vec::with_capacity(rows))
-            .collect();
+        let mut columns: Vec<Vec<i64>> =
+            self.outputs.iter().map(|_| Vec::with_capacity(rows)).collect();
         self.run(beta, progression, seed, |_, x, new_infections| {
             for (column, out) in columns.iter_mut().zip(self.outputs) {
                 let value = match out.source {
@@ -382,11 +345,7 @@ pub(crate) mod testing {
 
     /// Values of column 1 of `table` (the value column of a chain output).
     pub(crate) fn values(table: &RecordBatch) -> Vec<i64> {
-        let col = table
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("Int64 column");
+        let col = table.column(1).as_any().downcast_ref::<Int64Array>().expect("Int64 column");
         assert_eq!(col.null_count(), 0);
         col.values().to_vec()
     }
@@ -446,23 +405,12 @@ mod tests {
     use super::*;
 
     const OUTPUTS: &[ChainOutput] = &[
-        ChainOutput {
-            name: "prevalence",
-            column: "infected",
-            source: Source::Compartment(1),
-        },
-        ChainOutput {
-            name: "incidence",
-            column: "new_infections",
-            source: Source::Incidence,
-        },
+        ChainOutput { name: "prevalence", column: "infected", source: Source::Compartment(1) },
+        ChainOutput { name: "incidence", column: "new_infections", source: Source::Incidence },
     ];
 
     fn params(pairs: &[(&str, ParamValue)]) -> ParameterSet {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
     }
 
     #[test]
@@ -485,10 +433,7 @@ mod tests {
 
     #[test]
     fn read_rates_accepts_ints_and_floats_in_order() {
-        let p = params(&[
-            ("gamma", ParamValue::Int(2)),
-            ("beta", ParamValue::Float(0.5)),
-        ]);
+        let p = params(&[("gamma", ParamValue::Int(2)), ("beta", ParamValue::Float(0.5))]);
         assert_eq!(read_rates(&p, "sir", &["beta", "gamma"]), Ok([0.5, 2.0]));
     }
 
@@ -499,14 +444,9 @@ mod tests {
             other => panic!("expected a model error, got {other:?}"),
         };
         let m = msg(params(&[("gamma", ParamValue::Float(0.5))]));
-        assert!(
-            m.contains("`beta` is missing") && m.contains("beta, gamma"),
-            "{m}"
-        );
-        let m = msg(params(&[
-            ("beta", ParamValue::Float(1.0)),
-            ("gamma", ParamValue::Float(-0.1)),
-        ]));
+        assert!(m.contains("`beta` is missing") && m.contains("beta, gamma"), "{m}");
+        let m =
+            msg(params(&[("beta", ParamValue::Float(1.0)), ("gamma", ParamValue::Float(-0.1))]));
         assert!(m.contains("`gamma` is -0.1") && m.contains("≥ 0"), "{m}");
         let m = msg(params(&[("beta", ParamValue::Float(f64::NAN))]));
         assert!(m.contains("`beta` is NaN") && m.contains("finite"), "{m}");
@@ -519,29 +459,20 @@ mod tests {
     #[test]
     fn check_settings_names_the_setting() {
         let setting = |pop, init: &[(&'static str, u64)], days, steps| {
-            check_settings(pop, init, days, steps)
-                .err()
-                .map(|e| e.setting)
+            check_settings(pop, init, days, steps).err().map(|e| e.setting)
         };
         let i = |n| [("initial_infected", n)];
         assert_eq!(setting(10, &i(1), 5, 10), None);
         assert_eq!(setting(10, &i(10), 5, 1), None);
         assert_eq!(setting(0, &i(0), 5, 10), Some("population"));
-        assert_eq!(
-            setting(MAX_POPULATION + 1, &i(1), 5, 10),
-            Some("population")
-        );
+        assert_eq!(setting(MAX_POPULATION + 1, &i(1), 5, 10), Some("population"));
         assert_eq!(setting(10, &i(0), 5, 10), Some("initial_infected"));
         assert_eq!(setting(10, &i(11), 5, 10), Some("initial_infected"));
         assert_eq!(setting(10, &i(1), 0, 10), Some("days"));
         assert_eq!(setting(10, &i(1), 5, 0), Some("steps_per_day"));
         let two = [("initial_infected", u64::MAX), ("initial_exposed", 2)];
         let e = check_settings(10, &two, 5, 10).expect_err("sum overflows, must be refused");
-        assert!(
-            e.message.contains("initial_infected + initial_exposed"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("initial_infected + initial_exposed"), "{}", e.message);
     }
 
     #[test]
@@ -553,11 +484,7 @@ mod tests {
             days.push(day);
             cumulative += new;
             assert_eq!(x.iter().sum::<u64>(), 500, "day {day}: {x:?}");
-            assert_eq!(
-                495 - x[0],
-                cumulative,
-                "day {day}: S0 − S is the cumulative incidence"
-            );
+            assert_eq!(495 - x[0], cumulative, "day {day}: S0 − S is the cumulative incidence");
         });
         assert_eq!(days, (0..=20).collect::<Vec<_>>());
         assert!(cumulative > 0);
@@ -572,11 +499,7 @@ mod tests {
         for (table, spec) in out.tables.iter().zip(&specs) {
             assert!(Arc::ptr_eq(&table.schema(), &spec.schema));
             assert_eq!(table.num_rows(), 4);
-            let day = table
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("Int64");
+            let day = table.column(0).as_any().downcast_ref::<Int64Array>().expect("Int64");
             assert_eq!(day.values().to_vec(), vec![0, 1, 2, 3]);
         }
         assert_eq!(testing::values(&out.tables[0])[0], 1);

@@ -16,9 +16,9 @@ pub use retry::{Attempts, RetryPolicy};
 
 mod chain;
 pub mod external;
-pub mod retry;
 #[doc(hidden)]
 pub mod noop;
+pub mod retry;
 pub mod seir;
 pub mod seir_seasonal;
 pub mod sir;
@@ -295,19 +295,13 @@ pub enum BuiltInModel {
 
 impl From<BuiltInModel> for ModelSpec {
     fn from(model: BuiltInModel) -> Self {
-        ModelSpec {
-            model: ModelKind::BuiltIn(model),
-            retry: RetryPolicy::default(),
-        }
+        ModelSpec { model: ModelKind::BuiltIn(model), retry: RetryPolicy::default() }
     }
 }
 
 impl From<external::ExternalSettings> for ModelSpec {
     fn from(settings: external::ExternalSettings) -> Self {
-        ModelSpec {
-            model: ModelKind::External(settings),
-            retry: RetryPolicy::default(),
-        }
+        ModelSpec { model: ModelKind::External(settings), retry: RetryPolicy::default() }
     }
 }
 
@@ -326,20 +320,15 @@ impl<'de> serde::Deserialize<'de> for ModelSpec {
                 retry_table.insert(key.to_string(), value);
             }
         }
-        let retry: RetryPolicy = toml::Value::Table(retry_table)
-            .try_into()
-            .map_err(D::Error::custom)?;
+        let retry: RetryPolicy =
+            toml::Value::Table(retry_table).try_into().map_err(D::Error::custom)?;
         let model =
             if table.contains_key("command") {
                 ModelKind::External(toml::Value::Table(table).try_into().map_err(|e| {
                     D::Error::custom(format!("external model (`command` given): {e}"))
                 })?)
             } else if table.contains_key("name") {
-                ModelKind::BuiltIn(
-                    toml::Value::Table(table)
-                        .try_into()
-                        .map_err(D::Error::custom)?,
-                )
+                ModelKind::BuiltIn(toml::Value::Table(table).try_into().map_err(D::Error::custom)?)
             } else {
                 return Err(D::Error::custom(
                     "give `name` (a built-in model: sir, seir, sir_bed) or `command` (an external \

@@ -55,7 +55,10 @@ impl NoopModel {
     /// `rows` is 0.
     pub fn new(settings: NoopSettings) -> Result<Self, ModelSettingError> {
         if settings.rows == 0 {
-            return Err(ModelSettingError { setting: "rows", message: "must be at least 1".into() });
+            return Err(ModelSettingError {
+                setting: "rows",
+                message: "must be at least 1".into(),
+            });
         }
         let schema = Arc::new(Schema::new(vec![
             Field::new("day", DataType::Int64, false),
@@ -81,7 +84,9 @@ impl Simulator for NoopModel {
 
     fn simulate(&self, params: &ParameterSet, seed: u32) -> Result<SimOutput, SimError> {
         let get = |name: &str| {
-            params.get_f64(name).ok_or_else(|| SimError::Model(format!("parameter `{name}` is missing or not a number")))
+            params.get_f64(name).ok_or_else(|| {
+                SimError::Model(format!("parameter `{name}` is missing or not a number"))
+            })
         };
         let (a, b) = (get("a")?, get("b")?);
         let offset = f64::from(seed % 7);
@@ -89,8 +94,9 @@ impl Simulator for NoopModel {
         let value = Float64Array::from_iter_values(
             (0..self.rows).map(|d| a + b * f64::from(d) / rows + offset),
         );
-        let table = RecordBatch::try_new(self.schema.clone(), vec![self.day.clone(), Arc::new(value)])
-            .map_err(|e| SimError::Model(e.to_string()))?;
+        let table =
+            RecordBatch::try_new(self.schema.clone(), vec![self.day.clone(), Arc::new(value)])
+                .map_err(|e| SimError::Model(e.to_string()))?;
         Ok(SimOutput { tables: vec![table] })
     }
 }

@@ -47,10 +47,7 @@ fn default_retry_kinds() -> Vec<FailureKind> {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            retry: default_retry_kinds(),
-        }
+        RetryPolicy { max_attempts: DEFAULT_MAX_ATTEMPTS, retry: default_retry_kinds() }
     }
 }
 
@@ -81,12 +78,7 @@ impl RetryPolicy {
                     failed_attempts.push(error);
                     number += 1;
                 }
-                result => {
-                    return Attempts {
-                        result,
-                        failed_attempts,
-                    }
-                }
+                result => return Attempts { result, failed_attempts },
             }
         }
     }
@@ -97,11 +89,7 @@ mod tests {
     use super::*;
 
     fn crash() -> SimError {
-        SimError::Crash {
-            exit_code: Some(1),
-            signal: None,
-            stderr_tail: String::new(),
-        }
+        SimError::Crash { exit_code: Some(1), signal: None, stderr_tail: String::new() }
     }
 
     #[test]
@@ -135,10 +123,7 @@ mod tests {
         assert_eq!(p.max_attempts, 3);
         assert_eq!(p.retry, [FailureKind::Error, FailureKind::Protocol]);
         assert!(toml::from_str::<RetryPolicy>("retry = [\"segfault\"]").is_err());
-        let once = RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        };
+        let once = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
         assert_eq!(once.run(|_| Err(crash())).failed_attempts.len(), 0);
     }
 }

@@ -33,16 +33,8 @@ const NAME: &str = "seir";
 const PARAMETERS: [&str; 3] = ["beta", "gamma", "sigma"];
 const I: usize = 2;
 const OUTPUTS: &[ChainOutput] = &[
-    ChainOutput {
-        name: "prevalence",
-        column: "infected",
-        source: Source::Compartment(I),
-    },
-    ChainOutput {
-        name: "incidence",
-        column: "new_infections",
-        source: Source::Incidence,
-    },
+    ChainOutput { name: "prevalence", column: "infected", source: Source::Compartment(I) },
+    ChainOutput { name: "incidence", column: "new_infections", source: Source::Incidence },
 ];
 
 /// Fixed settings of the `seir` model (the `[model]` section of a job).
@@ -79,19 +71,11 @@ impl Seir {
     /// `initial_infected + initial_exposed` is 0 or above `population`, or `days` or
     /// `steps_per_day` is 0.
     pub fn new(settings: SeirSettings) -> Result<Self, ModelSettingError> {
-        let SeirSettings {
-            population,
-            initial_infected,
-            initial_exposed,
-            days,
-            steps_per_day,
-        } = settings;
+        let SeirSettings { population, initial_infected, initial_exposed, days, steps_per_day } =
+            settings;
         chain::check_settings(
             population,
-            &[
-                ("initial_infected", initial_infected),
-                ("initial_exposed", initial_exposed),
-            ],
+            &[("initial_infected", initial_infected), ("initial_exposed", initial_exposed)],
             days,
             steps_per_day,
         )?;
@@ -171,10 +155,7 @@ mod tests {
         assert_eq!(names, ["prevalence", "incidence"]);
         let s: SeirSettings =
             toml::from_str("population = 10\ninitial_infected = 1\ndays = 3").expect("parses");
-        assert_eq!(
-            (s.initial_exposed, s.steps_per_day),
-            (0, DEFAULT_STEPS_PER_DAY)
-        );
+        assert_eq!((s.initial_exposed, s.steps_per_day), (0, DEFAULT_STEPS_PER_DAY));
     }
 
     #[test]
@@ -205,10 +186,7 @@ mod tests {
         let out = m.simulate(&params(0.0, 0.5, 0.4), 9).expect("runs");
         let (prev, inc) = (values(&out.tables[0]), values(&out.tables[1]));
         assert_eq!(prev[0], 0, "the 50 start exposed, not infectious");
-        assert!(
-            prev[1] > 0,
-            "some of the exposed become infectious on day 1: {prev:?}"
-        );
+        assert!(prev[1] > 0, "some of the exposed become infectious on day 1: {prev:?}");
         assert!(inc.iter().all(|&n| n == 0), "{inc:?}");
     }
 
@@ -229,21 +207,12 @@ mod tests {
         let p = params(1.0, 0.5, 0.5);
         let mut sum = vec![0.0; days as usize + 1];
         for seed in 0..runs {
-            for (s, v) in sum
-                .iter_mut()
-                .zip(values(&m.simulate(&p, seed).expect("runs").tables[0]))
+            for (s, v) in sum.iter_mut().zip(values(&m.simulate(&p, seed).expect("runs").tables[0]))
             {
                 *s += v as f64;
             }
         }
-        let exact = ode(
-            [(n - e0) as f64, e0 as f64, 0.0, 0.0],
-            1.0,
-            &[0.5, 0.5],
-            2,
-            days,
-            1000,
-        );
+        let exact = ode([(n - e0) as f64, e0 as f64, 0.0, 0.0], 1.0, &[0.5, 0.5], 2, days, 1000);
         let mut worst: f64 = 0.0;
         for (day, (s, x)) in sum.iter().zip(&exact).enumerate() {
             let diff = s / f64::from(runs) - x[2];

@@ -32,16 +32,8 @@ const NAME: &str = "sir";
 const PARAMETERS: [&str; 2] = ["beta", "gamma"];
 const I: usize = 1;
 const OUTPUTS: &[ChainOutput] = &[
-    ChainOutput {
-        name: "prevalence",
-        column: "infected",
-        source: Source::Compartment(I),
-    },
-    ChainOutput {
-        name: "incidence",
-        column: "new_infections",
-        source: Source::Incidence,
-    },
+    ChainOutput { name: "prevalence", column: "infected", source: Source::Compartment(I) },
+    ChainOutput { name: "incidence", column: "new_infections", source: Source::Incidence },
 ];
 
 /// Fixed settings of the `sir` model (the `[model]` section of a job).
@@ -73,12 +65,7 @@ impl Sir {
     /// [`ModelSettingError`] when `population` is 0 or above 2^53, `initial_infected` is 0 or
     /// above `population`, or `days` or `steps_per_day` is 0.
     pub fn new(settings: SirSettings) -> Result<Self, ModelSettingError> {
-        let SirSettings {
-            population,
-            initial_infected,
-            days,
-            steps_per_day,
-        } = settings;
+        let SirSettings { population, initial_infected, days, steps_per_day } = settings;
         chain::check_settings(
             population,
             &[("initial_infected", initial_infected)],
@@ -135,13 +122,8 @@ mod tests {
     use crate::params::ParamValue;
 
     fn model(population: u64, initial_infected: u64, days: u32, steps_per_day: u32) -> Sir {
-        Sir::new(SirSettings {
-            population,
-            initial_infected,
-            days,
-            steps_per_day,
-        })
-        .expect("valid settings")
+        Sir::new(SirSettings { population, initial_infected, days, steps_per_day })
+            .expect("valid settings")
     }
 
     fn params(beta: f64, gamma: f64) -> ParameterSet {
@@ -218,10 +200,7 @@ mod tests {
         assert!(values(&out.tables[1]).iter().all(|&n| n == 0));
         let prev = values(&out.tables[0]);
         assert_eq!(prev[0], 20);
-        assert!(
-            prev.windows(2).all(|w| w[1] <= w[0]),
-            "I only decays: {prev:?}"
-        );
+        assert!(prev.windows(2).all(|w| w[1] <= w[0]), "I only decays: {prev:?}");
     }
 
     #[test]
@@ -242,14 +221,9 @@ mod tests {
     #[test]
     fn settings_errors() {
         let err = |population, initial_infected, days, steps_per_day| {
-            Sir::new(SirSettings {
-                population,
-                initial_infected,
-                days,
-                steps_per_day,
-            })
-            .expect_err("invalid settings")
-            .setting
+            Sir::new(SirSettings { population, initial_infected, days, steps_per_day })
+                .expect_err("invalid settings")
+                .setting
         };
         assert_eq!(err(0, 0, 5, 10), "population");
         assert_eq!(err(10, 0, 5, 10), "initial_infected");
@@ -281,25 +255,13 @@ mod tests {
                 *s += v as f64;
             }
         }
-        let exact = ode(
-            [(n - i0) as f64, i0 as f64, 0.0],
-            1.0,
-            &[0.5],
-            1,
-            days,
-            1000,
-        );
+        let exact = ode([(n - i0) as f64, i0 as f64, 0.0], 1.0, &[0.5], 1, days, 1000);
         let tolerance = 0.015 * n as f64;
         let mut worst: f64 = 0.0;
         for (day, (s, x)) in sum.iter().zip(&exact).enumerate() {
             let diff = s / f64::from(runs) - x[1];
             worst = worst.max(diff.abs());
-            assert!(
-                diff.abs() < tolerance,
-                "day {day}: mean {} vs ODE {}",
-                s / 2000.0,
-                x[1]
-            );
+            assert!(diff.abs() < tolerance, "day {day}: mean {} vs ODE {}", s / 2000.0, x[1]);
         }
         eprintln!("sir: worst |mean − ODE| = {worst:.1} (tolerance {tolerance})");
     }

@@ -41,26 +41,10 @@ const I: usize = 1;
 const B: usize = 2;
 const C: usize = 3;
 const OUTPUTS: &[ChainOutput] = &[
-    ChainOutput {
-        name: "prevalence",
-        column: "infected",
-        source: Source::Compartment(I),
-    },
-    ChainOutput {
-        name: "incidence",
-        column: "new_infections",
-        source: Source::Incidence,
-    },
-    ChainOutput {
-        name: "in_bed",
-        column: "in_bed",
-        source: Source::Compartment(B),
-    },
-    ChainOutput {
-        name: "convalescent",
-        column: "convalescent",
-        source: Source::Compartment(C),
-    },
+    ChainOutput { name: "prevalence", column: "infected", source: Source::Compartment(I) },
+    ChainOutput { name: "incidence", column: "new_infections", source: Source::Incidence },
+    ChainOutput { name: "in_bed", column: "in_bed", source: Source::Compartment(B) },
+    ChainOutput { name: "convalescent", column: "convalescent", source: Source::Compartment(C) },
 ];
 
 /// Fixed settings of the `sir_bed` model (the `[model]` section of a job).
@@ -92,12 +76,7 @@ impl SirBed {
     /// [`ModelSettingError`] when `population` is 0 or above 2^53, `initial_infected` is 0 or
     /// above `population`, or `days` or `steps_per_day` is 0.
     pub fn new(settings: SirBedSettings) -> Result<Self, ModelSettingError> {
-        let SirBedSettings {
-            population,
-            initial_infected,
-            days,
-            steps_per_day,
-        } = settings;
+        let SirBedSettings { population, initial_infected, days, steps_per_day } = settings;
         chain::check_settings(
             population,
             &[("initial_infected", initial_infected)],
@@ -154,25 +133,15 @@ mod tests {
     use crate::params::ParamValue;
 
     fn model(population: u64, initial_infected: u64, days: u32, steps_per_day: u32) -> SirBed {
-        SirBed::new(SirBedSettings {
-            population,
-            initial_infected,
-            days,
-            steps_per_day,
-        })
-        .expect("valid settings")
+        SirBed::new(SirBedSettings { population, initial_infected, days, steps_per_day })
+            .expect("valid settings")
     }
 
     fn params(beta: f64, gamma: f64, mu_b: f64, mu_c: f64) -> ParameterSet {
-        [
-            ("beta", beta),
-            ("gamma", gamma),
-            ("mu_b", mu_b),
-            ("mu_c", mu_c),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), ParamValue::Float(v)))
-        .collect()
+        [("beta", beta), ("gamma", gamma), ("mu_b", mu_b), ("mu_c", mu_c)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ParamValue::Float(v)))
+            .collect()
     }
 
     /// Roughly the bsflu estimates (King et al.): R0 ≈ 3.7, ~2 days in bed.
@@ -188,14 +157,8 @@ mod tests {
         let specs = m.outputs();
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["prevalence", "incidence", "in_bed", "convalescent"]);
-        let columns: Vec<_> = specs
-            .iter()
-            .map(|s| s.schema.field(1).name().as_str())
-            .collect();
-        assert_eq!(
-            columns,
-            ["infected", "new_infections", "in_bed", "convalescent"]
-        );
+        let columns: Vec<_> = specs.iter().map(|s| s.schema.field(1).name().as_str()).collect();
+        assert_eq!(columns, ["infected", "new_infections", "in_bed", "convalescent"]);
         let out = m.simulate(&bsflu(), 1).expect("runs");
         assert_eq!(out.tables.len(), 4);
         for (table, spec) in out.tables.iter().zip(&specs) {
@@ -284,10 +247,7 @@ mod tests {
         );
         assert!(coarse < 0.05, "dt = 0.05 d: {coarse}");
         assert!(fine < 0.015, "dt = 0.01 d: {fine}");
-        assert!(
-            fine < coarse / 2.0,
-            "the bias shrinks with dt: {fine} vs {coarse}"
-        );
+        assert!(fine < coarse / 2.0, "the bias shrinks with dt: {fine} vs {coarse}");
     }
 
     #[test]
@@ -296,19 +256,12 @@ mod tests {
         let mut p = bsflu();
         p.insert("mu_c", ParamValue::Float(f64::NAN));
         assert!(matches!(m.simulate(&p, 1), Err(SimError::Model(msg)) if msg.contains("`mu_c`")));
-        let p: ParameterSet = [("gamma".to_string(), ParamValue::Float(0.5))]
-            .into_iter()
-            .collect();
+        let p: ParameterSet = [("gamma".to_string(), ParamValue::Float(0.5))].into_iter().collect();
         assert!(matches!(m.simulate(&p, 1), Err(SimError::Model(msg)) if msg.contains("`beta`")));
         let err = |population, initial_infected, days, steps_per_day| {
-            SirBed::new(SirBedSettings {
-                population,
-                initial_infected,
-                days,
-                steps_per_day,
-            })
-            .expect_err("invalid")
-            .setting
+            SirBed::new(SirBedSettings { population, initial_infected, days, steps_per_day })
+                .expect_err("invalid")
+                .setting
         };
         assert_eq!(err(0, 1, 14, 10), "population");
         assert_eq!(err(763, 0, 14, 10), "initial_infected");

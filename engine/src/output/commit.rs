@@ -67,7 +67,8 @@ pub fn commit_batch(
     // no final name ever points to bytes not on disk.
     // The files of a batch are independent: encode and sync them on parallel threads (a batch
     // of a model with several outputs has several files of the same size).
-    let tmps: Vec<PathBuf> = tables.iter().map(|t| layout.batch_tmp_file(&t.dataset, index)).collect();
+    let tmps: Vec<PathBuf> =
+        tables.iter().map(|t| layout.batch_tmp_file(&t.dataset, index)).collect();
     let results = write_tables_parallel(layout, &tables, &tmps, &props);
     let mut written: Vec<(Dataset, u64, PathBuf)> = Vec::with_capacity(tables.len());
     for ((table, tmp), result) in tables.into_iter().zip(tmps.iter()).zip(results) {
@@ -190,7 +191,8 @@ pub fn table_properties(props: &WriterProperties, schema: &SchemaRef) -> WriterP
     let mut builder = props.clone().into_builder();
     for field in schema.fields() {
         if matches!(field.data_type(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
-            builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
         }
     }
     builder.build()

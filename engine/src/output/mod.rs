@@ -63,10 +63,10 @@ pub use commit::{
     DEFAULT_ZSTD_LEVEL,
 };
 pub use layout::{Dataset, FaultPoint, OutputLayout};
+pub use lock::OutputLock;
 pub use manifest::{
     utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, MANIFEST_FORMAT_VERSION,
 };
-pub use lock::OutputLock;
 pub use prepare::{prepare_output_dir, prepare_output_dir_for, Prepare};
 pub use spec_parts::{changed_parts, SpecIdentity};
 pub use status::{read_status, RunStatus};

@@ -71,7 +71,10 @@ impl SpecIdentity {
 /// What differs between the stored parts `before` and `now`, one phrase per part, e.g.
 /// `replicates (3 → 5)`, `model`, `target \`in_bed\` added`. Empty when no part differs (or
 /// `before` is empty: a manifest written before parts were stored).
-pub fn changed_parts(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+pub fn changed_parts(
+    before: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
     if before.is_empty() {
         return Vec::new();
     }
@@ -87,7 +90,8 @@ pub fn changed_parts(before: &BTreeMap<String, String>, now: &BTreeMap<String, S
             (Some(a), Some(b)) if key == "replicates" => out.push(format!("{label} ({a} → {b})")),
             (Some(a), Some(b)) if key == "parameter sets" => {
                 // "N sets of (names), hash": show the count and names when they changed.
-                let head = |s: &str| s.rsplit_once(", ").map_or(s.to_string(), |(h, _)| h.to_string());
+                let head =
+                    |s: &str| s.rsplit_once(", ").map_or(s.to_string(), |(h, _)| h.to_string());
                 if head(a) == head(b) {
                     out.push(format!("{label} (same number and names, other values)"));
                 } else {

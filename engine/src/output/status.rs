@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-
 use super::layout::{Dataset, OutputLayout};
 use super::lock::OutputLock;
 use super::manifest::Manifest;
@@ -75,4 +74,3 @@ pub fn read_status(layout: &OutputLayout, k: usize) -> Result<RunStatus> {
         manifest,
     })
 }
-

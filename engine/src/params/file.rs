@@ -76,10 +76,7 @@ pub fn read_parameter_file(path: &Path) -> Result<ParameterTable> {
         }
         Err(e) => return Err(EngineError::io(path, e)),
     };
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let columns = match ext.as_deref() {
         Some("csv") => read_csv(path, file)?,
         Some("parquet") | Some("pq") => read_parquet(path, file)?,
@@ -129,10 +126,7 @@ fn check_header(path: &Path, names: &[String]) -> Result<()> {
                 path,
                 Some(1),
                 None,
-                format!(
-                    "column {} has no name; name every column in the header",
-                    i + 1
-                ),
+                format!("column {} has no name; name every column in the header", i + 1),
             ));
         }
         if !seen.insert(name.as_str()) {
@@ -152,15 +146,9 @@ fn read_csv(path: &Path, file: File) -> Result<RawTable> {
         let line = e.position().map(|p| p.line());
         data(path, line, None, format!("malformed CSV: {e}"))
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(file);
-    let names: Vec<String> = reader
-        .headers()
-        .map_err(csv_error)?
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
+    let names: Vec<String> =
+        reader.headers().map_err(csv_error)?.iter().map(str::to_string).collect();
     if names.is_empty() || (names.len() == 1 && names[0].is_empty()) {
         return Err(data(
             path,
@@ -176,9 +164,7 @@ fn read_csv(path: &Path, file: File) -> Result<RawTable> {
     let mut cells: Vec<Vec<String>> = vec![Vec::new(); names.len()];
     for record in reader.records() {
         let record = record.map_err(csv_error)?;
-        let line = record
-            .position()
-            .map_or(lines.len() as u64 + 2, |p| p.line());
+        let line = record.position().map_or(lines.len() as u64 + 2, |p| p.line());
         for (i, value) in record.iter().enumerate() {
             if value.is_empty() {
                 return Err(data(
@@ -197,7 +183,8 @@ fn read_csv(path: &Path, file: File) -> Result<RawTable> {
     for (name, values) in names.into_iter().zip(cells) {
         let numeric = values.iter().filter(|v| v.parse::<f64>().is_ok()).count();
         let column = if name == SEED_COLUMN && values.iter().all(|v| v.parse::<i64>().is_ok()) {
-            let values = values.iter().filter_map(|v| v.parse().ok()).map(ParamValue::Int).collect();
+            let values =
+                values.iter().filter_map(|v| v.parse().ok()).map(ParamValue::Int).collect();
             RawColumn { name, kind: ParamKind::Int, values }
         } else if numeric == values.len() {
             // Every number is a Float, `2` as much as `2.0`: a parameter set's `param_id` must
@@ -219,7 +206,9 @@ fn read_csv(path: &Path, file: File) -> Result<RawTable> {
                 path,
                 Some(lines[i]),
                 Some(&name),
-                format!("`{bad}` is not a number, but the column's other values are; fix the value"),
+                format!(
+                    "`{bad}` is not a number, but the column's other values are; fix the value"
+                ),
             ));
         };
         columns.push(column);
@@ -268,18 +257,13 @@ fn read_parquet(path: &Path, file: File) -> Result<RawTable> {
                 ),
             )
         })?;
-        columns.push(RawColumn {
-            name: field.name().clone(),
-            kind,
-            values: Vec::new(),
-        });
+        columns.push(RawColumn { name: field.name().clone(), kind, values: Vec::new() });
     }
 
     let mut rows: u64 = 0;
     for batch in reader {
-        let batch = batch.map_err(|e| {
-            data(path, None, None, format!("cannot read this Parquet file: {e}"))
-        })?;
+        let batch = batch
+            .map_err(|e| data(path, None, None, format!("cannot read this Parquet file: {e}")))?;
         for (column, array) in columns.iter_mut().zip(batch.columns()) {
             let line_of = |i: usize| rows + i as u64 + 2;
             if let Some(i) = (0..array.len()).find(|&i| array.is_null(i)) {
@@ -292,12 +276,7 @@ fn read_parquet(path: &Path, file: File) -> Result<RawTable> {
             }
             match column.kind {
                 ParamKind::Int if array.data_type() == &DataType::UInt64 => {
-                    for (i, v) in array
-                        .as_primitive::<UInt64Type>()
-                        .values()
-                        .iter()
-                        .enumerate()
-                    {
+                    for (i, v) in array.as_primitive::<UInt64Type>().values().iter().enumerate() {
                         let v = i64::try_from(*v).map_err(|_| {
                             data(
                                 path,
@@ -312,10 +291,7 @@ fn read_parquet(path: &Path, file: File) -> Result<RawTable> {
                 ParamKind::Int => {
                     let a = arrow::compute::cast(array, &DataType::Int64)?;
                     column.values.extend(
-                        a.as_primitive::<Int64Type>()
-                            .values()
-                            .iter()
-                            .map(|v| ParamValue::Int(*v)),
+                        a.as_primitive::<Int64Type>().values().iter().map(|v| ParamValue::Int(*v)),
                     );
                 }
                 ParamKind::Float => {
@@ -339,22 +315,14 @@ fn read_parquet(path: &Path, file: File) -> Result<RawTable> {
         }
         rows += batch.num_rows() as u64;
     }
-    Ok(RawTable {
-        lines: (0..rows).map(|r| r + 2).collect(),
-        columns,
-    })
+    Ok(RawTable { lines: (0..rows).map(|r| r + 2).collect(), columns })
 }
 
 /// Splits off the seed, checks values, and builds the rows.
 fn assemble(path: &Path, raw: RawTable) -> Result<ParameterTable> {
     let RawTable { lines, columns } = raw;
     if lines.is_empty() {
-        return Err(data(
-            path,
-            None,
-            None,
-            "the file has no rows; add one row per parameter set",
-        ));
+        return Err(data(path, None, None, "the file has no rows; add one row per parameter set"));
     }
     let (seed, mut params): (Vec<RawColumn>, Vec<RawColumn>) =
         columns.into_iter().partition(|c| c.name == SEED_COLUMN);
@@ -402,10 +370,7 @@ fn assemble(path: &Path, raw: RawTable) -> Result<ParameterTable> {
         }
     }
 
-    let mut iters: Vec<_> = params
-        .iter()
-        .map(|c| (c.name.as_str(), c.values.iter()))
-        .collect();
+    let mut iters: Vec<_> = params.iter().map(|c| (c.name.as_str(), c.values.iter())).collect();
     let mut rows = Vec::with_capacity(lines.len());
     for (r, &line) in lines.iter().enumerate() {
         let mut set = ParameterSet::new();
@@ -414,16 +379,9 @@ fn assemble(path: &Path, raw: RawTable) -> Result<ParameterTable> {
                 set.insert(*name, v.clone());
             }
         }
-        rows.push(ParameterRow {
-            line,
-            params: set,
-            seed: seeds.as_ref().map(|s| s[r]),
-        });
+        rows.push(ParameterRow { line, params: set, seed: seeds.as_ref().map(|s| s[r]) });
     }
-    Ok(ParameterTable {
-        columns: params.iter().map(|c| (c.name.clone(), c.kind)).collect(),
-        rows,
-    })
+    Ok(ParameterTable { columns: params.iter().map(|c| (c.name.clone(), c.kind)).collect(), rows })
 }
 
 fn seed_value(v: &ParamValue) -> Option<u32> {
@@ -444,10 +402,7 @@ mod tests {
 
     fn csv_file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
         let path = dir.path().join(name);
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
         path
     }
 
@@ -484,10 +439,7 @@ mod tests {
         assert_eq!(t.rows[1].params.get("beta"), Some(&ParamValue::Float(2.0)));
         // Integers in a CSV are floats: `4` and `4.0` give one `param_id`.
         assert_eq!(t.rows[1].params.get("n"), Some(&ParamValue::Float(4.0)));
-        assert_eq!(
-            t.rows[1].params.get("scenario"),
-            Some(&ParamValue::Str("b".into()))
-        );
+        assert_eq!(t.rows[1].params.get("scenario"), Some(&ParamValue::Str("b".into())));
         assert_eq!(t.rows[0].params.get("seed"), None);
     }
 
@@ -500,29 +452,17 @@ mod tests {
     #[test]
     fn csv_errors_name_line_and_column() {
         let t = csv_err("beta,gamma\n1,2\n3,\n");
-        assert!(
-            t.contains(":3: column `gamma`") && t.contains("empty value"),
-            "{t}"
-        );
+        assert!(t.contains(":3: column `gamma`") && t.contains("empty value"), "{t}");
         let t = csv_err("beta,gamma\n1,2\nNaN,3\n");
-        assert!(
-            t.contains(":3: column `beta`") && t.contains("finite"),
-            "{t}"
-        );
+        assert!(t.contains(":3: column `beta`") && t.contains("finite"), "{t}");
         let t = csv_err("beta,gamma\n1,inf\n");
         assert!(t.contains(":2: column `gamma`"), "{t}");
         let t = csv_err("beta,seed\n1,5\n2,4294967296\n");
-        assert!(
-            t.contains(":3: column `seed`") && t.contains("0..=4294967295"),
-            "{t}"
-        );
+        assert!(t.contains(":3: column `seed`") && t.contains("0..=4294967295"), "{t}");
         let t = csv_err("beta,seed\n1,-1\n");
         assert!(t.contains(":2: column `seed`"), "{t}");
         let t = csv_err("beta,seed\n1,2.5\n");
-        assert!(
-            t.contains(":2: column `seed`") && t.contains("not an integer"),
-            "{t}"
-        );
+        assert!(t.contains(":2: column `seed`") && t.contains("not an integer"), "{t}");
         let t = csv_err("beta,gamma\n");
         assert!(t.contains("no rows"), "{t}");
         let t = csv_err("seed\n1\n");
@@ -530,10 +470,7 @@ mod tests {
         let t = csv_err("");
         assert!(t.contains("empty"), "{t}");
         let t = csv_err("beta,beta\n1,2\n");
-        assert!(
-            t.contains(":1: column `beta`") && t.contains("twice"),
-            "{t}"
-        );
+        assert!(t.contains(":1: column `beta`") && t.contains("twice"), "{t}");
         let t = csv_err("beta,gamma\n1,2\n3\n");
         assert!(t.contains(":3") && t.contains("malformed"), "{t}");
     }
@@ -545,10 +482,7 @@ mod tests {
         assert!(e.to_string().contains("not found"));
         let dir = tempfile::tempdir().unwrap();
         let path = csv_file(&dir, "p.txt", "beta\n1\n");
-        assert!(read_parameter_file(&path)
-            .unwrap_err()
-            .to_string()
-            .contains(".csv or .parquet"));
+        assert!(read_parameter_file(&path).unwrap_err().to_string().contains(".csv or .parquet"));
     }
 
     fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
@@ -566,19 +500,10 @@ mod tests {
         write_parquet(
             &path,
             vec![
-                (
-                    "beta",
-                    Arc::new(Float32Array::from(vec![1.5, 2.5])) as ArrayRef,
-                ),
+                ("beta", Arc::new(Float32Array::from(vec![1.5, 2.5])) as ArrayRef),
                 ("k", Arc::new(Int32Array::from(vec![3, -4])) as ArrayRef),
-                (
-                    "name",
-                    Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
-                ),
-                (
-                    "seed",
-                    Arc::new(UInt32Array::from(vec![7, u32::MAX])) as ArrayRef,
-                ),
+                ("name", Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef),
+                ("seed", Arc::new(UInt32Array::from(vec![7, u32::MAX])) as ArrayRef),
             ],
         );
         let t = read_parameter_file(&path).unwrap();
@@ -593,10 +518,7 @@ mod tests {
         assert_eq!(t.rows[1].line, 3);
         assert_eq!(t.rows[1].params.get("beta"), Some(&ParamValue::Float(2.5)));
         assert_eq!(t.rows[1].params.get("k"), Some(&ParamValue::Int(-4)));
-        assert_eq!(
-            t.rows[1].params.get("name"),
-            Some(&ParamValue::Str("b".into()))
-        );
+        assert_eq!(t.rows[1].params.get("name"), Some(&ParamValue::Str("b".into())));
         assert_eq!(t.rows[1].seed, Some(u32::MAX));
     }
 
@@ -616,32 +538,17 @@ mod tests {
         write_parquet(
             &path,
             vec![
-                (
-                    "beta",
-                    Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0])) as ArrayRef,
-                ),
-                (
-                    "seed",
-                    Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0])) as ArrayRef,
-                ),
+                ("beta", Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0])) as ArrayRef),
+                ("seed", Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0])) as ArrayRef),
             ],
         );
         let t = read_parameter_file(&path).unwrap_err().to_string();
-        assert!(
-            t.contains(":2: column `seed`") && t.contains("not an integer"),
-            "{t}"
-        );
+        assert!(t.contains(":2: column `seed`") && t.contains("not an integer"), "{t}");
         write_parquet(
             &path,
-            vec![(
-                "flag",
-                Arc::new(arrow::array::BooleanArray::from(vec![true])) as ArrayRef,
-            )],
+            vec![("flag", Arc::new(arrow::array::BooleanArray::from(vec![true])) as ArrayRef)],
         );
         let t = read_parameter_file(&path).unwrap_err().to_string();
-        assert!(
-            t.contains("column `flag`") && t.contains("not supported"),
-            "{t}"
-        );
+        assert!(t.contains("column `flag`") && t.contains("not supported"), "{t}");
     }
 }

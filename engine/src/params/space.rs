@@ -236,14 +236,8 @@ impl ParameterSpaceSpec {
         }
 
         let seed = self.seed.unwrap_or(job_seed);
-        let seed_field = if self.seed.is_some() {
-            "parameters.seed"
-        } else {
-            "seed"
-        };
-        let count = self
-            .point_count(axes.len())
-            .map_err(|(f, m)| invalid(f, m))?;
+        let seed_field = if self.seed.is_some() { "parameters.seed" } else { "seed" };
+        let count = self.point_count(axes.len()).map_err(|(f, m)| invalid(f, m))?;
         let sampler = match self.sampler {
             // No ranges (`point_count` refused ranges without a sampler, and more than one
             // set without ranges): the one set of fixed values.
@@ -305,11 +299,7 @@ impl ParameterSpaceSpec {
                 ));
             }
             if self.count.is_some() || self.points_per_axis.is_some() {
-                let field = if self.count.is_some() {
-                    "count"
-                } else {
-                    "points_per_axis"
-                };
+                let field = if self.count.is_some() { "count" } else { "points_per_axis" };
                 return Err((
                     format!("parameters.{field}"),
                     "every parameter is fixed, so the space has exactly one set; remove \
@@ -357,11 +347,7 @@ impl ParameterSpaceSpec {
                         "{per_axis} points on each of {dims} ranges make {} sets, more than \
                          the {MAX_POINTS} allowed; lower `points_per_axis` or use \
                          latin_hypercube or sobol with a `count`",
-                        if total == u64::MAX {
-                            "over 2^64".to_string()
-                        } else {
-                            total.to_string()
-                        }
+                        if total == u64::MAX { "over 2^64".to_string() } else { total.to_string() }
                     ),
                 ));
             }
@@ -400,11 +386,7 @@ impl ParameterSpaceSpec {
             return Err((
                 format!(
                     "parameters.{}",
-                    if sampler == SamplerKind::Grid {
-                        "points_per_axis"
-                    } else {
-                        "count"
-                    }
+                    if sampler == SamplerKind::Grid { "points_per_axis" } else { "count" }
                 ),
                 format!(
                     "every parameter is fixed, so all {count} sets would be identical; make a \
@@ -470,9 +452,7 @@ pub fn grid(per_axis: usize, dims: usize) -> Vec<f64> {
     let values: Vec<f64> = if per_axis == 1 {
         vec![0.5]
     } else {
-        (0..per_axis)
-            .map(|k| k as f64 / (per_axis - 1) as f64)
-            .collect()
+        (0..per_axis).map(|k| k as f64 / (per_axis - 1) as f64).collect()
     };
     let total = (0..dims).fold(1usize, |acc, _| acc.saturating_mul(per_axis));
     let mut out = Vec::with_capacity(total.saturating_mul(dims));
@@ -550,19 +530,12 @@ mod tests {
     use std::path::PathBuf;
 
     fn range(min: f64, max: f64) -> SpaceEntry {
-        SpaceEntry::Range(RangeSpec {
-            min,
-            max,
-            scale: Scale::Linear,
-        })
+        SpaceEntry::Range(RangeSpec { min, max, scale: Scale::Linear })
     }
 
     fn spec(entries: &[(&str, SpaceEntry)], sampler: Option<SamplerKind>) -> ParameterSpaceSpec {
         ParameterSpaceSpec {
-            space: entries
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            space: entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             sampler,
             ..Default::default()
         }
@@ -592,14 +565,7 @@ mod tests {
         let mut s = spec(
             &[
                 ("gamma", range(0.1, 0.3)),
-                (
-                    "beta",
-                    SpaceEntry::Range(RangeSpec {
-                        min: 1.0,
-                        max: 100.0,
-                        scale: Scale::Log,
-                    }),
-                ),
+                ("beta", SpaceEntry::Range(RangeSpec { min: 1.0, max: 100.0, scale: Scale::Log })),
                 ("n", SpaceEntry::Fixed(7.0)),
             ],
             Some(SamplerKind::Grid),
@@ -609,10 +575,7 @@ mod tests {
         assert_eq!(pts.len(), 9);
         // Axes in name order: beta (log 1..100) then gamma, gamma fastest.
         let get = |i: usize, n: &str| pts[i].get_f64(n).unwrap();
-        assert_eq!(
-            (get(0, "beta"), get(0, "gamma"), get(0, "n")),
-            (1.0, 0.1, 7.0)
-        );
+        assert_eq!((get(0, "beta"), get(0, "gamma"), get(0, "n")), (1.0, 0.1, 7.0));
         assert_eq!(get(1, "beta"), 1.0);
         assert!((get(1, "gamma") - 0.2).abs() < 1e-15);
         assert_eq!(get(2, "gamma"), 0.3);
@@ -625,9 +588,8 @@ mod tests {
         let n = 17;
         let u = latin_hypercube(n, 3, 42);
         for axis in 0..3 {
-            let mut strata: Vec<usize> = (0..n)
-                .map(|i| (u[i * 3 + axis] * n as f64).floor() as usize)
-                .collect();
+            let mut strata: Vec<usize> =
+                (0..n).map(|i| (u[i * 3 + axis] * n as f64).floor() as usize).collect();
             strata.sort_unstable();
             assert_eq!(strata, (0..n).collect::<Vec<_>>());
         }
@@ -673,27 +635,15 @@ mod tests {
     fn range_errors_name_the_field() {
         let cases: Vec<(SpaceEntry, &str, &str)> = vec![
             (range(f64::NAN, 1.0), "parameters.space.beta.min", "finite"),
-            (
-                range(0.0, f64::INFINITY),
-                "parameters.space.beta.max",
-                "finite",
-            ),
+            (range(0.0, f64::INFINITY), "parameters.space.beta.max", "finite"),
             (range(2.0, 1.0), "parameters.space.beta.min", "inverted"),
             (range(2.0, 2.0), "`parameters.space.beta`", "beta = 2.0"),
             (
-                SpaceEntry::Range(RangeSpec {
-                    min: 0.0,
-                    max: 1.0,
-                    scale: Scale::Log,
-                }),
+                SpaceEntry::Range(RangeSpec { min: 0.0, max: 1.0, scale: Scale::Log }),
                 "parameters.space.beta.min",
                 "min > 0",
             ),
-            (
-                SpaceEntry::Fixed(f64::NAN),
-                "`parameters.space.beta`",
-                "finite",
-            ),
+            (SpaceEntry::Fixed(f64::NAN), "`parameters.space.beta`", "finite"),
         ];
         for (entry, field, hint) in cases {
             let mut s = spec(&[("beta", entry)], Some(SamplerKind::Uniform));
@@ -712,33 +662,21 @@ mod tests {
             err_text(&s)
         };
         let t = with(&|s| s.count = Some(4));
-        assert!(
-            t.contains("parameters.count") && t.contains("points_per_axis"),
-            "{t}"
-        );
+        assert!(t.contains("parameters.count") && t.contains("points_per_axis"), "{t}");
         let t = with(&|s| s.points_per_axis = Some(0));
-        assert!(
-            t.contains("parameters.points_per_axis") && t.contains("at least 1"),
-            "{t}"
-        );
+        assert!(t.contains("parameters.points_per_axis") && t.contains("at least 1"), "{t}");
         let t = with(&|_| {});
         assert!(t.contains("parameters.points_per_axis"), "{t}");
         let t = with(&|s| {
             s.sampler = Some(SamplerKind::LatinHypercube);
             s.points_per_axis = Some(4);
         });
-        assert!(
-            t.contains("parameters.points_per_axis") && t.contains("`count`"),
-            "{t}"
-        );
+        assert!(t.contains("parameters.points_per_axis") && t.contains("`count`"), "{t}");
         let t = with(&|s| {
             s.sampler = Some(SamplerKind::Uniform);
             s.count = Some(0);
         });
-        assert!(
-            t.contains("parameters.count") && t.contains("at least 1"),
-            "{t}"
-        );
+        assert!(t.contains("parameters.count") && t.contains("at least 1"), "{t}");
         let t = with(&|s| s.sampler = None);
         assert!(t.contains("parameters.sampler"), "{t}");
         let t = err_text(&ParameterSpaceSpec::default());
@@ -748,19 +686,12 @@ mod tests {
     #[test]
     fn grid_too_large_refused() {
         let mut s = spec(
-            &[
-                ("a", range(0.0, 1.0)),
-                ("b", range(0.0, 1.0)),
-                ("c", range(0.0, 1.0)),
-            ],
+            &[("a", range(0.0, 1.0)), ("b", range(0.0, 1.0)), ("c", range(0.0, 1.0))],
             Some(SamplerKind::Grid),
         );
         s.points_per_axis = Some(216); // 216^3 = 10,077,696
         let t = err_text(&s);
-        assert!(
-            t.contains("parameters.points_per_axis") && t.contains("10077696"),
-            "{t}"
-        );
+        assert!(t.contains("parameters.points_per_axis") && t.contains("10077696"), "{t}");
         s.points_per_axis = Some(u64::MAX);
         assert!(err_text(&s).contains("over 2^64"));
     }
@@ -775,19 +706,11 @@ mod tests {
         assert_eq!(s.space["b"], SpaceEntry::Fixed(0.5));
         assert_eq!(
             s.space["c"],
-            SpaceEntry::Range(RangeSpec {
-                min: 1.0,
-                max: 3.0,
-                scale: Scale::Log
-            })
+            SpaceEntry::Range(RangeSpec { min: 1.0, max: 3.0, scale: Scale::Log })
         );
         let e = toml::from_str::<ParameterSpaceSpec>("space = { c = { min = 1, mx = 3.0 } }")
             .unwrap_err();
-        assert!(
-            e.message().contains("unknown field `mx`"),
-            "{}",
-            e.message()
-        );
+        assert!(e.message().contains("unknown field `mx`"), "{}", e.message());
     }
 
     proptest! {

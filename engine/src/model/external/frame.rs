@@ -58,10 +58,7 @@ pub fn read_frame(reader: &mut impl BufRead) -> Result<Option<Frame>, FrameError
     let mut line = Vec::with_capacity(64);
     for index in 0..=MAX_HEADER_LINES {
         line.clear();
-        let n = reader
-            .by_ref()
-            .take(MAX_HEADER_LINE_BYTES)
-            .read_until(b'\n', &mut line)?;
+        let n = reader.by_ref().take(MAX_HEADER_LINE_BYTES).read_until(b'\n', &mut line)?;
         if n == 0 {
             if index == 0 {
                 return Ok(None);
@@ -93,10 +90,7 @@ pub fn read_frame(reader: &mut impl BufRead) -> Result<Option<Frame>, FrameError
             FrameError::Malformed(format!("header is not text: {}", preview(&line)))
         })?;
         let Some((name, value)) = text.split_once(':') else {
-            return Err(FrameError::Malformed(format!(
-                "malformed header line {}",
-                preview(&line)
-            )));
+            return Err(FrameError::Malformed(format!("malformed header line {}", preview(&line))));
         };
         let value = value.trim();
         if name.trim().eq_ignore_ascii_case("content-length") {
@@ -108,9 +102,7 @@ pub fn read_frame(reader: &mut impl BufRead) -> Result<Option<Frame>, FrameError
             content_type = Some(value.to_string());
         }
     }
-    Err(FrameError::Malformed(format!(
-        "more than {MAX_HEADER_LINES} header lines"
-    )))
+    Err(FrameError::Malformed(format!("more than {MAX_HEADER_LINES} header lines")))
 }
 
 /// Writes one frame (does not flush).
@@ -133,11 +125,7 @@ pub fn write_frame(
 /// The first bytes of `bytes`, escaped, for error messages.
 fn preview(bytes: &[u8]) -> String {
     let shown = &bytes[..bytes.len().min(60)];
-    format!(
-        "\"{}\"{}",
-        shown.escape_ascii(),
-        if bytes.len() > 60 { "..." } else { "" }
-    )
+    format!("\"{}\"{}", shown.escape_ascii(), if bytes.len() > 60 { "..." } else { "" })
 }
 
 #[cfg(test)]
@@ -176,25 +164,13 @@ mod tests {
     #[test]
     fn header_names_are_case_insensitive_and_unknown_ignored() {
         let frames = read_all(b"content-length: 2\r\nX-Other: y\r\n\r\nhi");
-        assert_eq!(
-            frames[0]
-                .as_ref()
-                .expect("ok")
-                .as_ref()
-                .expect("frame")
-                .body,
-            b"hi"
-        );
+        assert_eq!(frames[0].as_ref().expect("ok").as_ref().expect("frame").body, b"hi");
     }
 
     #[test]
     fn violations() {
         let first = |b: &[u8]| read_all(b).remove(0).expect_err("refused");
-        assert!(
-            first(b"hello world\n").contains("CRLF"),
-            "{}",
-            first(b"hello world\n")
-        );
+        assert!(first(b"hello world\n").contains("CRLF"), "{}", first(b"hello world\n"));
         assert!(first(b"garbage\r\n\r\n").contains("malformed"));
         assert!(first(b"Content-Type: x\r\n\r\n").contains("without Content-Length"));
         assert!(first(b"Content-Length: abc\r\n\r\n").contains("not a number"));

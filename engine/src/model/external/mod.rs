@@ -251,10 +251,7 @@ impl ExternalModel {
         let (worker, handshake) = start(&settings).map_err(|error| {
             let mut message = format!("`{command}`: {error}");
             if let Some(tail) = error.stderr_tail().filter(|t| !t.trim().is_empty()) {
-                message.push_str(&format!(
-                    "\n--- stderr (last bytes) ---\n{}",
-                    tail.trim_end()
-                ));
+                message.push_str(&format!("\n--- stderr (last bytes) ---\n{}", tail.trim_end()));
             }
             invalid("command", message)
         })?;
@@ -309,10 +306,8 @@ impl ExternalModel {
         seed: u32,
     ) -> Result<Result<SimOutput, String>, Fault> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let params: serde_json::Map<String, serde_json::Value> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), param_json(v)))
-            .collect();
+        let params: serde_json::Map<String, serde_json::Value> =
+            params.iter().map(|(k, v)| (k.to_string(), param_json(v))).collect();
         let timeout = self.settings.timeout();
         let deadline = timeout.map(|t| (Instant::now() + t, t));
         worker.send(&serde_json::json!({
@@ -321,10 +316,7 @@ impl ExternalModel {
         let header = worker.recv(deadline)?;
         let reply: ExecuteReply = parse_json(&header, "execute reply")?;
         if reply.id != id {
-            return Err(Fault::Protocol(format!(
-                "reply for id {} to request {id}",
-                reply.id
-            )));
+            return Err(Fault::Protocol(format!("reply for id {} to request {id}", reply.id)));
         }
         if !reply.ok {
             let error = reply.error.unwrap_or_else(|| "(no message)".into());
@@ -425,10 +417,8 @@ fn handshake(worker: &mut WorkerProcess, settings: &ExternalSettings) -> Result<
     worker.send(&serde_json::json!({
         "method": "initialize", "protocol_version": PROTOCOL_VERSION, "settings": settings_json,
     }))?;
-    let reply: InitReply = parse_json(
-        &worker.recv(Some((Instant::now() + limit, limit)))?,
-        "initialize reply",
-    )?;
+    let reply: InitReply =
+        parse_json(&worker.recv(Some((Instant::now() + limit, limit)))?, "initialize reply")?;
     if !reply.ok {
         return Err(Fault::Protocol(format!(
             "initialize failed: {}",
@@ -441,10 +431,7 @@ fn handshake(worker: &mut WorkerProcess, settings: &ExternalSettings) -> Result<
             reply.protocol_version
         )));
     }
-    Ok(Handshake {
-        parameters: reply.parameters,
-        outputs: reply.outputs,
-    })
+    Ok(Handshake { parameters: reply.parameters, outputs: reply.outputs })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(frame: &Frame, what: &str) -> Result<T, Fault> {
@@ -489,10 +476,7 @@ fn output_specs(outputs: &[OutputDecl]) -> Result<Vec<OutputSpec>, String> {
                     Ok(Field::new(&c.name, t, c.nullable))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            Ok(OutputSpec {
-                name: o.name.clone(),
-                schema: Arc::new(Schema::new(fields)),
-            })
+            Ok(OutputSpec { name: o.name.clone(), schema: Arc::new(Schema::new(fields)) })
         })
         .collect()
 }
@@ -502,26 +486,17 @@ fn decode_table(body: &[u8], spec: &OutputSpec) -> Result<RecordBatch, String> {
     let context = |e: &dyn std::fmt::Display| format!("table `{}`: {e}", spec.name);
     let reader = StreamReader::try_new(Cursor::new(body), None).map_err(|e| context(&e))?;
     let schema: SchemaRef = reader.schema();
-    let got: Vec<(&str, &DataType)> = schema
-        .fields()
-        .iter()
-        .map(|f| (f.name().as_str(), f.data_type()))
-        .collect();
-    let want: Vec<(&str, &DataType)> = spec
-        .schema
-        .fields()
-        .iter()
-        .map(|f| (f.name().as_str(), f.data_type()))
-        .collect();
+    let got: Vec<(&str, &DataType)> =
+        schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+    let want: Vec<(&str, &DataType)> =
+        spec.schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
     if got != want {
         return Err(format!(
             "table `{}` has columns {got:?}; the model declared {want:?}",
             spec.name
         ));
     }
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| context(&e))?;
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| context(&e))?;
     let table = arrow::compute::concat_batches(&schema, &batches).map_err(|e| context(&e))?;
     RecordBatch::try_new(Arc::clone(&spec.schema), table.columns().to_vec())
         .map_err(|e| context(&e))

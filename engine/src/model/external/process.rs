@@ -113,37 +113,33 @@ impl WorkerProcess {
         let mut stderr = child.stderr.take().ok_or_else(missing)?;
 
         let (frames_tx, frames) = mpsc::sync_channel(1);
-        thread::Builder::new()
-            .name("simsweep-worker-stdout".into())
-            .spawn(move || {
-                let mut reader = BufReader::new(stdout);
-                loop {
-                    let read = match read_frame(&mut reader) {
-                        Ok(Some(frame)) => Read_::Frame(frame),
-                        Ok(None) | Err(FrameError::Io(_)) => Read_::End,
-                        Err(e) => Read_::Bad(e),
-                    };
-                    let last = !matches!(read, Read_::Frame(_));
-                    if frames_tx.send(read).is_err() || last {
-                        return;
-                    }
+        thread::Builder::new().name("simsweep-worker-stdout".into()).spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let read = match read_frame(&mut reader) {
+                    Ok(Some(frame)) => Read_::Frame(frame),
+                    Ok(None) | Err(FrameError::Io(_)) => Read_::End,
+                    Err(e) => Read_::Bad(e),
+                };
+                let last = !matches!(read, Read_::Frame(_));
+                if frames_tx.send(read).is_err() || last {
+                    return;
                 }
-            })?;
+            }
+        })?;
 
         let tail = Arc::new(Mutex::new(Tail::default()));
         let (closed_tx, stderr_closed) = mpsc::sync_channel(1);
         let sink = Arc::clone(&tail);
-        thread::Builder::new()
-            .name("simsweep-worker-stderr".into())
-            .spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                    if let Ok(mut t) = sink.lock() {
-                        t.push(&buf[..n]);
-                    }
+        thread::Builder::new().name("simsweep-worker-stderr".into()).spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                if let Ok(mut t) = sink.lock() {
+                    t.push(&buf[..n]);
                 }
-                let _ = closed_tx.send(());
-            })?;
+            }
+            let _ = closed_tx.send(());
+        })?;
 
         Ok(WorkerProcess {
             child,
@@ -160,9 +156,7 @@ impl WorkerProcess {
     pub(crate) fn send(&mut self, message: &serde_json::Value) -> Result<(), Fault> {
         let body = serde_json::to_vec(message).map_err(|e| Fault::Protocol(e.to_string()))?;
         let stdin = self.stdin.as_mut().ok_or(Fault::Died)?;
-        write_frame(stdin, Some(JSON), &body)
-            .and_then(|()| stdin.flush())
-            .map_err(|_| Fault::Died)
+        write_frame(stdin, Some(JSON), &body).and_then(|()| stdin.flush()).map_err(|_| Fault::Died)
     }
 
     /// Waits for the next frame until `deadline` (`None`: no limit).
@@ -191,10 +185,7 @@ impl WorkerProcess {
         self.stdin = None;
         let deadline = Instant::now() + grace;
         loop {
-            match self
-                .frames
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
+            match self.frames.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Read_::Frame(_)) => continue,
                 _ => break,
             }
@@ -213,20 +204,13 @@ impl WorkerProcess {
         };
         let stderr_tail = self.stderr_tail();
         match fault {
-            Fault::TimedOut(limit) => SimError::Timeout {
-                timeout_seconds: limit.as_secs_f64(),
-                stderr_tail,
-            },
-            Fault::Protocol(message) => SimError::Protocol {
-                message,
-                stderr_tail,
-            },
-            Fault::Oom(message) => SimError::Oom {
-                exit_code: None,
-                signal: None,
-                message,
-                stderr_tail,
-            },
+            Fault::TimedOut(limit) => {
+                SimError::Timeout { timeout_seconds: limit.as_secs_f64(), stderr_tail }
+            }
+            Fault::Protocol(message) => SimError::Protocol { message, stderr_tail },
+            Fault::Oom(message) => {
+                SimError::Oom { exit_code: None, signal: None, message, stderr_tail }
+            }
             Fault::Died => classify_exit(exit.flatten(), self.killed, stderr_tail),
         }
     }
@@ -295,18 +279,9 @@ fn classify_exit(status: Option<ExitStatus>, killed_by_us: bool, stderr_tail: St
             Some(_) => "killed by SIGKILL (likely the kernel's OOM killer)",
             None => "exited with 137 (killed by SIGKILL, likely for memory)",
         };
-        return SimError::Oom {
-            exit_code,
-            signal,
-            message: how.to_string(),
-            stderr_tail,
-        };
+        return SimError::Oom { exit_code, signal, message: how.to_string(), stderr_tail };
     }
-    SimError::Crash {
-        exit_code,
-        signal,
-        stderr_tail,
-    }
+    SimError::Crash { exit_code, signal, stderr_tail }
 }
 
 /// Platform-specific parts: the memory limit, process groups and signals.
@@ -324,10 +299,7 @@ mod limits {
             // and touches no memory shared with the parent.
             unsafe {
                 command.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: bytes,
-                        rlim_max: bytes,
-                    };
+                    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
                     if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }

@@ -14,14 +14,11 @@ fn fault_model_path() -> PathBuf {
 }
 
 fn settings(state: &std::path::Path) -> ExternalSettings {
-    let mut s = ExternalSettings::new([
-        "python3".to_string(),
-        fault_model_path().display().to_string(),
-    ]);
+    let mut s =
+        ExternalSettings::new(["python3".to_string(), fault_model_path().display().to_string()]);
     s.timeout_seconds = Some(1.0);
     s.memory_limit_mb = Some(1024);
-    s.env
-        .insert("FAULT_STATE_DIR".into(), state.display().to_string());
+    s.env.insert("FAULT_STATE_DIR".into(), state.display().to_string());
     s
 }
 
@@ -40,16 +37,8 @@ fn params(mode: &str, x: f64) -> ParameterSet {
 
 fn values(out: &SimOutput) -> (Vec<i64>, Vec<f64>) {
     let t = &out.tables[0];
-    let k = t
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("int64");
-    let v = t
-        .column(1)
-        .as_any()
-        .downcast_ref::<Float64Array>()
-        .expect("float64");
+    let k = t.column(0).as_any().downcast_ref::<Int64Array>().expect("int64");
+    let v = t.column(1).as_any().downcast_ref::<Float64Array>().expect("float64");
     (k.values().to_vec(), v.values().to_vec())
 }
 
@@ -68,13 +57,7 @@ fn handshake_gives_parameters_and_outputs() {
         .iter()
         .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect();
-    assert_eq!(
-        fields,
-        [
-            ("k".into(), DataType::Int64),
-            ("value".into(), DataType::Float64)
-        ]
-    );
+    assert_eq!(fields, [("k".into(), DataType::Int64), ("value".into(), DataType::Float64)]);
     assert_eq!(m.idle_workers(), 1);
 }
 
@@ -101,42 +84,20 @@ fn each_failure_has_its_kind_exit_code_signal_and_stderr() {
     let run = |mode: &str| m.simulate(&params(mode, 1.0), 1).expect_err(mode);
 
     let e = run("error");
-    assert_eq!(
-        e,
-        SimError::Model("ValueError: mode error asks for an error".into())
-    );
+    assert_eq!(e, SimError::Model("ValueError: mode error asks for an error".into()));
     assert_eq!(m.idle_workers(), 1, "a model error keeps the worker");
 
     let e = run("segfault");
-    assert_eq!(
-        (e.kind(), e.exit_code(), e.signal()),
-        ("crash", None, Some(11)),
-        "{e}"
-    );
-    assert!(
-        e.stderr_tail()
-            .is_some_and(|t| t.contains("fault_model: segfaulting now")),
-        "{e:?}"
-    );
-    assert_eq!(
-        e.to_string(),
-        "worker crashed: killed by signal 11 (SIGSEGV)"
-    );
+    assert_eq!((e.kind(), e.exit_code(), e.signal()), ("crash", None, Some(11)), "{e}");
+    assert!(e.stderr_tail().is_some_and(|t| t.contains("fault_model: segfaulting now")), "{e:?}");
+    assert_eq!(e.to_string(), "worker crashed: killed by signal 11 (SIGSEGV)");
     assert_eq!(m.idle_workers(), 0, "a crashed worker is dropped");
 
     let e = run("exit137");
-    assert_eq!(
-        (e.kind(), e.exit_code(), e.signal()),
-        ("oom", Some(137), None),
-        "{e}"
-    );
+    assert_eq!((e.kind(), e.exit_code(), e.signal()), ("oom", Some(137), None), "{e}");
 
     let e = run("oom");
-    assert_eq!(
-        (e.kind(), e.exit_code(), e.signal()),
-        ("oom", None, None),
-        "{e}"
-    );
+    assert_eq!((e.kind(), e.exit_code(), e.signal()), ("oom", None, None), "{e}");
     assert!(e.to_string().contains("MemoryError"), "{e}");
 
     let start = Instant::now();
@@ -145,11 +106,7 @@ fn each_failure_has_its_kind_exit_code_signal_and_stderr() {
         matches!(&e, SimError::Timeout { timeout_seconds, .. } if *timeout_seconds == 1.0),
         "{e:?}"
     );
-    assert!(
-        e.stderr_tail()
-            .is_some_and(|t| t.contains("fault_model: hanging")),
-        "{e:?}"
-    );
+    assert!(e.stderr_tail().is_some_and(|t| t.contains("fault_model: hanging")), "{e:?}");
     assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
 
     let e = run("garbage");
@@ -158,11 +115,7 @@ fn each_failure_has_its_kind_exit_code_signal_and_stderr() {
 
     let e = run("too_large");
     assert_eq!(e.kind(), "protocol");
-    assert!(
-        e.to_string()
-            .contains("999999999999 bytes is larger than the limit"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("999999999999 bytes is larger than the limit"), "{e}");
 
     // A fresh worker takes over after all of that.
     assert!(m.simulate(&params("ok", 1.0), 1).is_ok());
@@ -178,25 +131,13 @@ fn retry_loop_reruns_crashes_on_a_fresh_worker_and_not_errors() {
     let once = policy.run(|_| m.simulate(&params("crash_once", 1.0), 5));
     assert_eq!(once.failed_attempts.len(), 1);
     let first = &once.failed_attempts[0];
-    assert_eq!(
-        (first.kind(), first.exit_code(), first.signal()),
-        ("crash", Some(3), None)
-    );
-    assert!(first
-        .stderr_tail()
-        .is_some_and(|t| t.contains("crashing once for seed 5")));
+    assert_eq!((first.kind(), first.exit_code(), first.signal()), ("crash", Some(3), None));
+    assert!(first.stderr_tail().is_some_and(|t| t.contains("crashing once for seed 5")));
     let ok = once.result.expect("second attempt succeeds");
-    assert_eq!(
-        ok.tables,
-        m.simulate(&params("ok", 1.0), 5).expect("runs").tables
-    );
+    assert_eq!(ok.tables, m.simulate(&params("ok", 1.0), 5).expect("runs").tables);
 
     let always = policy.run(|_| m.simulate(&params("segfault", 1.0), 5));
-    let kinds: Vec<_> = always
-        .failed_attempts
-        .iter()
-        .map(SimError::failure_kind)
-        .collect();
+    let kinds: Vec<_> = always.failed_attempts.iter().map(SimError::failure_kind).collect();
     assert_eq!(kinds, [FailureKind::Crash, FailureKind::Crash]);
     assert_eq!(always.result.expect_err("fails").signal(), Some(11));
 
@@ -209,9 +150,8 @@ fn retry_loop_reruns_crashes_on_a_fresh_worker_and_not_errors() {
 fn concurrent_callers_get_one_worker_each() {
     let dir = tempfile::tempdir().expect("tempdir");
     let m = model(dir.path());
-    let reference: Vec<_> = (0..8)
-        .map(|s| m.simulate(&params("ok", 1.0), s).expect("runs").tables)
-        .collect();
+    let reference: Vec<_> =
+        (0..8).map(|s| m.simulate(&params("ok", 1.0), s).expect("runs").tables).collect();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..3)
             .map(|_| {
@@ -239,33 +179,21 @@ fn a_broken_command_is_refused_naming_it() {
     ]))
     .expect_err("refused");
     assert_eq!(err.setting, "command");
-    assert!(
-        err.message.starts_with("`python3 -c import sys;"),
-        "{}",
-        err.message
-    );
-    assert!(
-        err.message.contains("exited with code 2"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.starts_with("`python3 -c import sys;"), "{}", err.message);
+    assert!(err.message.contains("exited with code 2"), "{}", err.message);
     assert!(err.message.contains("no model here"), "{}", err.message);
 
     let err = ExternalModel::new(ExternalSettings::new(["/nonexistent/simsweep-model"]))
         .expect_err("refused");
     assert!(
-        err.message
-            .contains("could not start `/nonexistent/simsweep-model`"),
+        err.message.contains("could not start `/nonexistent/simsweep-model`"),
         "{}",
         err.message
     );
 
     let mut s = ExternalSettings::new(["true"]);
     s.timeout_seconds = Some(0.0);
-    assert_eq!(
-        ExternalModel::new(s).expect_err("refused").setting,
-        "timeout_seconds"
-    );
+    assert_eq!(ExternalModel::new(s).expect_err("refused").setting, "timeout_seconds");
 }
 
 #[test]
@@ -293,9 +221,7 @@ fn decode_checks_the_declared_columns() {
     let wrong =
         RecordBatch::try_from_iter([("k", Arc::new(StringArray::from(vec!["a"])) as ArrayRef)])
             .expect("batch");
-    assert!(decode_table(&encode(&wrong), &spec)
-        .expect_err("refused")
-        .contains("declared"));
+    assert!(decode_table(&encode(&wrong), &spec).expect_err("refused").contains("declared"));
     let nulls = RecordBatch::try_from_iter([(
         "k",
         Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
@@ -313,9 +239,7 @@ fn model_spec_dispatches_on_command_and_name() {
     )
     .expect("parses");
     assert_eq!(external.retry.max_attempts, 2);
-    let ModelKind::External(s) = &external.model else {
-        panic!("external: {external:?}")
-    };
+    let ModelKind::External(s) = &external.model else { panic!("external: {external:?}") };
     assert_eq!(s.command, ["python3", "m.py"]);
     assert_eq!(s.timeout_seconds, Some(2.5));
     assert_eq!(s.settings.get("a"), Some(&toml::Value::Integer(1)));
@@ -324,24 +248,15 @@ fn model_spec_dispatches_on_command_and_name() {
         "name = \"sir\"\npopulation = 10\ninitial_infected = 1\ndays = 3\nretry = [\"error\"]",
     )
     .expect("parses");
-    assert!(matches!(
-        builtin.model,
-        ModelKind::BuiltIn(BuiltInModel::Sir(_))
-    ));
+    assert!(matches!(builtin.model, ModelKind::BuiltIn(BuiltInModel::Sir(_))));
     assert_eq!(builtin.retry.retry, [FailureKind::Error]);
     let json = serde_json::to_value(&builtin).expect("json");
     assert_eq!(json["name"], "sir");
     assert_eq!(json["max_attempts"], 3);
 
-    let err = |t: &str| {
-        toml::from_str::<ModelSpec>(t)
-            .expect_err("refused")
-            .to_string()
-    };
+    let err = |t: &str| toml::from_str::<ModelSpec>(t).expect_err("refused").to_string();
     assert!(err("command = [\"x\"]\ntimeot_seconds = 1").contains("unknown field `timeot_seconds`"));
     assert!(err("population = 1").contains("give `name`"));
-    assert!(
-        err("name = \"sir\"\npopulation = 1\ninitial_infected = 1\ndays = 1\ncommand_x = 1")
-            .contains("unknown field")
-    );
+    assert!(err("name = \"sir\"\npopulation = 1\ninitial_infected = 1\ndays = 1\ncommand_x = 1")
+        .contains("unknown field"));
 }

@@ -71,6 +71,8 @@ pub struct Batcher {
     cancel: CancelToken,
     max_in_flight: usize,
     chunk_len: usize,
+    /// Chunk length for the batch being released (see `next_task`).
+    batch_chunk_len: usize,
     pending: VecDeque<SimTask>,
     /// Tasks of each released batch still in `pending`.
     unreleased: BTreeMap<u32, usize>,
@@ -129,6 +131,7 @@ impl Batcher {
             cancel: parts.cancel,
             max_in_flight: parts.max_in_flight.max(1),
             chunk_len: parts.chunk_len.max(1),
+            batch_chunk_len: parts.chunk_len.max(1),
             pending: VecDeque::new(),
             unreleased: BTreeMap::new(),
             fully_released: BTreeSet::new(),
@@ -153,7 +156,12 @@ impl Batcher {
             tracing::debug!(batch = batch.index, points = ?batch.points, "batch released");
             let before = self.pending.len();
             self.pending.extend(tasks_of(&self.job.sweep, &batch, self.job.replicates));
-            self.unreleased.insert(batch.index, self.pending.len() - before);
+            let tasks = self.pending.len() - before;
+            self.unreleased.insert(batch.index, tasks);
+            // Small batches (or slow models with few tasks) get smaller chunks, so that every
+            // worker has work: about four chunks per worker per batch, at most `chunk_len`.
+            self.batch_chunk_len =
+                (tasks / (self.workers_count.max(1) * 4)).clamp(1, self.chunk_len);
         }
         let task = self.pending.pop_front()?;
         let index = task.batch.index;
@@ -171,7 +179,7 @@ impl Batcher {
     /// to wait for.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while !self.winding_down() && self.in_flight < self.max_in_flight {
-            let room = (self.max_in_flight - self.in_flight).min(self.chunk_len);
+            let room = (self.max_in_flight - self.in_flight).min(self.batch_chunk_len);
             let chunk: Vec<SimTask> = std::iter::from_fn(|| self.next_task()).take(room).collect();
             if chunk.is_empty() {
                 break;
@@ -185,7 +193,14 @@ impl Batcher {
                 .map(move |result, act, ctx| {
                     act.in_flight -= n;
                     let error = match result {
-                        Ok(Ok(())) => None,
+                        Ok(Ok(skipped)) => {
+                            // Batches with tasks a stopping worker skipped will never complete:
+                            // do not wait for their commit.
+                            for index in skipped {
+                                act.fully_released.remove(&index);
+                            }
+                            None
+                        }
                         Ok(Err(e)) | Err(e) => Some(e),
                     };
                     if let Some(e) = error {

@@ -114,12 +114,14 @@ pub fn run_dataflow(
             });
         let worker_job = job.clone();
         let worker_counters = counters.clone();
+        let worker_cancel = cancel.clone();
         let workers = SyncArbiter::start(options.workers.get(), move || {
             sim_worker::SimWorker::new(
                 worker_job.clone(),
                 aggregator.clone(),
                 writer.clone(),
                 worker_counters.clone(),
+                worker_cancel.clone(),
             )
         });
         batcher_ctx.run(batcher::Batcher::new(batcher::BatcherParts {

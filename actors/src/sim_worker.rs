@@ -18,7 +18,7 @@ use std::time::Instant;
 use actix::{Actor, Addr, Handler, Message, SyncContext};
 use simsweep_engine::collect::{SimReturn, SimTask};
 use simsweep_engine::model::{Attempts, OutputSpec, SimError, SimOutput};
-use simsweep_engine::progress::InFlightCounters;
+use simsweep_engine::progress::{CancelToken, InFlightCounters};
 use simsweep_engine::spec::Job;
 
 use crate::aggregator::Aggregator;
@@ -26,9 +26,11 @@ use crate::messages::Replicates;
 use crate::parquet_writer::ParquetWriter;
 
 /// Run a chunk of replicates, in order. Answered once their returns have been handed to the
-/// Aggregator and the ParquetWriter; the answer says whether both took them.
+/// Aggregator and the ParquetWriter; the answer says whether both took them and lists the
+/// batches whose tasks were skipped because the run is being stopped (those batches cannot
+/// complete).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), actix::MailboxError>")]
+#[rtype(result = "Result<Vec<u32>, actix::MailboxError>")]
 pub struct RunChunk(pub Vec<SimTask>);
 
 /// A simulation worker.
@@ -38,24 +40,28 @@ pub struct SimWorker {
     aggregator: Addr<Aggregator>,
     writer: Addr<ParquetWriter>,
     counters: Arc<InFlightCounters>,
+    cancel: CancelToken,
 }
 
 impl SimWorker {
     /// A worker running `job`'s simulator and sending returns to `aggregator` and `writer`,
-    /// keeping `counters.tasks_queued`/`tasks_running`/`worker_busy_ns` up to date.
+    /// keeping `counters.tasks_queued`/`tasks_running`/`worker_busy_ns` up to date. Once
+    /// `cancel` is set it starts no new task and no new attempt.
     pub fn new(
         job: Arc<Job>,
         aggregator: Addr<Aggregator>,
         writer: Addr<ParquetWriter>,
         counters: Arc<InFlightCounters>,
+        cancel: CancelToken,
     ) -> Self {
         let outputs = job.simulator.outputs();
-        SimWorker { job, outputs, aggregator, writer, counters }
+        SimWorker { job, outputs, aggregator, writer, counters, cancel }
     }
 
-    /// Runs the task's attempts per the job's retry policy.
+    /// Runs the task's attempts per the job's retry policy (no retry once the run is stopping).
     fn run(&self, task: &SimTask) -> Attempts {
-        self.job.model.retry.run(|_attempt| self.simulate(task))
+        let cancel = &self.cancel;
+        self.job.model.retry.run_while(|| !cancel.is_cancelled(), |_attempt| self.simulate(task))
     }
 
     fn simulate(&self, task: &SimTask) -> Result<SimOutput, SimError> {
@@ -108,14 +114,22 @@ impl Actor for SimWorker {
 }
 
 impl Handler<RunChunk> for SimWorker {
-    type Result = Result<(), actix::MailboxError>;
+    type Result = Result<Vec<u32>, actix::MailboxError>;
 
     fn handle(&mut self, msg: RunChunk, _ctx: &mut SyncContext<Self>) -> Self::Result {
         let counters = &self.counters;
         let start = Instant::now();
         let mut returns = Vec::with_capacity(msg.0.len());
+        let mut skipped: Vec<u32> = Vec::new();
         for task in msg.0 {
             counters.tasks_queued.sub(1);
+            if self.cancel.is_cancelled() {
+                // Stopping: leave the rest of the chunk; its batches are dropped, not committed.
+                if !skipped.contains(&task.batch.index) {
+                    skipped.push(task.batch.index);
+                }
+                continue;
+            }
             counters.tasks_running.add(1);
             let Attempts { result, failed_attempts } = self.run(&task);
             counters.tasks_running.sub(1);
@@ -129,6 +143,6 @@ impl Handler<RunChunk> for SimWorker {
         let to_writer = self.writer.send(Replicates(returns));
         futures_executor::block_on(to_aggregator)?;
         futures_executor::block_on(to_writer)?;
-        Ok(())
+        Ok(skipped)
     }
 }

@@ -68,13 +68,27 @@ impl RetryPolicy {
 
     /// Runs `attempt` (called with the 1-based attempt number) until it succeeds, fails with a
     /// kind that is not retried, or `max_attempts` attempts have been made (at least one).
-    pub fn run(&self, mut attempt: impl FnMut(u32) -> Result<SimOutput, SimError>) -> Attempts {
+    pub fn run(&self, attempt: impl FnMut(u32) -> Result<SimOutput, SimError>) -> Attempts {
+        self.run_while(|| true, attempt)
+    }
+
+    /// As [`RetryPolicy::run`], but makes no further attempt once `keep_going` says no (a run
+    /// being stopped does not retry).
+    pub fn run_while(
+        &self,
+        keep_going: impl Fn() -> bool,
+        mut attempt: impl FnMut(u32) -> Result<SimOutput, SimError>,
+    ) -> Attempts {
         let mut failed_attempts = Vec::new();
         let mut number = 1;
         loop {
             let result = attempt(number);
             match result {
-                Err(error) if number < self.max_attempts && self.retries(error.failure_kind()) => {
+                Err(error)
+                    if number < self.max_attempts
+                        && self.retries(error.failure_kind())
+                        && keep_going() =>
+                {
                     failed_attempts.push(error);
                     number += 1;
                 }

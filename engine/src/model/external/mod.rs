@@ -257,12 +257,16 @@ impl ExternalModel {
         })?;
         let outputs = output_specs(&handshake.outputs)
             .map_err(|message| invalid("command", format!("`{command}`: {message}")))?;
+        // The handshake's worker is not kept: workers are started by the threads that use them
+        // (on Linux the kernel kills a worker when the thread that started it ends, so none
+        // outlives a run; a worker started here, on the loading thread, could die with it).
+        drop(worker);
         Ok(ExternalModel {
             settings,
             name,
             handshake,
             outputs,
-            idle: Mutex::new(vec![worker]),
+            idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         })
     }

@@ -290,9 +290,21 @@ mod limits {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     use std::process::{Child, Command, ExitStatus};
 
-    /// Puts the worker in a process group of its own and caps its address space.
+    /// Puts the worker in a process group of its own, caps its address space, and (Linux) has
+    /// the kernel kill it when simsweep dies, so no worker outlives the run.
     pub(super) fn apply(command: &mut Command, memory_limit_mb: Option<u64>) {
         command.process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: only prctl runs between fork and exec, which is async-signal-safe and
+        // touches no memory shared with the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         if let Some(mb) = memory_limit_mb {
             let bytes = mb.saturating_mul(1024 * 1024) as libc::rlim_t;
             // SAFETY: only setrlimit runs between fork and exec, which is async-signal-safe

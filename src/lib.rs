@@ -107,6 +107,17 @@ pub fn check_output(job: &Job) -> Result<OutputState, Error> {
         }
         .into());
     }
+    if let Some(holder) = simsweep_engine::output::OutputLock::holder(&layout)? {
+        let pid = holder.map_or_else(|| "unknown pid".to_string(), |p| format!("pid {p}"));
+        return Err(EngineError::OutputConflict {
+            dir: job.output_dir.clone(),
+            message: format!(
+                "in use by another simsweep process ({pid}); a run now would be refused: wait \
+                 for it, or choose another --out"
+            ),
+        }
+        .into());
+    }
     Ok(match Manifest::load(&layout.manifest_path())? {
         None => OutputState::New,
         Some(m) if m.spec_hash != job.spec_hash => {

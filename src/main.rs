@@ -93,6 +93,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { job } => match simsweep::load_job(&job) {
             Ok(job) => {
+                let state = match simsweep::check_output(&job) {
+                    Ok(state) => state,
+                    Err(e) => return fail(&e, false),
+                };
                 println!(
                     "{}: ok — {} parameter set(s) × {} replicates = {} simulations, model {}, {} target(s), output {}",
                     job.spec_file.display(),
@@ -103,17 +107,16 @@ fn main() -> ExitCode {
                     job.targets.len(),
                     job.output_dir.display()
                 );
-                match simsweep::check_output(&job) {
-                    Ok(simsweep::OutputState::New) => println!("output: new"),
-                    Ok(simsweep::OutputState::Resumable { batches_committed, batches_planned }) => {
+                match state {
+                    simsweep::OutputState::New => println!("output: new"),
+                    simsweep::OutputState::Resumable { batches_committed, batches_planned } => {
                         println!(
                             "output: {batches_committed} of {batches_planned} batches committed; \
                              `simsweep run` resumes"
                         )
                     }
-                    Ok(simsweep::OutputState::Finished) => println!("output: finished"),
-                    Ok(_) => {}
-                    Err(e) => return fail(&e, false),
+                    simsweep::OutputState::Finished => println!("output: finished"),
+                    _ => {}
                 }
                 ExitCode::SUCCESS
             }
@@ -377,6 +380,14 @@ fn print_report(job: &Job, report: &Report) {
     let names: Vec<&str> = job.sweep.columns.iter().map(|(n, _)| n.as_str()).collect();
     for target in &report.summary {
         println!("\nbest parameter sets for target `{}` (loss: smaller is better)", target.target);
+        if target.null_losses > 0 {
+            println!(
+                "  note: {} of {} parameter sets have no loss (all replicates failed — see \
+                 failures/ — or the model's output does not cover the observations — see the \
+                 warnings above)",
+                target.null_losses, target.rows
+            );
+        }
         let mut header = format!("{:>4}  {:>14}", "rank", "loss");
         for n in &names {
             header.push_str(&format!("  {n:>12}"));

@@ -309,3 +309,18 @@ fn validate_checks_the_output_directory() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a file"));
 }
+
+#[test]
+fn validate_says_when_another_process_holds_the_output() {
+    use simsweep::engine::output::{OutputLayout, OutputLock};
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    fs::create_dir_all(dir.path().join("output")).unwrap();
+    let mut lock = OutputLock::acquire(&OutputLayout::new(dir.path().join("output"))).unwrap();
+    lock.record_pid().unwrap();
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "nothing printed as ok");
+}

@@ -218,3 +218,50 @@ fn python_sir_example_runs_end_to_end() {
     assert_eq!(prevalence.num_rows(), 250 * 15);
     assert_eq!(read_dataset(&dir.path().join("output/failures")).num_rows(), 0);
 }
+
+/// The Python SIR example copied into `dir`, with the worker helper beside the model.
+fn copy_python_example(dir: &Path) {
+    let example = repo().join("examples/python-sir");
+    for entry in std::fs::read_dir(&example).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(repo().join("python/simsweep_worker.py"), dir.join("simsweep_worker.py"))
+        .unwrap();
+}
+
+#[test]
+fn a_job_file_named_without_a_folder_starts_its_model_in_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_python_example(dir.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
+        .args(["validate", "job.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn observations_outside_an_external_models_days_are_reported_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_python_example(dir.path());
+    let job = std::fs::read_to_string(dir.path().join("job.toml")).unwrap();
+    assert!(job.contains("origin = \"1978-01-21\""));
+    // Eleven days earlier: the last observations fall after the model's last day.
+    std::fs::write(dir.path().join("job.toml"), job.replace("1978-01-21", "1978-01-10")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
+        .args(["run", "job.toml"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("50 of 50 parameter sets have no loss"), "{stdout}");
+    // Said once at WARN, not once per parameter set.
+    assert_eq!(stderr.matches("observed time 15 is not among").count(), 1, "{stderr}");
+}

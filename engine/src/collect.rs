@@ -135,6 +135,8 @@ struct PendingPoint {
 pub struct ReplicateCollector {
     pending: HashMap<u64, PendingPoint>,
     held: usize,
+    /// Targets whose alignment failure was already logged at WARN.
+    align_warned: std::collections::HashSet<usize>,
 }
 
 impl ReplicateCollector {
@@ -176,23 +178,53 @@ impl ReplicateCollector {
         let mut done = self.pending.remove(&point)?;
         self.held -= done.arrived.len() - 1;
         done.arrived.sort_by_key(|(r, _, _)| *r);
-        Some(score_point(done.batch, point, &done.arrived, targets))
+        let warned = &mut self.align_warned;
+        Some(score_point_with(done.batch, point, &done.arrived, targets, |t, error| {
+            // The same misalignment usually hits every parameter set: say it once per target
+            // at WARN; the run's summary counts the null losses.
+            if warned.insert(t) {
+                tracing::warn!(
+                    target_name = %targets[t].name,
+                    point,
+                    %error,
+                    "loss set to null; later parameter sets of this target with the same \
+                     problem are logged at debug level only"
+                );
+            } else {
+                tracing::debug!(target_name = %targets[t].name, point, %error, "loss set to null");
+            }
+        }))
     }
 }
 
 /// Scores every target from the replicates of one parameter set.
 ///
 /// `replicates`: (replicate, seed, output or `None` when failed), sorted by replicate. A target
-/// whose alignment fails gets a `None` loss and a warning in the log.
+/// whose alignment fails gets a `None` loss and a line in the log at debug level.
 pub fn score_point(
     batch: BatchRange,
     point: u64,
     replicates: &[(u32, u32, Option<SimOutput>)],
     targets: &[Target],
 ) -> PointLosses {
+    score_point_with(batch, point, replicates, targets, |t, error| {
+        tracing::debug!(target_name = %targets[t].name, point, %error, "loss set to null");
+    })
+}
+
+/// As [`score_point`], calling `on_align_error(target index, error)` for each target whose
+/// alignment fails (its loss is `None`).
+pub fn score_point_with(
+    batch: BatchRange,
+    point: u64,
+    replicates: &[(u32, u32, Option<SimOutput>)],
+    targets: &[Target],
+    mut on_align_error: impl FnMut(usize, crate::target::AlignError),
+) -> PointLosses {
     let losses = targets
         .iter()
-        .map(|target| {
+        .enumerate()
+        .map(|(t, target)| {
             let tables: Vec<&RecordBatch> = replicates
                 .iter()
                 .filter_map(|(_, _, out)| out.as_ref())
@@ -201,7 +233,7 @@ pub fn score_point(
             match target.loss(&tables) {
                 Ok(loss) => loss,
                 Err(error) => {
-                    tracing::warn!(target = %target.name, point, %error, "loss set to null");
+                    on_align_error(t, error);
                     None
                 }
             }

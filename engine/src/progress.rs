@@ -303,6 +303,11 @@ pub struct TargetSummary {
     pub target: String,
     /// Up to `k` parameter sets; ties broken by sweep position.
     pub best: Vec<BestParameterSet>,
+    /// Parameter sets scored so far (rows of the committed target files).
+    pub rows: u64,
+    /// Of those, how many have a null (or NaN) loss: no replicate succeeded, or the model's
+    /// output could not be aligned with the observations (the log says why).
+    pub null_losses: u64,
 }
 
 /// What a run did.

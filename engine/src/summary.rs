@@ -59,6 +59,7 @@ pub fn best_of_target(
 ) -> Result<TargetSummary> {
     let dataset = Dataset::Target(target.to_string());
     let mut best: Vec<BestParameterSet> = Vec::with_capacity(k + 1);
+    let (mut rows, mut null_losses) = (0u64, 0u64);
     for batch in &manifest.batches {
         let path = layout.batch_file(&dataset, batch.index);
         let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
@@ -90,9 +91,11 @@ pub fn best_of_target(
             let params: Vec<usize> = (0..rb.num_columns())
                 .filter(|&i| !NON_PARAMETER_COLUMNS.contains(&schema.field(i).name().as_str()))
                 .collect();
+            rows += rb.num_rows() as u64;
             for row in 0..rb.num_rows() {
                 let this = point + row as u64;
                 if losses.is_null(row) || losses.value(row).is_nan() {
+                    null_losses += 1;
                     continue;
                 }
                 let loss = losses.value(row);
@@ -119,5 +122,5 @@ pub fn best_of_target(
             point += rb.num_rows() as u64;
         }
     }
-    Ok(TargetSummary { target: target.to_string(), best })
+    Ok(TargetSummary { target: target.to_string(), best, rows, null_losses })
 }

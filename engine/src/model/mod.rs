@@ -97,6 +97,15 @@ pub enum SimError {
 }
 
 impl SimError {
+    /// The message without the kind's prefix (`model error: `), for a message that says
+    /// its own context.
+    pub fn into_message(self) -> String {
+        match self {
+            SimError::Model(message) => message,
+            other => other.to_string(),
+        }
+    }
+
     /// The kind of failure.
     pub fn failure_kind(&self) -> FailureKind {
         match self {
@@ -376,6 +385,9 @@ impl ModelSpec {
     pub fn resolved(&self, base_dir: &std::path::Path) -> ModelSpec {
         let mut spec = self.clone();
         if let ModelKind::External(s) = &mut spec.model {
+            // A job file named without a folder (`job.toml`) has the empty path as its folder:
+            // a process cannot be started in "", so say ".".
+            let base_dir = if base_dir.as_os_str().is_empty() { Path::new(".") } else { base_dir };
             let dir = s.working_dir.take().unwrap_or_default();
             s.working_dir = Some(base_dir.join(dir));
         }

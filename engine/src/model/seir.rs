@@ -105,7 +105,7 @@ impl Simulator for Seir {
     }
 
     fn check_parameters(&self, params: &ParameterSet) -> Result<(), String> {
-        chain::read_rates(params, NAME, &PARAMETERS).map(|_| ()).map_err(|e| e.to_string())
+        chain::read_rates(params, NAME, &PARAMETERS).map(|_| ()).map_err(SimError::into_message)
     }
 
     fn output_times(&self, _output: &str) -> Option<Vec<f64>> {

@@ -546,7 +546,7 @@ impl Simulator for SeirSeasonal {
     }
 
     fn check_parameters(&self, params: &ParameterSet) -> Result<(), String> {
-        Params::read(params).map(|_| ()).map_err(|e| e.to_string())
+        Params::read(params).map(|_| ()).map_err(SimError::into_message)
     }
 
     fn output_times(&self, _output: &str) -> Option<Vec<f64>> {

@@ -108,16 +108,21 @@ fn zero_batch_size_flag_is_refused() {
     assert!(!dir.path().join("output").exists());
 }
 
-#[test]
-fn nan_parameter_in_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    SmallJob::default().write(dir.path());
-    fs::write(dir.path().join("params.csv"), "beta,gamma\n0.5,0.2\nNaN,0.3\n").unwrap();
+/// Writes the small job with its `[parameters]` taken from the file `params.csv` holding `csv`.
+fn job_with_parameter_file(dir: &Path, csv: &str) {
+    SmallJob::default().write(dir);
+    fs::write(dir.join("params.csv"), csv).unwrap();
     let toml = SmallJob::default().toml();
     let start = toml.find("[parameters]").unwrap();
     let end = toml.find("[model]").unwrap();
     let toml = format!("{}[parameters]\nfile = \"params.csv\"\n\n{}", &toml[..start], &toml[end..]);
-    fs::write(dir.path().join("job.toml"), toml).unwrap();
+    fs::write(dir.join("job.toml"), toml).unwrap();
+}
+
+#[test]
+fn nan_parameter_in_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    job_with_parameter_file(dir.path(), "beta,gamma\n0.5,0.2\nNaN,0.3\n");
     let out = simsweep(&["run", "job.toml"], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -128,13 +133,7 @@ fn nan_parameter_in_file_is_refused() {
 #[test]
 fn duplicate_parameter_sets_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    SmallJob::default().write(dir.path());
-    fs::write(dir.path().join("params.csv"), "beta,gamma\n0.5,0.2\n0.7,0.3\n0.5,0.2\n").unwrap();
-    let toml = SmallJob::default().toml();
-    let start = toml.find("[parameters]").unwrap();
-    let end = toml.find("[model]").unwrap();
-    let toml = format!("{}[parameters]\nfile = \"params.csv\"\n\n{}", &toml[..start], &toml[end..]);
-    fs::write(dir.path().join("job.toml"), toml).unwrap();
+    job_with_parameter_file(dir.path(), "beta,gamma\n0.5,0.2\n0.7,0.3\n0.5,0.2\n");
     let out = simsweep(&["run", "job.toml"], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

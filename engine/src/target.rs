@@ -241,15 +241,16 @@ impl TargetSpec {
     /// - [`EngineError::Data`] for a data-file problem, with the line (CSV: 1-based, header is
     ///   line 1; Parquet: row + 1, header counted as line 1) and column when known; a missing
     ///   file is a `Data` error too (it is the user's input).
-    /// - [`EngineError::Io`] / [`EngineError::Parquet`] when the file exists but cannot be read
-    ///   or decoded.
+    /// - [`EngineError::Io`] when the file exists but cannot be read.
     ///
     /// # Example
     /// ```no_run
     /// # fn main() -> simsweep_engine::Result<()> {
     /// use std::path::Path;
     /// use simsweep_engine::target::TargetSpec;
-    /// # let simulator: simsweep_engine::model::SharedSimulator = unimplemented!();
+    /// # use simsweep_engine::model::{sir_bed, Simulator};
+    /// # let simulator = sir_bed::SirBed::new(toml::from_str(
+    /// #     "population = 763\ninitial_infected = 1\ndays = 14").unwrap()).unwrap();
     ///
     /// let spec: TargetSpec = toml::from_str(r#"
     ///     name = "in_bed"

@@ -6,7 +6,6 @@
 //! - `space` (samplers over a named space) and `file` (CSV/Parquet parameter files) produce the
 //!   points; `spec` decides which.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::identity::ParamId;
@@ -77,7 +76,9 @@ impl fmt::Display for ParamValue {
 /// One point of the parameter space: parameter name → value, names sorted.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ParameterSet {
-    values: BTreeMap<String, ParamValue>,
+    /// Sorted by name, names unique. A sorted `Vec` rather than a `BTreeMap`: a sweep holds one
+    /// of these per parameter set, and a map's node costs ~600 bytes for a handful of entries.
+    values: Vec<(String, ParamValue)>,
 }
 
 impl ParameterSet {
@@ -88,17 +89,24 @@ impl ParameterSet {
 
     /// Sets `name` to `value`, replacing any earlier value.
     pub fn insert(&mut self, name: impl Into<String>, value: ParamValue) {
-        self.values.insert(name.into(), value);
+        let name = name.into();
+        match self.values.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+            Ok(i) => self.values[i].1 = value,
+            Err(i) => self.values.insert(i, (name, value)),
+        }
     }
 
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&ParamValue> {
-        self.values.get(name)
+        self.values
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.values[i].1)
     }
 
     /// The value of `name` as `f64` (see [`ParamValue::as_f64`]).
     pub fn get_f64(&self, name: &str) -> Option<f64> {
-        self.values.get(name).and_then(ParamValue::as_f64)
+        self.get(name).and_then(ParamValue::as_f64)
     }
 
     /// Names and values, sorted by name.
@@ -119,7 +127,12 @@ impl ParameterSet {
 
 impl FromIterator<(String, ParamValue)> for ParameterSet {
     fn from_iter<T: IntoIterator<Item = (String, ParamValue)>>(iter: T) -> Self {
-        ParameterSet { values: iter.into_iter().collect() }
+        let mut set = ParameterSet::new();
+        for (name, value) in iter {
+            set.insert(name, value);
+        }
+        set.values.shrink_to_fit();
+        set
     }
 }
 

@@ -880,7 +880,6 @@ mod tests {
             times: vec![1.0],
             observed: vec![3.0],
             aggregation: spec.aggregation,
-            loss: spec.loss,
             loss_fn: crate::loss::Loss::Mse,
             data_file: data.clone(),
             data_time_column: "day".into(),

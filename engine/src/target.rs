@@ -124,10 +124,8 @@ pub struct Target {
     pub observed: Vec<f64>,
     /// How replicates are combined.
     pub aggregation: Aggregation,
-    /// The loss as written (its kind); the resolved function with its parameters is `loss_fn`.
-    pub loss: LossKind,
     /// The loss function with its parameters (the negative binomial's dispersion); this is
-    /// what [`Target::loss`] uses.
+    /// what [`Target::loss`] uses. Its kind, as written in the spec: `loss_fn.kind()`.
     pub loss_fn: Loss,
     /// The observed data file, as resolved (`base_dir` joined with the spec's `data`).
     pub data_file: PathBuf,
@@ -542,7 +540,6 @@ impl TargetSpec {
             times,
             observed: rows.iter().map(|r| r.value).collect(),
             aggregation: self.aggregation,
-            loss: self.loss,
             loss_fn,
             data_file,
             data_time_column: self.data_time_column.clone(),
@@ -1261,7 +1258,7 @@ mod tests {
         assert!(t.check_times(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).is_ok());
         let e = t.check_times(&[0.0, 1.0, 2.0, 3.0, 4.0]).unwrap_err().to_string();
         assert!(e.contains("obs.csv:4: column `date`") && e.contains("0..=4"), "{e}");
-        assert_eq!(t.loss, LossKind::NegativeBinomial);
+        assert_eq!(t.loss_fn.kind(), LossKind::NegativeBinomial);
     }
 
     #[test]
@@ -1573,7 +1570,6 @@ mod tests {
             times: times.to_vec(),
             observed: observed.to_vec(),
             aggregation,
-            loss: loss_fn.kind(),
             loss_fn,
             data_file: PathBuf::from("obs.csv"),
             data_time_column: "day".to_string(),

@@ -98,10 +98,7 @@ impl ParameterSet {
 
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&ParamValue> {
-        self.values
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.values[i].1)
+        self.values.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok().map(|i| &self.values[i].1)
     }
 
     /// The value of `name` as `f64` (see [`ParamValue::as_f64`]).

@@ -5,19 +5,9 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
-
-fn simsweep(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_simsweep"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SIMSWEEP_BATCH_SIZE")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the binary runs")
-}
 
 /// Runs `simsweep run job.toml` on a job with `toml` as its text; asserts exit code 2, that
 /// stderr contains every needle, and that no output directory was created.

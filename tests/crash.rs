@@ -23,19 +23,9 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_simsweep"))
 }
 
-/// A job that runs for about a second or two: 4,000 parameter sets × 3 replicates.
+/// A job that runs for about a second or two: 20,000 parameter sets × 3 replicates.
 fn slow_job(dir: &Path) -> PathBuf {
     SmallJob { count: 20000, ..SmallJob::default() }.write(dir)
-}
-
-fn simsweep(args: &[&str], dir: &Path) -> Output {
-    Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SIMSWEEP_BATCH_SIZE")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the binary runs")
 }
 
 fn stderr(out: &Output) -> String {
@@ -205,7 +195,12 @@ fn changed_spec_is_refused_naming_what_changed_and_restart_starts_over() {
 
     // A changed target is named too.
     let other_target = SmallJob {
-        targets: format!("{}\n{}", TARGET_PREFIX_CHANGED, TARGET_INCIDENCE),
+        targets: format!(
+            "{}\n{}",
+            // The prevalence target with another dispersion.
+            TARGET_PREVALENCE.replace("dispersion = 5.0", "dispersion = 7.0"),
+            TARGET_INCIDENCE
+        ),
         ..SmallJob::default()
     };
     fs::write(dir.path().join("job.toml"), other_target.toml()).unwrap();
@@ -230,20 +225,6 @@ fn changed_spec_is_refused_naming_what_changed_and_restart_starts_over() {
     );
     assert_eq!(manifest(&dir.path().join("output"))["batches"].as_array().unwrap().len(), 1);
 }
-
-/// The prevalence target with another dispersion.
-const TARGET_PREFIX_CHANGED: &str = r#"
-[[targets]]
-name = "prevalence"
-output = "prevalence"
-column = "infected"
-data = "observed.csv"
-data_column = "cases"
-data_time_column = "day"
-aggregation = "likelihood"
-loss = "negative_binomial"
-dispersion = 7.0
-"#;
 
 #[test]
 fn status_of_a_running_a_dead_and_a_finished_run() {

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use arrow::compute::concat_batches;
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
@@ -154,4 +155,16 @@ pub fn tree(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// Runs the built `simsweep` binary with `args` in `dir`, without the environment variables
+/// that would change its behaviour (`SIMSWEEP_BATCH_SIZE`, `RUST_LOG`).
+pub fn simsweep(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_simsweep"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SIMSWEEP_BATCH_SIZE")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
 }

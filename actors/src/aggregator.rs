@@ -42,8 +42,8 @@ impl Actor for Aggregator {
 }
 
 impl Handler<Replicates> for Aggregator {
-    // Atomic: the next chunk is not taken until the losses have a place in the writer's
-    // mailbox, so a slow writer slows the aggregator, which slows the workers.
+    // Atomic while the writer's mailbox is full: the next chunk is not taken until the losses
+    // have a place there, so a slow writer slows the aggregator, which slows the workers.
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Replicates, _ctx: &mut Context<Self>) -> Self::Result {
@@ -57,7 +57,16 @@ impl Handler<Replicates> for Aggregator {
         if scored.is_empty() {
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
-        let send = self.writer.send(PointsScored(scored));
+        let send = match self.writer.try_send(PointsScored(scored)) {
+            Ok(()) => return AtomicResponse::new(Box::pin(fut::ready(()))),
+            Err(SendError::Full(msg)) => self.writer.send(msg),
+            Err(SendError::Closed(_)) => {
+                tracing::error!("parquet writer unreachable; aggregator stops");
+                return AtomicResponse::new(Box::pin(
+                    fut::ready(()).map(|(), _act: &mut Self, ctx: &mut Context<Self>| ctx.stop()),
+                ));
+            }
+        };
         AtomicResponse::new(Box::pin(send.into_actor(self).map(|result, _act, ctx| {
             if let Err(error) = result {
                 // The writer is gone: the run is failing; stop taking replicates.

@@ -5,8 +5,8 @@
 //! Rows are held until their batch is complete and written sorted by (parameter set,
 //! replicate), so the files do not depend on which worker finished first.
 //!
-//! The encoding, compression and fsyncs of a complete batch run on a blocking thread of the
-//! runtime, not on the writer's own thread: the writer keeps taking the next batch's rows while
+//! Building the tables of a complete batch, their encoding, compression and fsyncs run on a
+//! blocking thread of the runtime, not on the writer's own thread: the writer keeps taking the next batch's rows while
 //! the previous one is committed, so the workers do not stall between batches. This adds no
 //! buffer: a batch being committed is still open for the Batcher (which releases a new batch
 //! only after [`BatchFlushed`]), so the writer holds at most `max_open_batches` batches, open or
@@ -96,28 +96,31 @@ impl ParquetWriter {
             Err(error) => return self.fail(error, ctx),
         };
         let start = Instant::now();
-        let CompleteBatch { batch, tables, simulations, failed, oom_failures } = complete;
-        if oom_failures > 0 {
+        if complete.oom_failures > 0 {
             let (limit, workers, batch_size, replicates) = self.oom_context;
-            let guidance = oom_guidance(oom_failures, limit, workers, batch_size, replicates);
-            tracing::warn!(batch = batch.index, oom_failures, "{guidance}");
+            let guidance =
+                oom_guidance(complete.oom_failures, limit, workers, batch_size, replicates);
+            tracing::warn!(
+                batch = complete.batch.index,
+                oom_failures = complete.oom_failures,
+                "{guidance}"
+            );
         }
-        let rows: u64 = tables
-            .iter()
-            .filter(|t| matches!(t.dataset, simsweep_engine::output::Dataset::ModelOutput(_)))
-            .flat_map(|t| &t.batches)
-            .map(|b| b.num_rows() as u64)
-            .sum();
+        let (batch, simulations, failed) =
+            (complete.batch.clone(), complete.simulations, complete.failed);
+        let rows = complete.model_output_rows;
         self.rows_committing += rows;
         let layout = self.layout.clone();
         let index = batch.index;
         // Counted before this handler returns, hence before the workers' sends complete: the
         // Batcher never sees a quiet dataflow while a commit still writes.
         self.counters.commits_running.add(1);
+        // Building the tables (concatenating the replicates' columns) is done off the writer's
+        // thread too: the writer only sorts rows in, so workers are not held up by its mailbox.
         let work = actix_rt::task::spawn_blocking(move || {
             let span = tracing::info_span!("commit", batch = index);
             let _entered = span.enter();
-            commit_batch(&layout, index, tables)
+            commit_batch(&layout, index, complete.into_tables()?)
         });
         let done = fut::wrap_future::<_, Self>(work).map(move |joined, act, ctx| {
             act.counters.commits_running.sub(1);

@@ -6,9 +6,10 @@
 //! Simulation is CPU-bound and blocking, so workers run under a `SyncArbiter` (one OS thread
 //! each), off the async arbiters. The SyncArbiter's inner queue is unbounded; it is bounded in
 //! front by the Batcher, which never has more than `RunOptions::max_tasks_in_flight` tasks
-//! handed out. A worker forwards the returns of a chunk in one message with `send` and waits for
-//! it to be taken, so a slow Aggregator or ParquetWriter makes the workers wait (backpressure)
-//! instead of queueing.
+//! handed out. A worker forwards the returns of a chunk in one message to each bounded mailbox
+//! and waits only while a mailbox is full ([`deliver_blocking`]), so a slow Aggregator or
+//! ParquetWriter makes the workers wait (backpressure) instead of queueing, and a fast one
+//! costs them no wait at all.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -22,13 +23,13 @@ use simsweep_engine::progress::{CancelToken, InFlightCounters};
 use simsweep_engine::spec::Job;
 
 use crate::aggregator::Aggregator;
-use crate::messages::Replicates;
+use crate::messages::{deliver_blocking, Replicates};
 use crate::parquet_writer::ParquetWriter;
 
-/// Run a chunk of replicates, in order. Answered once their returns have been handed to the
-/// Aggregator and the ParquetWriter; the answer says whether both took them and lists the
-/// batches whose tasks were skipped because the run is being stopped (those batches cannot
-/// complete).
+/// Run a chunk of replicates, in order. Answered once their returns are in the Aggregator's and
+/// the ParquetWriter's mailboxes (not yet handled); the answer says whether both took them and
+/// lists the batches whose tasks were skipped because the run is being stopped (those batches
+/// cannot complete).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<u32>, actix::MailboxError>")]
 pub struct RunChunk(pub Vec<SimTask>);
@@ -137,12 +138,10 @@ impl Handler<RunChunk> for SimWorker {
         }
         let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         counters.worker_busy_ns.fetch_add(busy, Ordering::Relaxed);
-        // Blocking sends from this worker thread: they wait while a mailbox is full. Both are
-        // queued before either is awaited, so the two stages take the chunk concurrently.
-        let to_aggregator = self.aggregator.send(Replicates(returns.clone()));
-        let to_writer = self.writer.send(Replicates(returns));
-        futures_executor::block_on(to_aggregator)?;
-        futures_executor::block_on(to_writer)?;
+        // Into both mailboxes without waiting for the handlers: this thread blocks only while a
+        // mailbox is full (a stage is behind), so the worker goes on to its next chunk at once.
+        deliver_blocking(&self.aggregator, Replicates(returns.clone()))?;
+        deliver_blocking(&self.writer, Replicates(returns))?;
         Ok(skipped)
     }
 }

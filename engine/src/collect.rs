@@ -16,9 +16,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, UInt32Builder,
+    ArrayRef, DictionaryArray, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    StringBuilder, UInt32Array, UInt32Builder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
@@ -304,32 +305,67 @@ struct OpenBatch {
     rows_buffered: u64,
 }
 
-/// A batch whose rows are all in: its tables, ready for [`crate::output::commit_batch`].
-#[derive(Debug)]
+/// A batch whose rows are all in, not yet turned into tables: [`CompleteBatch::into_tables`]
+/// builds them (on the thread that commits the batch, so the writer's own thread only sorts
+/// rows in).
 pub struct CompleteBatch {
     /// The batch.
     pub batch: BatchRange,
-    /// One table per dataset: each selected model output, each target, failures.
-    pub tables: Vec<BatchTable>,
     /// Replicates run.
     pub simulations: u64,
     /// Replicates whose last attempt failed.
     pub failed: u64,
     /// Failed attempts of kind `oom` (retried ones included).
     pub oom_failures: u64,
+    /// Model-output rows the batch holds (the selected outputs only).
+    pub model_output_rows: u64,
+    open: OpenBatch,
+    tables: Arc<TableBuilder>,
+}
+
+impl std::fmt::Debug for CompleteBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompleteBatch")
+            .field("batch", &self.batch)
+            .field("simulations", &self.simulations)
+            .field("failed", &self.failed)
+            .field("model_output_rows", &self.model_output_rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompleteBatch {
+    /// The batch's tables, ready for [`crate::output::commit_batch`]: each selected model output
+    /// (rows sorted by parameter set index, then replicate), each target (one row per parameter
+    /// set), then failures (one row per failed attempt). Consumes the buffered rows.
+    ///
+    /// # Errors
+    /// Arrow errors while concatenating the replicates' columns (a model table whose columns
+    /// do not match its declared schema; the SimWorker refuses those before they get here).
+    pub fn into_tables(self) -> Result<Vec<BatchTable>> {
+        self.tables.build(&self.open)
+    }
+}
+
+/// Builds a complete batch's tables: the schemas and what the rows refer to.
+struct TableBuilder {
+    sweep: Arc<Sweep>,
+    /// The written model outputs.
+    outputs: Vec<OutputSpec>,
+    /// File schema of each written output.
+    output_schemas: Vec<SchemaRef>,
+    /// In-memory schema of each written output (`param_id` dictionary-encoded).
+    output_batch_schemas: Vec<SchemaRef>,
+    target_names: Vec<String>,
+    target_schema: SchemaRef,
 }
 
 /// The ParquetWriter's state: the rows of each open batch, until the batch is complete.
 pub struct BatchAssembler {
-    sweep: Arc<Sweep>,
     replicates: u32,
-    /// The written model outputs (see [`BatchAssembler::with_model_outputs`]).
-    outputs: Vec<OutputSpec>,
     /// For each written output, its index in the model's outputs (in a [`SimOutput`]).
     kept: Vec<usize>,
-    output_schemas: Vec<SchemaRef>,
-    target_names: Vec<String>,
-    target_schema: SchemaRef,
+    tables: Arc<TableBuilder>,
     open: BTreeMap<u32, OpenBatch>,
 }
 
@@ -341,16 +377,21 @@ impl BatchAssembler {
         outputs: Vec<OutputSpec>,
         targets: &[Target],
     ) -> Self {
-        let output_schemas = outputs.iter().map(|o| model_output_schema(&o.schema)).collect();
         let target_schema = target_schema(&sweep);
         BatchAssembler {
-            sweep,
             replicates,
             kept: (0..outputs.len()).collect(),
-            outputs,
-            output_schemas,
-            target_names: targets.iter().map(|t| t.name.clone()).collect(),
-            target_schema,
+            tables: Arc::new(TableBuilder {
+                sweep,
+                output_schemas: outputs.iter().map(|o| model_output_schema(&o.schema)).collect(),
+                output_batch_schemas: outputs
+                    .iter()
+                    .map(|o| model_output_batch_schema(&o.schema))
+                    .collect(),
+                outputs,
+                target_names: targets.iter().map(|t| t.name.clone()).collect(),
+                target_schema,
+            }),
             open: BTreeMap::new(),
         }
     }
@@ -362,18 +403,28 @@ impl BatchAssembler {
         let (kept, outputs): (Vec<usize>, Vec<OutputSpec>) = self
             .kept
             .iter()
-            .zip(&self.outputs)
+            .zip(&self.tables.outputs)
             .filter(|(_, spec)| names.contains(&spec.name))
             .map(|(&i, spec)| (i, spec.clone()))
             .unzip();
-        self.output_schemas = outputs.iter().map(|o| model_output_schema(&o.schema)).collect();
+        let tables = TableBuilder {
+            sweep: self.tables.sweep.clone(),
+            output_schemas: outputs.iter().map(|o| model_output_schema(&o.schema)).collect(),
+            output_batch_schemas: outputs
+                .iter()
+                .map(|o| model_output_batch_schema(&o.schema))
+                .collect(),
+            outputs,
+            target_names: self.tables.target_names.clone(),
+            target_schema: self.tables.target_schema.clone(),
+        };
+        self.tables = Arc::new(tables);
         self.kept = kept;
-        self.outputs = outputs;
         self
     }
 
     fn batch_mut(&mut self, batch: &BatchRange) -> &mut OpenBatch {
-        let sweep = &self.sweep;
+        let sweep = &self.tables.sweep;
         let replicates = self.replicates;
         self.open.entry(batch.index).or_insert_with(|| OpenBatch {
             expected_tasks: task_count(sweep, &batch.points, replicates),
@@ -448,29 +499,8 @@ impl BatchAssembler {
             .next()
             .map(|l| l.batch.clone())
             .unwrap_or(BatchRange { index, points: 0..0 });
-        let mut tables = Vec::with_capacity(self.outputs.len() + self.target_names.len() + 1);
-        for (o, spec) in self.outputs.iter().enumerate() {
-            tables.push(BatchTable {
-                dataset: Dataset::ModelOutput(spec.name.clone()),
-                schema: self.output_schemas[o].clone(),
-                batches: self.model_output_rows(&open, o)?,
-            });
-        }
-        for (t, name) in self.target_names.iter().enumerate() {
-            tables.push(BatchTable {
-                dataset: Dataset::Target(name.clone()),
-                schema: self.target_schema.clone(),
-                batches: vec![self.target_rows(&open, t)?],
-            });
-        }
-        tables.push(BatchTable {
-            dataset: Dataset::Failures,
-            schema: failure_schema(),
-            batches: vec![self.failure_rows(&open)?],
-        });
         Ok(Some(CompleteBatch {
             batch,
-            tables,
             simulations: open.tasks,
             failed: open.failed_replicates,
             oom_failures: open
@@ -478,15 +508,47 @@ impl BatchAssembler {
                 .values()
                 .filter(|f| f.kind == FailureKind::Oom.as_str())
                 .count() as u64,
+            model_output_rows: open.rows_buffered,
+            open,
+            tables: self.tables.clone(),
         }))
+    }
+}
+
+impl TableBuilder {
+    fn build(&self, open: &OpenBatch) -> Result<Vec<BatchTable>> {
+        let mut tables = Vec::with_capacity(self.outputs.len() + self.target_names.len() + 1);
+        for (o, spec) in self.outputs.iter().enumerate() {
+            tables.push(BatchTable {
+                dataset: Dataset::ModelOutput(spec.name.clone()),
+                schema: self.output_schemas[o].clone(),
+                batches: self.model_output_rows(open, o)?,
+            });
+        }
+        for (t, name) in self.target_names.iter().enumerate() {
+            tables.push(BatchTable {
+                dataset: Dataset::Target(name.clone()),
+                schema: self.target_schema.clone(),
+                batches: vec![self.target_rows(open, t)?],
+            });
+        }
+        tables.push(BatchTable {
+            dataset: Dataset::Failures,
+            schema: failure_schema(),
+            batches: vec![self.failure_rows(open)?],
+        });
+        Ok(tables)
     }
 
     /// The rows of model output `output` for a complete batch, as one record batch: the model's
     /// columns concatenated over the replicates in (point, replicate) order, then `param_id`,
     /// `replicate` and `seed`. One large batch instead of one per replicate: the Parquet writer
     /// has a fixed cost per record batch that dominates with small model tables.
+    ///
+    /// `param_id` is dictionary-encoded (a `u32` key per row into the batch's parameter sets'
+    /// ids): 4 bytes per row instead of 64, and no string copied per row. The file still holds
+    /// a plain string column (see [`BatchTable::schema`]).
     fn model_output_rows(&self, open: &OpenBatch, output: usize) -> Result<Vec<RecordBatch>> {
-        let schema = &self.output_schemas[output];
         let tables: Vec<(u64, u32, u32, &RecordBatch)> = open
             .outputs
             .iter()
@@ -505,27 +567,34 @@ impl BatchAssembler {
                 tables.iter().map(|(_, _, _, t)| t.column(c).as_ref()).collect();
             columns.push(arrow::compute::concat(&parts)?);
         }
-        let id_bytes: usize = tables
-            .iter()
-            .map(|(p, _, _, t)| {
-                t.num_rows() * self.sweep.points[*p as usize].param_id.as_str().len()
-            })
-            .sum();
-        let mut ids = StringBuilder::with_capacity(rows, id_bytes);
+        // The dictionary: each parameter set of the batch once, in point order (`tables` is
+        // sorted by point, so equal points are adjacent).
+        let mut ids = StringBuilder::new();
+        let mut keys = Vec::with_capacity(rows);
         let mut replicates = Vec::with_capacity(rows);
         let mut seeds = Vec::with_capacity(rows);
+        let mut last_point = None;
+        let mut key = 0u32;
         for &(point, replicate, seed, table) in &tables {
-            let param_id = self.sweep.points[point as usize].param_id.as_str();
-            for _ in 0..table.num_rows() {
-                ids.append_value(param_id);
+            if last_point != Some(point) {
+                if last_point.is_some() {
+                    key += 1;
+                }
+                ids.append_value(self.sweep.points[point as usize].param_id.as_str());
+                last_point = Some(point);
             }
+            keys.extend(std::iter::repeat_n(key, table.num_rows()));
             replicates.extend(std::iter::repeat_n(replicate, table.num_rows()));
             seeds.extend(std::iter::repeat_n(seed, table.num_rows()));
         }
-        columns.push(Arc::new(ids.finish()));
-        columns.push(Arc::new(arrow::array::UInt32Array::from(replicates)));
-        columns.push(Arc::new(arrow::array::UInt32Array::from(seeds)));
-        Ok(vec![RecordBatch::try_new(schema.clone(), columns)?])
+        let param_ids = DictionaryArray::<UInt32Type>::try_new(
+            UInt32Array::from(keys),
+            Arc::new(ids.finish()),
+        )?;
+        columns.push(Arc::new(param_ids));
+        columns.push(Arc::new(UInt32Array::from(replicates)));
+        columns.push(Arc::new(UInt32Array::from(seeds)));
+        Ok(vec![RecordBatch::try_new(self.output_batch_schemas[output].clone(), columns)?])
     }
 
     fn target_rows(&self, open: &OpenBatch, target: usize) -> Result<RecordBatch> {
@@ -661,8 +730,21 @@ pub fn oom_guidance(
 /// Schema of `model_outputs/<output>/`: the model's columns, then `param_id` (Utf8),
 /// `replicate` (UInt32), `seed` (UInt32).
 pub fn model_output_schema(model: &SchemaRef) -> SchemaRef {
+    output_schema_with_param_id(model, DataType::Utf8)
+}
+
+/// The schema of a model output's record batches in memory: [`model_output_schema`] with
+/// `param_id` as `Dictionary(UInt32, Utf8)`.
+fn model_output_batch_schema(model: &SchemaRef) -> SchemaRef {
+    output_schema_with_param_id(
+        model,
+        DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)),
+    )
+}
+
+fn output_schema_with_param_id(model: &SchemaRef, param_id: DataType) -> SchemaRef {
     let mut fields: Vec<Field> = model.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new("param_id", DataType::Utf8, false));
+    fields.push(Field::new("param_id", param_id, false));
     fields.push(Field::new("replicate", DataType::UInt32, false));
     fields.push(Field::new("seed", DataType::UInt32, false));
     Arc::new(Schema::new(fields))
@@ -729,7 +811,7 @@ mod model_outputs_tests {
     }
 
     /// One point, two replicates; the model has outputs `a` (3 rows) and `b` (5 rows).
-    fn run(select: Option<&[String]>) -> (u64, CompleteBatch) {
+    fn run(select: Option<&[String]>) -> (u64, u64, Vec<BatchTable>) {
         let mut params = ParameterSet::new();
         params.insert("beta", ParamValue::Float(1.0));
         let param_id = crate::identity::param_id(&params).expect("finite");
@@ -760,12 +842,14 @@ mod model_outputs_tests {
             n_failed: 0,
             seeds: vec![7, 8],
         };
-        (buffered, asm.add_losses(losses).expect("no arrow error").expect("batch complete"))
+        let complete = asm.add_losses(losses).expect("no arrow error").expect("batch complete");
+        assert_eq!(complete.model_output_rows, buffered);
+        let simulations = complete.simulations;
+        (buffered, simulations, complete.into_tables().expect("no arrow error"))
     }
 
-    fn written(complete: &CompleteBatch) -> Vec<(String, usize)> {
-        complete
-            .tables
+    fn written(tables: &[BatchTable]) -> Vec<(String, usize)> {
+        tables
             .iter()
             .filter_map(|t| match &t.dataset {
                 Dataset::ModelOutput(name) => {
@@ -778,23 +862,23 @@ mod model_outputs_tests {
 
     #[test]
     fn every_output_by_default() {
-        let (buffered, complete) = run(None);
+        let (buffered, _, tables) = run(None);
         assert_eq!(buffered, 16);
-        assert_eq!(written(&complete), [("a".to_string(), 6), ("b".to_string(), 10)]);
+        assert_eq!(written(&tables), [("a".to_string(), 6), ("b".to_string(), 10)]);
     }
 
     #[test]
     fn only_selected_outputs_are_buffered_and_written() {
-        let (buffered, complete) = run(Some(&["b".to_string()]));
+        let (buffered, _, tables) = run(Some(&["b".to_string()]));
         assert_eq!(buffered, 10, "the 2 × 3 rows of `a` are dropped on arrival");
-        assert_eq!(written(&complete), [("b".to_string(), 10)]);
-        let b = &complete.tables[0].batches[0];
+        assert_eq!(written(&tables), [("b".to_string(), 10)]);
+        let b = &tables[0].batches[0];
         assert_eq!(b.schema().field(0).name(), "day");
         assert_eq!(b.num_columns(), 4, "day + param_id, replicate, seed");
 
-        let (buffered, complete) = run(Some(&[]));
+        let (buffered, simulations, tables) = run(Some(&[]));
         assert_eq!(buffered, 0);
-        assert!(written(&complete).is_empty());
-        assert_eq!(complete.simulations, 2);
+        assert!(written(&tables).is_empty());
+        assert_eq!(simulations, 2);
     }
 }

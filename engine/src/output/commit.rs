@@ -30,9 +30,12 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 pub struct BatchTable {
     /// Which dataset (and so which folder) the rows belong to.
     pub dataset: Dataset,
-    /// The file's schema; every record batch must have it. Plain Arrow types only (Utf8,
-    /// Int64, UInt32, Float64, `List<UInt32>`, Boolean) so that pyarrow, DuckDB and Polars read
-    /// the files.
+    /// The file's schema. Plain Arrow types only (Utf8, Int64, UInt32, Float64,
+    /// `List<UInt32>`, Boolean) so that pyarrow, DuckDB and Polars read the files. Every record
+    /// batch has these columns, except that a `Utf8` column may be given as
+    /// `Dictionary(UInt32, Utf8)` (cheaper in memory for repeated strings such as `param_id`):
+    /// the file stores it as a plain string column, dictionary-encoded by Parquet as any
+    /// string column is.
     pub schema: SchemaRef,
     /// The rows, possibly none: the file is written with the schema and no rows.
     pub batches: Vec<RecordBatch>,

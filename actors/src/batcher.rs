@@ -217,8 +217,14 @@ impl Batcher {
         // already failed): wait for them.
         let commits_due = self.error.is_none() && !self.fully_released.is_empty();
         // Never end while a commit still writes: its files would outlive the run (and its lock).
+        // Returns still in the stages' mailboxes may complete a batch later: once the run is
+        // ending no new commit may start (`close_commits`), and one that started is waited for
+        // (its `BatchFlushed` pumps again).
         let quiet = self.in_flight == 0 && self.counters.commits_running.get() == 0;
-        if quiet && (finished || (self.winding_down() && !commits_due)) {
+        if quiet
+            && (finished || (self.winding_down() && !commits_due))
+            && self.counters.close_commits()
+        {
             self.finish(ctx);
         }
     }

@@ -6,12 +6,15 @@
 //! replicate), so the files do not depend on which worker finished first.
 //!
 //! Building the tables of a complete batch, their encoding, compression and fsyncs run on a
-//! blocking thread of the runtime, not on the writer's own thread: the writer keeps taking the next batch's rows while
-//! the previous one is committed, so the workers do not stall between batches. This adds no
-//! buffer: a batch being committed is still open for the Batcher (which releases a new batch
-//! only after [`BatchFlushed`]), so the writer holds at most `max_open_batches` batches, open or
-//! committing. What it holds is reported in `InFlightCounters::rows_buffered`.
+//! blocking thread of the runtime, not on the writer's own thread: the writer keeps taking the
+//! next batch's rows while the previous one is committed, so the workers do not stall between
+//! batches. Commits run one at a time, in the order batches complete. This adds no buffer: a
+//! batch being committed (or waiting for the running commit) is still open for the Batcher
+//! (which releases a new batch only after [`BatchFlushed`]), so the writer holds at most
+//! `max_open_batches` batches, open, queued or committing. What it holds is reported in
+//! `InFlightCounters::rows_buffered`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,8 +36,12 @@ pub struct ParquetWriter {
     failed: Recipient<BatchFailed>,
     mailbox_capacity: usize,
     counters: Arc<InFlightCounters>,
-    /// Model-output rows of the batches being committed.
+    /// Model-output rows of the batches being committed or queued for commit.
     rows_committing: u64,
+    /// Complete batches waiting for the running commit to end.
+    queued: VecDeque<CompleteBatch>,
+    /// A commit is running.
+    committing: bool,
     /// For the OOM guidance: the external model's memory limit, workers, batch size, replicates.
     oom_context: (Option<u64>, usize, usize, u32),
     /// Set after a failed commit: later rows are dropped, the run is ending.
@@ -75,6 +82,8 @@ impl ParquetWriter {
             mailbox_capacity,
             counters,
             rows_committing: 0,
+            queued: VecDeque::new(),
+            committing: false,
             oom_context,
             broken: false,
         }
@@ -84,17 +93,33 @@ impl ParquetWriter {
         self.counters.rows_buffered.set(self.assembler.rows_buffered() + self.rows_committing);
     }
 
-    /// Starts committing a complete batch on a blocking thread; tells the Batcher when done.
+    /// Queues a complete batch for commit and starts the next commit if none is running.
     fn commit(
         &mut self,
         complete: Result<Option<CompleteBatch>, EngineError>,
         ctx: &mut Context<Self>,
     ) {
-        let complete = match complete {
-            Ok(Some(c)) => c,
-            Ok(None) => return,
-            Err(error) => return self.fail(error, ctx),
-        };
+        match complete {
+            Ok(Some(c)) => {
+                self.rows_committing += c.model_output_rows;
+                self.queued.push_back(c);
+                self.start_next_commit(ctx);
+            }
+            Ok(None) => {}
+            Err(error) => self.fail(error, ctx),
+        }
+    }
+
+    /// Starts committing the oldest queued batch on a blocking thread, if no commit is running;
+    /// tells the Batcher when done.
+    ///
+    /// One commit at a time: a commit already uses a thread per file, and two at once would
+    /// hold two batches' tables in memory for no gain on a machine whose cores the workers use.
+    fn start_next_commit(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.broken {
+            return;
+        }
+        let Some(complete) = self.queued.pop_front() else { return };
         let start = Instant::now();
         if complete.oom_failures > 0 {
             let (limit, workers, batch_size, replicates) = self.oom_context;
@@ -109,12 +134,16 @@ impl ParquetWriter {
         let (batch, simulations, failed) =
             (complete.batch.clone(), complete.simulations, complete.failed);
         let rows = complete.model_output_rows;
-        self.rows_committing += rows;
         let layout = self.layout.clone();
         let index = batch.index;
-        // Counted before this handler returns, hence before the workers' sends complete: the
-        // Batcher never sees a quiet dataflow while a commit still writes.
-        self.counters.commits_running.add(1);
+        // The Batcher never sees a quiet dataflow while a commit still writes, and once it has
+        // decided to end the run no commit starts.
+        if !self.counters.begin_commit() {
+            tracing::debug!(batch = index, "run ending: batch not committed");
+            self.rows_committing -= rows;
+            return;
+        }
+        self.committing = true;
         // Building the tables (concatenating the replicates' columns) is done off the writer's
         // thread too: the writer only sorts rows in, so workers are not held up by its mailbox.
         let work = actix_rt::task::spawn_blocking(move || {
@@ -124,6 +153,7 @@ impl ParquetWriter {
         });
         let done = fut::wrap_future::<_, Self>(work).map(move |joined, act, ctx| {
             act.counters.commits_running.sub(1);
+            act.committing = false;
             act.rows_committing -= rows;
             act.report_rows();
             let result = joined.unwrap_or_else(|join| {
@@ -151,6 +181,7 @@ impl ParquetWriter {
                 }
                 Err(error) => act.fail(error, ctx),
             }
+            act.start_next_commit(ctx);
         });
         ctx.spawn(done);
     }

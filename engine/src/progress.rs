@@ -6,7 +6,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,6 +164,8 @@ pub struct InFlightCounters {
     /// Batch commits started by the writer and not yet reported to the Batcher: a run does not
     /// end (and release its output directory) while one still writes.
     pub commits_running: Gauge,
+    /// Set by the Batcher when it is about to end the run: no commit may start after it.
+    commits_closed: AtomicBool,
 }
 
 impl InFlightCounters {
@@ -185,6 +187,29 @@ impl InFlightCounters {
             rows_buffered: self.rows_buffered.peak(),
         }
     }
+    /// Counts a commit as running, unless the run is ending ([`Self::close_commits`]): returns
+    /// whether the commit may start. A commit that starts must end with
+    /// `commits_running.sub(1)`.
+    pub fn begin_commit(&self) -> bool {
+        self.commits_running.add(1);
+        // With the fence in `close_commits`: either the Batcher sees this commit running, or
+        // this sees the run closed (the two sides of Dekker's handshake).
+        fence(Ordering::SeqCst);
+        if self.commits_closed.load(Ordering::SeqCst) {
+            self.commits_running.sub(1);
+            return false;
+        }
+        true
+    }
+
+    /// Lets no further commit start; returns whether none is running (then the run may end:
+    /// no commit can outlive it).
+    pub fn close_commits(&self) -> bool {
+        self.commits_closed.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.commits_running.get() == 0
+    }
+
     /// Time the workers spent in the model so far, summed over workers.
     pub fn worker_busy(&self) -> Duration {
         Duration::from_nanos(self.worker_busy_ns.load(Ordering::Relaxed))
@@ -325,4 +350,31 @@ pub struct Report {
     pub cancelled: bool,
     /// Best parameter sets per target (over all committed batches).
     pub summary: Vec<TargetSummary>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_commit_starts_after_the_run_closes_commits() {
+        let counters = InFlightCounters::default();
+        assert!(counters.begin_commit());
+        assert_eq!(counters.commits_running.get(), 1);
+        assert!(!counters.close_commits(), "a commit is running: the run may not end yet");
+        assert!(!counters.begin_commit(), "closed: no new commit");
+        assert_eq!(counters.commits_running.get(), 1, "the refused commit is not counted");
+        counters.commits_running.sub(1);
+        assert!(counters.close_commits(), "nothing running: the run may end");
+    }
+
+    #[test]
+    fn gauges_keep_their_peak() {
+        let g = Gauge::default();
+        g.add(3);
+        g.sub(2);
+        g.set(2);
+        g.sub(5);
+        assert_eq!((g.get(), g.peak()), (0, 3));
+    }
 }

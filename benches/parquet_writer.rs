@@ -1,7 +1,7 @@
 //! The Parquet path: `commit_batch` (write, fsync, rename, fsync dir) against a bare
 //! `ArrowWriter` writing the same rows with the same settings (`table_properties`: zstd level
-//! `DEFAULT_ZSTD_LEVEL`, row groups of at most `DEFAULT_ROW_GROUP_ROWS` rows, no dictionary for
-//! floating-point columns), side by side.
+//! `DEFAULT_ZSTD_LEVEL`, row groups of at most `DEFAULT_ROW_GROUP_BYTES` encoded bytes and
+//! `DEFAULT_ROW_GROUP_ROWS` rows, no dictionary for floating-point columns), side by side.
 //!
 //! The rows are one batch of the overhead job's model output: 200 parameter sets × 10
 //! replicates × 100 rows (`day`, `value`, `param_id`, `replicate`, `seed`), one record batch per
@@ -56,7 +56,8 @@ fn model_output_batches() -> (arrow::datatypes::SchemaRef, Vec<RecordBatch>) {
 }
 
 /// The settings `commit_batch` uses for this schema (zstd level `DEFAULT_ZSTD_LEVEL`, row
-/// groups ≤ `DEFAULT_ROW_GROUP_ROWS`, no dictionary for floating-point columns).
+/// groups ≤ `DEFAULT_ROW_GROUP_BYTES` and ≤ `DEFAULT_ROW_GROUP_ROWS`, no dictionary for
+/// floating-point columns).
 fn properties(schema: &arrow::datatypes::SchemaRef) -> WriterProperties {
     table_properties(&writer_properties().expect("valid settings"), schema)
 }

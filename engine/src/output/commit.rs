@@ -16,11 +16,21 @@ use super::layout::{Dataset, FaultPoint, OutputLayout};
 use super::{create_dir_durable, fsync_dir};
 use crate::error::{EngineError, Result};
 
-/// Most rows in one Parquet row group.
+/// Largest encoded size of one Parquet row group, in bytes (the writer's estimate of the
+/// encoded, compressed size).
 ///
 /// The writer buffers a whole row group (encoded, compressed columns) before writing it, so this
-/// bounds the writer's memory per open file at about this many rows.
-pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// bounds its memory per open file whatever the width of the rows; sizing by bytes rather than
+/// rows keeps row groups large for narrow tables (readers skip and parallelise by row group)
+/// and bounded for wide ones.
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most rows in one Parquet row group (parquet's own default), whatever their size.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 1024 * 1024;
+
+/// Rows handed to the Parquet writer at a time: the byte limit is checked between slices, so a
+/// row group exceeds [`DEFAULT_ROW_GROUP_BYTES`] by at most one slice.
+const WRITE_SLICE_ROWS: usize = 64 * 1024;
 
 /// zstd compression level of the Parquet files: parquet's default level.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
@@ -44,8 +54,8 @@ pub struct BatchTable {
 /// Writes every table of batch `index` and commits them; returns the rows written per dataset,
 /// in the order of `tables`.
 ///
-/// Each table is written zstd-compressed, in row groups of at most [`DEFAULT_ROW_GROUP_ROWS`]
-/// rows, to `.batch-NNNNN.parquet.tmp` in its dataset folder (created if missing), and the
+/// Each table is written zstd-compressed, in row groups of at most [`DEFAULT_ROW_GROUP_BYTES`]
+/// encoded bytes and [`DEFAULT_ROW_GROUP_ROWS`] rows, to `.batch-NNNNN.parquet.tmp` in its dataset folder (created if missing), and the
 /// file is fsynced. Then each is renamed to `batch-NNNNN.parquet` and every folder touched is
 /// fsynced. The batch is not committed until the manifest lists it (see the module
 /// documentation): call [`crate::output::Manifest::write_atomic`] next.
@@ -174,13 +184,23 @@ fn check_datasets(layout: &OutputLayout, tables: &[BatchTable]) -> Result<()> {
     Ok(())
 }
 
-/// The writer settings of every batch file (before [`table_properties`]).
+/// The writer settings of every batch file (before [`table_properties`]): zstd at
+/// [`DEFAULT_ZSTD_LEVEL`], row groups of at most [`DEFAULT_ROW_GROUP_BYTES`] encoded bytes and
+/// [`DEFAULT_ROW_GROUP_ROWS`] rows.
 pub fn writer_properties() -> Result<WriterProperties> {
+    sized_writer_properties(DEFAULT_ROW_GROUP_BYTES, DEFAULT_ROW_GROUP_ROWS)
+}
+
+fn sized_writer_properties(
+    row_group_bytes: usize,
+    row_group_rows: usize,
+) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(DEFAULT_ZSTD_LEVEL)
         .map_err(|source| EngineError::Parquet { path: PathBuf::new(), source })?;
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(DEFAULT_ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(row_group_bytes.max(1)))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .build())
 }
 
@@ -214,7 +234,13 @@ fn write_parquet(
         .map_err(parquet_err)?;
     let mut rows = 0u64;
     for batch in batches {
-        writer.write(batch).map_err(parquet_err)?;
+        // In slices, so the writer can measure the row size and close a row group by bytes.
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = WRITE_SLICE_ROWS.min(batch.num_rows() - offset);
+            writer.write(&batch.slice(offset, len)).map_err(parquet_err)?;
+            offset += len;
+        }
         rows += batch.num_rows() as u64;
     }
     let buffered = writer.into_inner().map_err(parquet_err)?;
@@ -329,23 +355,55 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn files_are_zstd_with_bounded_row_groups() {
+    fn files_are_zstd_with_row_groups_bounded_by_rows() {
         let tmp = tempfile::tempdir().unwrap();
-        let layout = OutputLayout::new(tmp.path());
-        let rows = DEFAULT_ROW_GROUP_ROWS + 5;
-        let table = BatchTable {
-            dataset: Dataset::Failures,
-            schema: sample_schema(),
-            batches: vec![sample_batch(0, rows)],
-        };
-        commit_batch(&layout, 0, vec![table]).unwrap();
-        let path = layout.batch_file(&Dataset::Failures, 0);
+        let path = tmp.path().join("rows.parquet");
+        let rows = 2 * WRITE_SLICE_ROWS + 5;
+        let props = sized_writer_properties(usize::MAX, WRITE_SLICE_ROWS + 10).unwrap();
+        let batch = sample_batch(0, rows);
+        assert_eq!(write_parquet(&path, &sample_schema(), &[batch], props).unwrap(), rows as u64);
         let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
         let meta = builder.metadata();
-        assert_eq!(meta.num_row_groups(), 2);
-        assert!(meta.row_groups().iter().all(|g| g.num_rows() as usize <= DEFAULT_ROW_GROUP_ROWS));
+        let sizes: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+        let cap = (WRITE_SLICE_ROWS + 10) as i64;
+        assert_eq!(sizes, vec![cap, rows as i64 - cap]);
         let compression = meta.row_group(0).column(0).compression();
         assert!(matches!(compression, Compression::ZSTD(_)), "{compression:?}");
+        let (_, batches, _) = read_back(&path);
+        let read: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(read, rows);
+    }
+
+    #[test]
+    fn row_groups_bounded_by_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bytes.parquet");
+        let rows = 3 * WRITE_SLICE_ROWS + 5;
+        // One byte: every slice overflows it, so each slice closes its row group.
+        let props = sized_writer_properties(1, usize::MAX).unwrap();
+        write_parquet(&path, &sample_schema(), &[sample_batch(0, rows)], props).unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+            .unwrap()
+            .metadata()
+            .clone();
+        let sizes: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+        let slice = WRITE_SLICE_ROWS as i64;
+        assert_eq!(sizes, vec![slice, slice, slice, 5]);
+
+        // The default byte limit keeps a whole batch of narrow rows in one row group.
+        let path = tmp.path().join("default.parquet");
+        write_parquet(
+            &path,
+            &sample_schema(),
+            &[sample_batch(0, rows)],
+            writer_properties().unwrap(),
+        )
+        .unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+            .unwrap()
+            .metadata()
+            .clone();
+        assert_eq!(meta.num_row_groups(), 1);
     }
 
     #[test]

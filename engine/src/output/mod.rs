@@ -59,8 +59,8 @@ mod spec_parts;
 mod status;
 
 pub use commit::{
-    commit_batch, table_properties, writer_properties, BatchTable, DEFAULT_ROW_GROUP_ROWS,
-    DEFAULT_ZSTD_LEVEL,
+    commit_batch, table_properties, writer_properties, BatchTable, DEFAULT_ROW_GROUP_BYTES,
+    DEFAULT_ROW_GROUP_ROWS, DEFAULT_ZSTD_LEVEL,
 };
 pub use layout::{Dataset, FaultPoint, OutputLayout};
 pub use lock::OutputLock;

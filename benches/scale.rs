@@ -15,7 +15,8 @@
 //! 6 targets, batch 200); `batch-{50,1000}` (the 10k job at other batch sizes; batch 200 is
 //! `overhead-10k`); `flu` (the flu example, 200,000 `sir_bed` simulations), with the model's
 //! single-thread time per simulation measured in the same process, and the bound
-//! `time per simulation × simulations ÷ workers`; `overhead-10k-open3` and `flu-open3`, the
+//! `time per simulation × simulations ÷ workers`; `flu-losses-only` (the same writing no model
+//! outputs: the dataflow's own cost without the Parquet volume); `overhead-10k-open3` and `flu-open3`, the
 //! same at `max_open_batches = 3` (the default is 2). The repetitions are the outer loop, so
 //! jobs compared side by side run under the same machine load.
 
@@ -44,6 +45,9 @@ const JOBS: &[Job] = &[
     Job { name: "batch-50", args: &["noop", "10000", "50", "-"] },
     Job { name: "batch-1000", args: &["noop", "10000", "1000", "-"] },
     Job { name: "flu", args: &["flu", "-"] },
+    // The flu example writing no model outputs (targets and failures only): the dataflow's own
+    // cost without the Parquet volume of 12,000,000 model-output rows.
+    Job { name: "flu-losses-only", args: &["flu-losses-only", "-"] },
     // The same at max_open_batches = 3, side by side with the default (2).
     Job { name: "overhead-10k-open3", args: &["noop", "10000", "200", "3"] },
     Job { name: "flu-open3", args: &["flu", "3"] },
@@ -118,7 +122,7 @@ fn main() {
         let peaks = &runs[runs.len() - 1]["peaks"];
         let peak = |k: &str| peaks[k].as_u64().unwrap_or(0);
         let mut notes = format!("n={}", runs.len());
-        if job.args[0] == "flu" {
+        if job.args[0].starts_with("flu") {
             let per_sim = med("model_us_per_sim");
             let bound = per_sim * 1e-6 * med("simulations") / med("workers");
             notes.push_str(&format!(
@@ -154,7 +158,7 @@ fn child(args: &[String]) {
             let batch: usize = args[2].parse().expect("batch size");
             (write_noop_job(dir, count, 10, 100, batch), None)
         }
-        "flu" => {
+        "flu" | "flu-losses-only" => {
             let path =
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flu-boarding-school/job.toml");
             (path, Some(()))
@@ -163,6 +167,9 @@ fn child(args: &[String]) {
     };
     let mut job = simsweep::load_job(&job_path).expect("load the job");
     job.output_dir = dir.join("output");
+    if args[0] == "flu-losses-only" {
+        job.model_outputs.clear();
+    }
     let model_us_per_sim = model_time.map(|()| model_time_per_sim(&job));
     let mut options = RunOptions::default();
     if let Some(b) = job.batch_size {

@@ -21,7 +21,7 @@ fn bench(c: &mut Criterion) {
         .flat_map(|point| (0..job.replicates).map(move |replicate| (point, replicate)))
         .map(|(point, replicate)| {
             let seed = simsweep::engine::collect::seed_of(&job.sweep, point, replicate);
-            let result = job.simulator.simulate(&job.sweep.points[point as usize].params, seed);
+            let result = job.simulator.simulate(&job.sweep.params(point as usize), seed);
             SimReturn {
                 task: SimTask { batch: batch.clone(), point, replicate, seed },
                 result,

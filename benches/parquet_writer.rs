@@ -45,8 +45,7 @@ fn model_output_batches() -> (arrow::datatypes::SchemaRef, Vec<RecordBatch>) {
             let table = &model.simulate(&params, r * 7919 + p as u32).expect("noop runs").tables[0];
             let n = table.num_rows();
             let mut columns: Vec<ArrayRef> = table.columns().to_vec();
-            columns
-                .push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(id.as_str(), n))));
+            columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(id.hex(), n))));
             columns.push(Arc::new(UInt32Array::from_value(r, n)));
             columns.push(Arc::new(UInt32Array::from_value(r * 7919, n)));
             batches.push(RecordBatch::try_new(schema.clone(), columns).expect("schema matches"));

@@ -203,15 +203,17 @@ fn child(args: &[String]) {
 /// Single-thread time per simulation of the job's model, in µs: the first 500 parameter sets
 /// × their replicates, median of 3 rounds.
 fn model_time_per_sim(job: &simsweep::Job) -> f64 {
-    let points = &job.sweep.points[..job.sweep.points.len().min(500)];
+    let points: Vec<_> = (0..job.sweep.len().min(500))
+        .map(|i| (job.sweep.param_id(i), job.sweep.params(i)))
+        .collect();
     let mut rounds = Vec::new();
     for _ in 0..3 {
         let start = Instant::now();
         let mut n = 0u32;
-        for p in points {
+        for (id, params) in &points {
             for r in 0..job.replicates {
-                let seed = simsweep::engine::identity::replicate_seed(&p.param_id, r);
-                std::hint::black_box(job.simulator.simulate(&p.params, seed).expect("simulate"));
+                let seed = simsweep::engine::identity::replicate_seed(id, r);
+                std::hint::black_box(job.simulator.simulate(params, seed).expect("simulate"));
                 n += 1;
             }
         }

@@ -199,7 +199,7 @@ pub fn run(
         Some(m) => (m.committed_ranges(), m.next_index()),
         None => (Vec::new(), 0),
     };
-    let n_points = job.sweep.points.len() as u64;
+    let n_points = job.sweep.len() as u64;
     let planner =
         Planner::new(n_points, options.batch_size, &committed, next_index, options.max_open_batches)
             .map_err(|e| EngineError::OutputConflict {

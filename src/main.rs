@@ -100,7 +100,7 @@ fn main() -> ExitCode {
                 println!(
                     "{}: ok — {} parameter set(s) × {} replicates = {} simulations, model {}, {} target(s), output {}",
                     job.spec_file.display(),
-                    job.sweep.points.len(),
+                    job.sweep.len(),
                     job.replicates,
                     job.simulations(),
                     job.simulator.name(),
@@ -377,7 +377,7 @@ fn print_report(job: &Job, report: &Report) {
         p.failed,
         report.elapsed.as_secs_f64()
     );
-    let names: Vec<&str> = job.sweep.columns.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = job.sweep.columns().iter().map(|(n, _)| n.as_str()).collect();
     for target in &report.summary {
         println!("\nbest parameter sets for target `{}` (loss: smaller is better)", target.target);
         if target.null_losses > 0 {

@@ -86,13 +86,13 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     assert_eq!(t.num_rows(), 23);
     let prevalence_target = job.targets.iter().find(|t| t.name == "prevalence").unwrap();
     for row in 0..t.num_rows() {
-        let point = &job.sweep.points[row];
         let mut params = ParameterSet::new();
         params.insert("beta", ParamValue::Float(beta.value(row)));
         params.insert("gamma", ParamValue::Float(gamma.value(row)));
-        assert_eq!(params, point.params, "row {row} is not sweep point {row}");
+        assert_eq!(params, job.sweep.params(row), "row {row} is not sweep point {row}");
         let id = param_id(&params).unwrap();
-        assert_eq!(ids.value(row), id.as_str());
+        assert_eq!(id, job.sweep.param_id(row));
+        assert_eq!(ids.value(row), id.hex().as_str());
         assert_eq!(n_rep.value(row), 3);
         let row_seeds = seeds.value(row);
         let row_seeds = row_seeds.as_any().downcast_ref::<UInt32Array>().unwrap();
@@ -119,15 +119,16 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     let rep = m.column(3).as_any().downcast_ref::<UInt32Array>().unwrap();
     let seed = m.column(4).as_any().downcast_ref::<UInt32Array>().unwrap();
     let mut row = 0;
-    for point in &job.sweep.points {
+    for point in 0..job.sweep.len() {
+        let (id, params) = (job.sweep.param_id(point), job.sweep.params(point));
         for r in 0..3u32 {
-            let s = replicate_seed(&point.param_id, r);
-            let out = job.simulator.simulate(&point.params, s).unwrap();
+            let s = replicate_seed(&id, r);
+            let out = job.simulator.simulate(&params, s).unwrap();
             let table = &out.tables[0];
             let tday = table.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
             let tinf = table.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
             for i in 0..table.num_rows() {
-                assert_eq!(mids.value(row), point.param_id.as_str());
+                assert_eq!(mids.value(row), id.hex().as_str());
                 assert_eq!((rep.value(row), seed.value(row)), (r, s));
                 assert_eq!((day.value(row), infected.value(row)), (tday.value(i), tinf.value(i)));
                 row += 1;

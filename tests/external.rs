@@ -100,7 +100,7 @@ fn id_of(mode: &str, x: f64) -> String {
     let mut p = ParameterSet::new();
     p.insert("mode", ParamValue::Str(mode.into()));
     p.insert("x", ParamValue::Float(x));
-    param_id(&p).unwrap().as_str().to_string()
+    param_id(&p).unwrap().to_string()
 }
 
 #[test]

@@ -57,8 +57,7 @@ fn measles_example_loads_and_its_target_aligns_with_the_model_weeks() {
     assert_eq!((target.times[0], target.times[1095]), (1.0, 1096.0));
     assert_eq!((target.observed[0], target.observed[1095]), (82.0, 1157.0));
 
-    let point = &job.sweep.points[0];
-    let out = job.simulator.simulate(&point.params, 1).unwrap();
+    let out = job.simulator.simulate(&job.sweep.params(0), 1).unwrap();
     let cases = &out.tables[0];
     assert_eq!(cases.num_rows(), 1096);
     let aligned = target.align(cases).expect("every observed week has a model week");

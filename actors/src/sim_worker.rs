@@ -1,5 +1,9 @@
 //! SimWorker: runs the model, one chunk of replicates per message, on a thread of its own.
 //!
+//! The sweep stores parameter sets by column; a worker materialises the [`ParameterSet`] of the
+//! point it runs and keeps it while the next tasks are of the same point (a chunk holds
+//! consecutive replicates of a point), so that is one set per point, not per replicate.
+//!
 //! A failed replicate is run again when the job's retry policy (`[model] max_attempts`,
 //! `retry`) says so; the return carries the failed attempts besides the last result.
 //!
@@ -19,6 +23,7 @@ use std::time::Instant;
 use actix::{Actor, Addr, Handler, Message, SyncContext};
 use simsweep_engine::collect::{SimReturn, SimTask};
 use simsweep_engine::model::{Attempts, OutputSpec, SimError, SimOutput};
+use simsweep_engine::params::ParameterSet;
 use simsweep_engine::progress::{CancelToken, InFlightCounters};
 use simsweep_engine::spec::Job;
 
@@ -42,6 +47,10 @@ pub struct SimWorker {
     writer: Addr<ParquetWriter>,
     counters: Arc<InFlightCounters>,
     cancel: CancelToken,
+    /// The point whose parameter set `params` is (the last point run), if any.
+    params_point: Option<u64>,
+    /// The parameter set of `params_point`.
+    params: ParameterSet,
 }
 
 impl SimWorker {
@@ -56,17 +65,29 @@ impl SimWorker {
         cancel: CancelToken,
     ) -> Self {
         let outputs = job.simulator.outputs();
-        SimWorker { job, outputs, aggregator, writer, counters, cancel }
+        SimWorker {
+            job,
+            outputs,
+            aggregator,
+            writer,
+            counters,
+            cancel,
+            params_point: None,
+            params: ParameterSet::new(),
+        }
     }
 
-    /// Runs the task's attempts per the job's retry policy (no retry once the run is stopping).
-    fn run(&self, task: &SimTask) -> Attempts {
+    /// Runs the task's attempts, with parameters `params`, per the job's retry policy (no retry
+    /// once the run is stopping).
+    fn run(&self, task: &SimTask, params: &ParameterSet) -> Attempts {
         let cancel = &self.cancel;
-        self.job.model.retry.run_while(|| !cancel.is_cancelled(), |_attempt| self.simulate(task))
+        self.job
+            .model
+            .retry
+            .run_while(|| !cancel.is_cancelled(), |_attempt| self.simulate(task, params))
     }
 
-    fn simulate(&self, task: &SimTask) -> Result<SimOutput, SimError> {
-        let params = &self.job.sweep.points[task.point as usize].params;
+    fn simulate(&self, task: &SimTask, params: &ParameterSet) -> Result<SimOutput, SimError> {
         let simulator = &self.job.simulator;
         let output = catch_unwind(AssertUnwindSafe(|| simulator.simulate(params, task.seed)))
             .unwrap_or_else(|panic| Err(SimError::Panic(panic_message(panic.as_ref()))))?;
@@ -132,7 +153,11 @@ impl Handler<RunChunk> for SimWorker {
                 continue;
             }
             counters.tasks_running.add(1);
-            let Attempts { result, failed_attempts } = self.run(&task);
+            if self.params_point != Some(task.point) {
+                self.params = self.job.sweep.params(task.point as usize);
+                self.params_point = Some(task.point);
+            }
+            let Attempts { result, failed_attempts } = self.run(&task, &self.params);
             counters.tasks_running.sub(1);
             returns.push(SimReturn { task, result, failed_attempts });
         }

@@ -16,8 +16,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, DictionaryArray, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    StringBuilder, UInt32Array, UInt32Builder,
+    ArrayRef, DictionaryArray, Float64Array, Float64Builder, Int32Builder, Int64Array, ListBuilder,
+    StringArray, StringBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
@@ -26,7 +26,7 @@ use crate::error::Result;
 
 use crate::model::{FailureKind, OutputSpec, SimError, SimOutput};
 use crate::output::{BatchTable, Dataset};
-use crate::params::{ParamKind, ParamValue, Sweep};
+use crate::params::{ParamColumn, ParamKind, Sweep};
 use crate::plan::BatchRange;
 use crate::target::Target;
 
@@ -71,16 +71,18 @@ impl SimReturn {
 
 /// Number of replicates run for a point: 1 for a point with a fixed seed, else `replicates`.
 pub fn replicates_of(sweep: &Sweep, point: u64, replicates: u32) -> u32 {
-    match sweep.points.get(point as usize) {
-        Some(p) if p.fixed_seed.is_some() => 1,
-        _ => replicates,
+    match sweep.fixed_seed(point as usize) {
+        Some(_) => 1,
+        None => replicates,
     }
 }
 
 /// The seed of replicate `replicate` of point `point`.
 pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
-    let p = &sweep.points[point as usize];
-    p.fixed_seed.unwrap_or_else(|| crate::identity::replicate_seed(&p.param_id, replicate))
+    let p = point as usize;
+    sweep
+        .fixed_seed(p)
+        .unwrap_or_else(|| crate::identity::replicate_seed(&sweep.param_id(p), replicate))
 }
 
 /// Expands a batch into its tasks, in (point, replicate) order.
@@ -580,7 +582,7 @@ impl TableBuilder {
                 if last_point.is_some() {
                     key += 1;
                 }
-                ids.append_value(self.sweep.points[point as usize].param_id.as_str());
+                ids.append_value(self.sweep.param_id(point as usize).hex());
                 last_point = Some(point);
             }
             keys.extend(std::iter::repeat_n(key, table.num_rows()));
@@ -609,7 +611,7 @@ impl TableBuilder {
             false,
         )));
         for l in open.losses.values() {
-            ids.append_value(self.sweep.points[l.point as usize].param_id.as_str());
+            ids.append_value(self.sweep.param_id(l.point as usize).hex());
             loss.append_option(l.losses.get(target).copied().flatten());
             n_rep.append_value(l.n_replicates);
             n_failed.append_value(l.n_failed);
@@ -617,8 +619,8 @@ impl TableBuilder {
             seeds.append(true);
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(ids.finish())];
-        for (name, kind) in &self.sweep.columns {
-            columns.push(param_column(&self.sweep, open.losses.keys().copied(), name, *kind));
+        for j in 0..self.sweep.columns().len() {
+            columns.push(param_column(self.sweep.column(j), open.losses.keys().copied()));
         }
         columns.push(Arc::new(loss.finish()));
         columns.push(Arc::new(n_rep.finish()));
@@ -639,7 +641,7 @@ impl TableBuilder {
         let mut message = StringBuilder::new();
         let mut stderr_tail = StringBuilder::new();
         for f in open.failures.values() {
-            ids.append_value(self.sweep.points[f.point as usize].param_id.as_str());
+            ids.append_value(self.sweep.param_id(f.point as usize).hex());
             replicate.append_value(f.replicate);
             seed.append_value(f.seed);
             kind.append_value(&f.kind);
@@ -664,41 +666,18 @@ impl TableBuilder {
     }
 }
 
-fn param_column(
-    sweep: &Sweep,
-    points: impl Iterator<Item = u64>,
-    name: &str,
-    kind: ParamKind,
-) -> ArrayRef {
-    let values = points.map(|p| sweep.points[p as usize].params.get(name));
-    match kind {
-        ParamKind::Float => {
-            let mut b = Float64Builder::new();
-            for v in values {
-                b.append_option(v.and_then(ParamValue::as_f64));
-            }
-            Arc::new(b.finish())
+/// The values of one parameter column for the points `points`, in that order.
+fn param_column(column: &ParamColumn, points: impl Iterator<Item = u64>) -> ArrayRef {
+    match column {
+        ParamColumn::Float(values) => {
+            Arc::new(Float64Array::from_iter_values(points.map(|p| values[p as usize])))
         }
-        ParamKind::Int => {
-            let mut b = Int64Builder::new();
-            for v in values {
-                b.append_option(match v {
-                    Some(ParamValue::Int(i)) => Some(*i),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
+        ParamColumn::Int(values) => {
+            Arc::new(Int64Array::from_iter_values(points.map(|p| values[p as usize])))
         }
-        ParamKind::Str => {
-            let mut b = StringBuilder::new();
-            for v in values {
-                b.append_option(match v {
-                    Some(ParamValue::Str(s)) => Some(s.as_str()),
-                    _ => None,
-                });
-            }
-            Arc::new(b.finish())
-        }
+        ParamColumn::Str(values) => Arc::new(StringArray::from_iter_values(
+            points.map(|p| values.get(p as usize).expect("a batch's points are in the sweep")),
+        )),
     }
 }
 
@@ -755,7 +734,7 @@ fn output_schema_with_param_id(model: &SchemaRef, param_id: DataType) -> SchemaR
 /// `seeds` (List<UInt32>, by replicate number).
 pub fn target_schema(sweep: &Sweep) -> SchemaRef {
     let mut fields = vec![Field::new("param_id", DataType::Utf8, false)];
-    for (name, kind) in &sweep.columns {
+    for (name, kind) in sweep.columns() {
         let dt = match kind {
             ParamKind::Float => DataType::Float64,
             ParamKind::Int => DataType::Int64,
@@ -795,8 +774,7 @@ pub fn failure_schema() -> SchemaRef {
 mod model_outputs_tests {
     use super::*;
     use crate::output::Dataset;
-    use crate::params::{ParameterSet, SweepPoint};
-    use arrow::array::Int64Array;
+    use crate::params::{ParamValue, ParameterSet};
 
     fn spec(name: &str) -> OutputSpec {
         OutputSpec {
@@ -814,11 +792,7 @@ mod model_outputs_tests {
     fn run(select: Option<&[String]>) -> (u64, u64, Vec<BatchTable>) {
         let mut params = ParameterSet::new();
         params.insert("beta", ParamValue::Float(1.0));
-        let param_id = crate::identity::param_id(&params).expect("finite");
-        let sweep = Arc::new(Sweep {
-            columns: vec![("beta".into(), ParamKind::Float)],
-            points: vec![SweepPoint { index: 0, params, param_id, fixed_seed: None }],
-        });
+        let sweep = Arc::new(Sweep::from_sets(&[params], None).expect("finite"));
         let specs = vec![spec("a"), spec("b")];
         let mut asm = BatchAssembler::new(sweep, 2, specs.clone(), &[]);
         if let Some(names) = select {

@@ -60,9 +60,8 @@
 //! under one `param_id`. Rows of a parameter file that carry a `seed` are refused only when the
 //! seed is the same too, so that chosen replicates of one parameter set can be run, one per row.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,11 +69,11 @@ use std::sync::Arc;
 use blake2::{Blake2b, Digest};
 
 use crate::error::{EngineError, Result};
-use crate::identity::{self, ParamId};
+use crate::identity::ParamId;
 use crate::model::{ModelSpec, SharedSimulator};
 use crate::params::file::{read_parameter_file, ParameterTable};
 use crate::params::space::{ParameterSpaceSpec, SamplerKind, SpaceEntry};
-use crate::params::{ParamKind, ParameterSet, Sweep, SweepPoint};
+use crate::params::{ParameterSet, Sweep};
 use crate::target::{Target, TargetSpec};
 
 /// Output directory, relative to the job file, when the spec gives none.
@@ -94,8 +93,8 @@ pub struct JobSpec {
     /// Replicates `R` per parameter set (>= 1); rows of a parameter file with a `seed` run one.
     pub replicates: u32,
     /// Job seed, default 0: the sampler seed when `[parameters]` gives none. Replicate seeds do
-    /// NOT depend on it: they derive from each set's `param_id` alone (see [`identity`]), so the
-    /// same parameter set gets the same replicates in every job.
+    /// NOT depend on it: they derive from each set's `param_id` alone (see
+    /// [`crate::identity`]), so the same parameter set gets the same replicates in every job.
     #[serde(default)]
     pub seed: u64,
     /// Parameter sets per batch (>= 1), the unit of commit and resume; default chosen by the
@@ -230,7 +229,7 @@ impl fmt::Debug for Job {
             .field("name", &self.name)
             .field("spec_file", &self.spec_file)
             .field("spec_hash", &self.spec_hash)
-            .field("sweep", &format_args!("{} points", self.sweep.points.len()))
+            .field("sweep", &format_args!("{} points", self.sweep.len()))
             .field("replicates", &self.replicates)
             .field("seed", &self.seed)
             .field("model", &self.model)
@@ -247,11 +246,11 @@ impl Job {
     /// Total number of simulations: for each parameter set, 1 if it has a fixed seed, else
     /// `replicates`.
     pub fn simulations(&self) -> u64 {
-        self.sweep
-            .points
-            .iter()
-            .map(|p| if p.fixed_seed.is_some() { 1 } else { u64::from(self.replicates) })
-            .sum()
+        if self.sweep.has_fixed_seeds() {
+            self.sweep.len() as u64
+        } else {
+            self.sweep.len() as u64 * u64::from(self.replicates)
+        }
     }
 }
 
@@ -378,7 +377,7 @@ impl JobSpec {
     /// # Errors
     /// [`EngineError::SpecInvalid`] naming the field for: `replicates` 0; `batch_size` 0; an
     /// empty `name`; a model setting out of range (`model.<setting>`); the space errors of
-    /// [`ParameterSpaceSpec::points`]; `parameters.file` together with space fields, or neither;
+    /// [`ParameterSpaceSpec::sweep`]; `parameters.file` together with space fields, or neither;
     /// a parameter the model does not have, or a model parameter the sweep does not give; two
     /// identical parameter sets (same `param_id`) from a sampler; two targets with one name;
     /// `model_outputs` naming an output the model does not have, or one twice.
@@ -551,9 +550,9 @@ fn space_sweep(
             ),
         ));
     }
-    let sets = space.points(job_seed, file)?;
-    for (i, set) in sets.iter().enumerate() {
-        check(set).map_err(|m| {
+    let sweep = space.sweep(job_seed, file)?;
+    for i in 0..sweep.len() {
+        check(&sweep.params(i)).map_err(|m| {
             invalid(
                 file,
                 "parameters.space",
@@ -561,22 +560,18 @@ fn space_sweep(
             )
         })?;
     }
-    let points = number_points(
-        sets.into_iter().enumerate().map(|(i, s)| (Position::Index(i), s, None)),
-        |_, name, e| invalid(file, format!("parameters.space.{name}"), e),
-        |first, second, id| {
-            invalid(
-                file,
-                "parameters",
-                format!(
-                    "{second} is identical to {first} (param_id {id}); duplicates would run the \
+    check_duplicates(&sweep, Position::Index, |first, second, id| {
+        invalid(
+            file,
+            "parameters",
+            format!(
+                "{second} is identical to {first} (param_id {id}); duplicates would run the \
                      same replicates twice under one param_id: change the sampler settings or \
                      ranges"
-                ),
-            )
-        },
-    )?;
-    Ok(Sweep { columns: names.into_iter().map(|n| (n, ParamKind::Float)).collect(), points })
+            ),
+        )
+    })?;
+    Ok(sweep)
 }
 
 fn file_sweep(
@@ -585,7 +580,8 @@ fn file_sweep(
     model_params: &[String],
     check: &dyn Fn(&ParameterSet) -> std::result::Result<(), String>,
 ) -> Result<Sweep> {
-    let ParameterTable { columns, rows } = read_parameter_file(path)?;
+    let ParameterTable { sweep, lines } = read_parameter_file(path)?;
+    let columns = sweep.columns();
     let data = |line: Option<u64>, column: Option<&str>, message: String| EngineError::Data {
         file: path.to_path_buf(),
         line,
@@ -610,12 +606,12 @@ fn file_sweep(
             format!("model `{model}` needs parameter `{missing}`; add a column `{missing}`"),
         ));
     }
-    for row in &rows {
-        check(&row.params).map_err(|m| data(Some(row.line), None, format!("{m}; fix the row")))?;
+    for (i, &line) in lines.iter().enumerate() {
+        check(&sweep.params(i)).map_err(|m| data(Some(line), None, format!("{m}; fix the row")))?;
     }
-    let points = number_points(
-        rows.into_iter().map(|r| (Position::Line(r.line), r.params, r.seed)),
-        |pos, name, e| data(pos.line(), Some(name), e),
+    check_duplicates(
+        &sweep,
+        |i| Position::Line(lines[i]),
         |first, second, id| {
             data(
                 second.line(),
@@ -627,35 +623,44 @@ fn file_sweep(
             )
         },
     )?;
-    Ok(Sweep { columns, points })
+    Ok(sweep)
 }
 
-/// Gives each parameter set its `param_id` and index, refusing non-finite values and
-/// duplicates.
+/// Refuses two parameter sets with the same `param_id` (and the same fixed seed, or none),
+/// naming the first set with that identity and the second one, as a scan in sweep order would
+/// meet them. `position(i)` says where set `i` comes from.
 ///
 /// Duplicates are refused rather than merged: they would run identical seeds twice and write
 /// two sets of rows under one `param_id`. Rows of a parameter file with a `seed` are duplicates
 /// only when their seeds are equal too: re-running chosen replicates of one parameter set, one
 /// seed per row, is what the seed column is for.
-fn number_points(
-    sets: impl Iterator<Item = (Position, ParameterSet, Option<u32>)>,
-    non_finite: impl Fn(Position, &str, String) -> EngineError,
+///
+/// Sorts the sets' positions by identity (8 bytes per set, dropped on return) rather than
+/// keeping a map of the identities seen.
+fn check_duplicates(
+    sweep: &Sweep,
+    position: impl Fn(usize) -> Position,
     duplicate: impl Fn(Position, Position, &ParamId) -> EngineError,
-) -> Result<Vec<SweepPoint>> {
-    let mut seen: HashMap<(ParamId, Option<u32>), Position> = HashMap::new();
-    let mut points = Vec::new();
-    for (index, (pos, params, fixed_seed)) in sets.enumerate() {
-        let param_id =
-            identity::param_id(&params).map_err(|e| non_finite(pos, &e.name, e.to_string()))?;
-        match seen.entry((param_id.clone(), fixed_seed)) {
-            Entry::Occupied(first) => return Err(duplicate(*first.get(), pos, &param_id)),
-            Entry::Vacant(v) => {
-                v.insert(pos);
-            }
+) -> Result<()> {
+    let key = |i: usize| (sweep.param_id(i), sweep.fixed_seed(i));
+    let mut order: Vec<usize> = (0..sweep.len()).collect();
+    // Equal identities end up side by side, each run in sweep order.
+    order.sort_unstable_by_key(|&i| (key(i), i));
+    // (first, second) of the run whose second set comes first in the sweep.
+    let mut found: Option<(usize, usize)> = None;
+    for (k, pair) in order.windows(2).enumerate() {
+        let (a, b) = (pair[0], pair[1]);
+        let second_of_run = k == 0 || key(order[k - 1]) != key(a);
+        if second_of_run && key(a) == key(b) && found.map_or(true, |(_, second)| b < second) {
+            found = Some((a, b));
         }
-        points.push(SweepPoint { index: index as u64, params, param_id, fixed_seed });
     }
-    Ok(points)
+    match found {
+        Some((first, second)) => {
+            Err(duplicate(position(first), position(second), &sweep.param_id(first)))
+        }
+        None => Ok(()),
+    }
 }
 
 /// See the module docs, *Spec hash*.
@@ -675,12 +680,16 @@ fn spec_hash(
     };
     line(SPEC_HASH_VERSION);
     line(&format!("replicates={replicates}"));
-    line(&format!("points={}", sweep.points.len()));
-    for p in &sweep.points {
-        match p.fixed_seed {
-            Some(s) => line(&format!("{}:{s}", p.param_id)),
-            None => line(&format!("{}:-", p.param_id)),
-        }
+    line(&format!("points={}", sweep.len()));
+    let mut point = String::with_capacity(ParamId::HEX_LEN + 12);
+    for i in 0..sweep.len() {
+        point.clear();
+        // Writing to a String cannot fail.
+        let _ = match sweep.fixed_seed(i) {
+            Some(s) => write!(point, "{}:{s}", sweep.param_id(i)),
+            None => write!(point, "{}:-", sweep.param_id(i)),
+        };
+        line(&point);
     }
     line(&json(model));
     for file in model_files {
@@ -716,7 +725,8 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::ParamValue;
+    use crate::identity;
+    use crate::params::{ParamColumn, ParamKind, ParamValue};
     use std::io::Write;
 
     const MODEL: &str = "[model]\nname = \"sir\"\npopulation = 1000\ninitial_infected = 10\n\
@@ -744,24 +754,23 @@ mod tests {
         assert_eq!(j.batch_size, None);
         assert_eq!(j.output_dir, PathBuf::from("/jobs/output"));
         assert_eq!(
-            j.sweep.columns,
-            vec![("beta".to_string(), ParamKind::Float), ("gamma".to_string(), ParamKind::Float)]
+            j.sweep.columns(),
+            [("beta".to_string(), ParamKind::Float), ("gamma".to_string(), ParamKind::Float)]
         );
-        assert_eq!(j.sweep.points.len(), 9);
+        assert_eq!(j.sweep.len(), 9);
         assert_eq!(j.simulations(), 45);
-        let p = &j.sweep.points;
+        let p = |i: usize| j.sweep.params(i);
         // Row-major, gamma (last in name order) fastest.
-        assert_eq!(p[0].params.get_f64("beta"), Some(1.0));
-        assert_eq!(p[0].params.get_f64("gamma"), Some(0.1));
-        assert_eq!(p[1].params.get_f64("beta"), Some(1.0));
-        assert_eq!(p[1].params.get_f64("gamma"), Some(0.30000000000000004)); // 0.1 + 0.5·0.4
-        assert_eq!(p[2].params.get_f64("gamma"), Some(0.5));
-        assert_eq!(p[3].params.get_f64("beta"), Some(1.5));
-        assert_eq!(p[8].params.get_f64("beta"), Some(2.0));
-        for (i, pt) in p.iter().enumerate() {
-            assert_eq!(pt.index, i as u64);
-            assert_eq!(pt.param_id, identity::param_id(&pt.params).unwrap());
-            assert_eq!(pt.fixed_seed, None);
+        assert_eq!(p(0).get_f64("beta"), Some(1.0));
+        assert_eq!(p(0).get_f64("gamma"), Some(0.1));
+        assert_eq!(p(1).get_f64("beta"), Some(1.0));
+        assert_eq!(p(1).get_f64("gamma"), Some(0.30000000000000004)); // 0.1 + 0.5·0.4
+        assert_eq!(p(2).get_f64("gamma"), Some(0.5));
+        assert_eq!(p(3).get_f64("beta"), Some(1.5));
+        assert_eq!(p(8).get_f64("beta"), Some(2.0));
+        for i in 0..j.sweep.len() {
+            assert_eq!(j.sweep.param_id(i), identity::param_id(&p(i)).unwrap());
+            assert_eq!(j.sweep.fixed_seed(i), None);
         }
     }
 
@@ -776,10 +785,11 @@ mod tests {
         assert_eq!(j.name, "x");
         assert_eq!(j.batch_size, NonZeroUsize::new(4));
         assert_eq!(j.output_dir, PathBuf::from("/jobs/out/a"));
-        assert_eq!(j.sweep.points.len(), 6);
-        for p in &j.sweep.points {
-            assert_eq!(p.params.get("beta"), Some(&ParamValue::Float(2.0)));
-            let g = p.params.get_f64("gamma").unwrap();
+        assert_eq!(j.sweep.len(), 6);
+        for i in 0..j.sweep.len() {
+            let p = j.sweep.params(i);
+            assert_eq!(p.get("beta"), Some(&ParamValue::Float(2.0)));
+            let g = p.get_f64("gamma").unwrap();
             assert!((0.1..0.5).contains(&g), "{g}");
         }
     }
@@ -788,9 +798,8 @@ mod tests {
     fn sampler_seed_follows_job_seed() {
         let params = "[parameters]\nsampler = \"sobol\"\ncount = 4\n\
                       [parameters.space]\nbeta = { min = 1.0, max = 2.0 }\ngamma = 0.2";
-        let ids = |head: &str| -> Vec<ParamId> {
-            job(head, params).unwrap().sweep.points.iter().map(|p| p.param_id.clone()).collect()
-        };
+        let ids =
+            |head: &str| -> Vec<ParamId> { job(head, params).unwrap().sweep.param_ids().to_vec() };
         assert_eq!(ids("replicates = 1\nseed = 1"), ids("replicates = 1\nseed = 1"));
         assert_ne!(ids("replicates = 1\nseed = 1"), ids("replicates = 1\nseed = 2"));
     }
@@ -817,6 +826,29 @@ mod tests {
         )
         .unwrap();
         assert_ne!(base, other_model.spec_hash);
+    }
+
+    #[test]
+    fn spec_hash_and_parts_as_before_the_columnar_sweep() {
+        // Hashes written by the build before the sweep was stored by column (a resumed run
+        // compares them with its manifest).
+        let j = job("replicates = 5", grid_params()).unwrap();
+        assert_eq!(j.spec_hash, "8fc162412097da69ceb6deaad5afc81c2e7f60a4467346810e7c010406480556");
+        let parts = crate::output::SpecIdentity::of_job(&j).parts;
+        assert_eq!(parts["parameter sets"], "9 sets of (beta, gamma), 8d7f36205f41f44b");
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "params.csv", "b,a,seed\n0.5,1.7,11\n0.25,2,12\n0.25,3,13\n0.25,3,14\n");
+        let job_file = write(
+            dir.path(),
+            "job.toml",
+            "replicates = 2\n[parameters]\nfile = \"params.csv\"\n\
+             [model]\nname = \"noop\"\nrows = 10\n",
+        );
+        let j = load_job(&job_file).unwrap();
+        assert_eq!(j.spec_hash, "d451fe139943013a182e6045e1f8e8d579291e56a1ba773a92123e4bc3f7a048");
+        let parts = crate::output::SpecIdentity::of_job(&j).parts;
+        assert_eq!(parts["parameter sets"], "4 sets of (a, b), 685c359c9f493051");
     }
 
     #[test]
@@ -1023,20 +1055,19 @@ mod tests {
         let j = load_job(&job_file).unwrap();
         assert_eq!(j.name, "job");
         assert_eq!(
-            j.sweep.columns,
-            vec![("beta".to_string(), ParamKind::Float), ("gamma".to_string(), ParamKind::Float)]
+            j.sweep.columns(),
+            [("beta".to_string(), ParamKind::Float), ("gamma".to_string(), ParamKind::Float)]
         );
-        assert_eq!(j.sweep.points.len(), 3);
+        assert_eq!(j.sweep.len(), 3);
         assert_eq!(j.simulations(), 3);
-        let p0 = &j.sweep.points[0];
-        assert_eq!(p0.fixed_seed, Some(11));
+        assert_eq!(j.sweep.fixed_seed(0), Some(11));
+        assert_eq!(j.sweep.fixed_seed(2), Some(13));
         // The identity module's reference vector: {"beta":1.7,"gamma":0.5}.
         assert_eq!(
-            p0.param_id.as_str(),
+            j.sweep.param_id(0).hex().as_str(),
             "9deb3d6bd878034b070c42bc93488d5d6ae08cdf702724c942acfe3da7296acb"
         );
-        assert_eq!(j.sweep.points[2].index, 2);
-        assert_eq!(j.sweep.points[2].params.get_f64("beta"), Some(3.0));
+        assert_eq!(j.sweep.params(2).get_f64("beta"), Some(3.0));
     }
 
     #[test]
@@ -1066,8 +1097,8 @@ mod tests {
         // The same parameters with different seeds: chosen replicates, one per row.
         write(dir.path(), "params.csv", "beta,gamma,seed\n1,2,5\n1,2,6\n");
         let job = load_job(&job_file).unwrap();
-        assert_eq!(job.sweep.points.len(), 2);
-        assert_eq!(job.sweep.points[0].param_id, job.sweep.points[1].param_id);
+        assert_eq!(job.sweep.len(), 2);
+        assert_eq!(job.sweep.param_id(0), job.sweep.param_id(1));
         assert_eq!(job.simulations(), 2);
         std::fs::remove_file(dir.path().join("params.csv")).unwrap();
         let e = load_job(&job_file).unwrap_err();
@@ -1098,10 +1129,10 @@ mod tests {
             &format!("replicates = 4\n[parameters]\nfile = \"p.parquet\"\n{MODEL}"),
         );
         let j = load_job(&job_file).unwrap();
-        assert_eq!(j.sweep.points.len(), 2);
-        assert_eq!(j.sweep.points[1].fixed_seed, Some(2));
+        assert_eq!(j.sweep.len(), 2);
+        assert_eq!(j.sweep.fixed_seed(1), Some(2));
         assert_eq!(
-            j.sweep.points[0].param_id.as_str(),
+            j.sweep.param_id(0).hex().as_str(),
             "9deb3d6bd878034b070c42bc93488d5d6ae08cdf702724c942acfe3da7296acb"
         );
         assert_eq!(j.simulations(), 2);
@@ -1117,22 +1148,78 @@ mod tests {
         assert!(t.contains("parameters.count") && t.contains("identical"), "{t}");
     }
 
+    /// The duplicate `check_duplicates` reports for sets `values` (parameter `a`) with
+    /// `seeds`, as "second is identical to first".
+    fn duplicate_of(values: &[i64], seeds: Option<Vec<u32>>) -> Option<String> {
+        let sweep =
+            Sweep::from_columns(vec![("a".into(), ParamColumn::Int(values.to_vec()))], seeds)
+                .unwrap();
+        check_duplicates(&sweep, Position::Index, |a, b, id| {
+            assert_eq!(
+                *id,
+                sweep.param_id(match a {
+                    Position::Index(i) => i,
+                    Position::Line(_) => unreachable!(),
+                })
+            );
+            invalid(Path::new("j"), "parameters", format!("{b} is identical to {a}"))
+        })
+        .err()
+        .map(|e| match e {
+            EngineError::SpecInvalid { message, .. } => message,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    /// What the former map of identities seen reported: the first set met again, in sweep
+    /// order, with the first set that had its identity.
+    fn duplicate_by_map(values: &[i64], seeds: Option<&[u32]>) -> Option<String> {
+        let mut seen = HashMap::new();
+        for (i, v) in values.iter().enumerate() {
+            if let Some(first) = seen.insert((v, seeds.map(|s| s[i])), i) {
+                return Some(format!("parameter set {i} is identical to parameter set {first}"));
+            }
+        }
+        None
+    }
+
     #[test]
-    fn number_points_names_both_positions() {
-        let mut set = ParameterSet::new();
-        set.insert("beta", ParamValue::Float(1.0));
-        let points = vec![
-            (Position::Index(0), set.clone(), None),
-            (Position::Index(1), ParameterSet::new(), None),
-            (Position::Index(2), set, None),
-        ];
-        let e = number_points(
-            points.into_iter(),
-            |_, _, m| invalid(Path::new("j"), "x", m),
-            |a, b, _| invalid(Path::new("j"), "parameters", format!("{b} is identical to {a}")),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("parameter set 2 is identical to parameter set 0"), "{e}");
+    fn duplicates_name_first_and_second_occurrence() {
+        let dup = |values: &[i64]| duplicate_of(values, None);
+        assert_eq!(dup(&[1, 2, 3]), None);
+        assert_eq!(
+            dup(&[1, 2, 1]).as_deref(),
+            Some("parameter set 2 is identical to parameter set 0")
+        );
+        // The first set met again decides, not the identity that sorts first.
+        for values in [[5, 7, 9, 7, 5, 5], [7, 5, 9, 5, 7, 7], [9, 7, 5, 7, 9, 9]] {
+            assert_eq!(
+                dup(&values).as_deref(),
+                Some("parameter set 3 is identical to parameter set 1"),
+                "{values:?}"
+            );
+        }
+        // With seeds, the same values are duplicates only with the same seed.
+        assert_eq!(duplicate_of(&[1, 1, 2], Some(vec![5, 6, 5])), None);
+        assert_eq!(
+            duplicate_of(&[1, 1, 2, 1], Some(vec![5, 6, 5, 6])).as_deref(),
+            Some("parameter set 3 is identical to parameter set 1")
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn duplicates_as_a_map_would_report(
+            values in proptest::collection::vec(0i64..6, 0..30),
+            seeded in proptest::bool::ANY,
+            seed_bits in proptest::collection::vec(0u32..2, 30),
+        ) {
+            let seeds = seeded.then(|| seed_bits[..values.len()].to_vec());
+            proptest::prop_assert_eq!(
+                duplicate_of(&values, seeds.clone()),
+                duplicate_by_map(&values, seeds.as_deref())
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! whose fingerprints differ are named. The fingerprints only explain: they never decide.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use blake2::{Blake2b, Digest};
 
@@ -31,18 +32,17 @@ impl SpecIdentity {
     pub fn of_job(job: &Job) -> SpecIdentity {
         let mut parts = BTreeMap::new();
         let mut points = Hasher::default();
-        for p in &job.sweep.points {
-            points.line(&format!("{}:{:?}", p.param_id, p.fixed_seed));
+        let mut point = String::new();
+        for i in 0..job.sweep.len() {
+            point.clear();
+            // `{param_id}:{fixed seed:?}`, e.g. `…:None`; writing to a String cannot fail.
+            let _ = write!(point, "{}:{:?}", job.sweep.param_id(i), job.sweep.fixed_seed(i));
+            points.line(&point);
         }
-        let names: Vec<&str> = job.sweep.columns.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = job.sweep.columns().iter().map(|(n, _)| n.as_str()).collect();
         parts.insert(
             "parameter sets".to_string(),
-            format!(
-                "{} sets of ({}), {}",
-                job.sweep.points.len(),
-                names.join(", "),
-                points.finish()
-            ),
+            format!("{} sets of ({}), {}", job.sweep.len(), names.join(", "), points.finish()),
         );
         parts.insert("replicates".to_string(), job.replicates.to_string());
         let model = serde_json::to_string(&job.model).unwrap_or_else(|e| format!("<{e}>"));

@@ -6,14 +6,15 @@
 //! ```
 //!
 //! Every column is a parameter, except an optional `seed` column: a row with a seed runs exactly
-//! one replicate with that seed ([`crate::params::SweepPoint::fixed_seed`]) instead of
+//! one replicate with that seed ([`crate::params::Sweep::fixed_seed`]) instead of
 //! `replicates` replicates with derived seeds.
 //!
 //! Column kinds ([`ParamKind`]):
 //! - CSV: a column whose every value is a number is `Float` (`2` and `2.0` alike, so that a
 //!   parameter set's `param_id` does not depend on the other rows); a column with no number is
 //!   `Str`; a column of numbers with a non-number among them is refused, naming the line.
-//!   Values are trimmed. (The `seed` column is read as integers.)
+//!   Values are trimmed. (The `seed` column is read as integers; the first value that is not
+//!   one is refused, naming its line.)
 //! - Parquet: `Int*`/`UInt*` → `Int`, `Float*` → `Float`, `Utf8`/`LargeUtf8` → `Str`; other
 //!   types are refused.
 //!
@@ -29,7 +30,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{EngineError, Result};
-use crate::params::{ParamKind, ParamValue, ParameterSet};
+use crate::params::{ParamColumn, ParamKind, StrColumn, Sweep};
 
 /// Name of the optional column holding a fixed replicate seed per row.
 pub const SEED_COLUMN: &str = "seed";
@@ -37,24 +38,18 @@ pub const SEED_COLUMN: &str = "seed";
 /// The contents of a parameter file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParameterTable {
-    /// Parameter columns (without `seed`), sorted by name, with their kinds.
-    pub columns: Vec<(String, ParamKind)>,
-    /// The rows in file order.
-    pub rows: Vec<ParameterRow>,
-}
-
-/// One row of a parameter file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParameterRow {
-    /// 1-based line in the file, header = line 1 (the first row is line 2).
-    pub line: u64,
-    /// The row's parameter values, one per column except `seed`.
-    pub params: ParameterSet,
-    /// The row's `seed`, when the file has that column.
-    pub seed: Option<u32>,
+    /// One parameter set per row, in file order: the parameter columns (without `seed`), and
+    /// the rows' seeds as fixed seeds when the file has that column.
+    pub sweep: Sweep,
+    /// `lines[i]`: the 1-based line of row `i`, header = line 1 (the first row is line 2), for
+    /// errors found later; drop it once the sweep is checked.
+    pub lines: Vec<u64>,
 }
 
 /// Reads a CSV (`.csv`) or Parquet (`.parquet`, `.pq`) parameter file.
+///
+/// The values are read straight into typed columns (no per-value allocation, whatever the
+/// number of rows), and each row's `param_id` is computed.
 ///
 /// # Errors
 /// [`EngineError::Data`] naming the file, and where it applies the line and column, for: a
@@ -92,11 +87,12 @@ pub fn read_parameter_file(path: &Path) -> Result<ParameterTable> {
     assemble(path, columns)
 }
 
-/// A column as read, before the seed is split off: values by row, with the row lines.
+/// A column as read, before the seed is split off.
 struct RawColumn {
     name: String,
-    kind: ParamKind,
-    values: Vec<ParamValue>,
+    /// The values; for a CSV `seed` column, `Err` with the line and text of its first value that
+    /// is not an integer (reported after the checks that come first).
+    values: std::result::Result<ParamColumn, (u64, String)>,
 }
 
 struct RawTable {
@@ -141,6 +137,52 @@ fn check_header(path: &Path, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A CSV column while the rows are read: its kind follows from its values, so it is decided
+/// as they come, keeping only the values of the kind it has so far.
+enum CsvCells {
+    /// Every value so far is a number (a column of numbers is `Float`, `2` as much as `2.0`:
+    /// a parameter set's `param_id` must not depend on how the other rows are written).
+    Numbers(Vec<f64>),
+    /// No value so far is a number (a `Str` column), with the first one's line.
+    Words(StrColumn, u64),
+    /// The `seed` column while every value is an integer.
+    Integers(Vec<i64>),
+    /// The first value that does not fit the column, with its line: for a parameter column, the
+    /// first word of a column that also has numbers (a typo, not a string column); for the
+    /// seed column, the first value that is not an integer.
+    Invalid(u64, String),
+}
+
+impl CsvCells {
+    fn push(&mut self, value: &str, line: u64) {
+        match self {
+            CsvCells::Numbers(v) => match value.parse::<f64>() {
+                Ok(x) => v.push(x),
+                Err(_) if v.is_empty() => {
+                    let mut words = StrColumn::new();
+                    words.push(value);
+                    *self = CsvCells::Words(words, line);
+                }
+                Err(_) => *self = CsvCells::Invalid(line, value.to_string()),
+            },
+            CsvCells::Words(words, first_line) => {
+                if value.parse::<f64>().is_ok() {
+                    // The first word of the column is its first value.
+                    let first = words.get(0).unwrap_or_default().to_string();
+                    *self = CsvCells::Invalid(*first_line, first);
+                } else {
+                    words.push(value);
+                }
+            }
+            CsvCells::Integers(v) => match value.parse::<i64>() {
+                Ok(i) => v.push(i),
+                Err(_) => *self = CsvCells::Invalid(line, value.to_string()),
+            },
+            CsvCells::Invalid(..) => {}
+        }
+    }
+}
+
 fn read_csv(path: &Path, file: File) -> Result<RawTable> {
     let csv_error = |e: csv::Error| {
         let line = e.position().map(|p| p.line());
@@ -161,9 +203,18 @@ fn read_csv(path: &Path, file: File) -> Result<RawTable> {
     check_header(path, &names)?;
 
     let mut lines = Vec::new();
-    let mut cells: Vec<Vec<String>> = vec![Vec::new(); names.len()];
-    for record in reader.records() {
-        let record = record.map_err(csv_error)?;
+    let mut cells: Vec<CsvCells> = names
+        .iter()
+        .map(|n| {
+            if n == SEED_COLUMN {
+                CsvCells::Integers(Vec::new())
+            } else {
+                CsvCells::Numbers(Vec::new())
+            }
+        })
+        .collect();
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record).map_err(csv_error)? {
         let line = record.position().map_or(lines.len() as u64 + 2, |p| p.line());
         for (i, value) in record.iter().enumerate() {
             if value.is_empty() {
@@ -174,44 +225,30 @@ fn read_csv(path: &Path, file: File) -> Result<RawTable> {
                     "empty value; give every row a value",
                 ));
             }
-            cells[i].push(value.to_string());
+            cells[i].push(value, line);
         }
         lines.push(line);
     }
 
     let mut columns = Vec::with_capacity(names.len());
-    for (name, values) in names.into_iter().zip(cells) {
-        let numeric = values.iter().filter(|v| v.parse::<f64>().is_ok()).count();
-        let column = if name == SEED_COLUMN && values.iter().all(|v| v.parse::<i64>().is_ok()) {
-            let values =
-                values.iter().filter_map(|v| v.parse().ok()).map(ParamValue::Int).collect();
-            RawColumn { name, kind: ParamKind::Int, values }
-        } else if numeric == values.len() {
-            // Every number is a Float, `2` as much as `2.0`: a parameter set's `param_id` must
-            // not depend on how the other rows of its column are written.
-            let values =
-                values.iter().filter_map(|v| v.parse().ok()).map(ParamValue::Float).collect();
-            RawColumn { name, kind: ParamKind::Float, values }
-        } else if numeric == 0 || name == SEED_COLUMN {
-            let values = values.into_iter().map(ParamValue::Str).collect();
-            RawColumn { name, kind: ParamKind::Str, values }
-        } else {
-            // A column of numbers with a word among them is a typo, not a string column.
-            let (i, bad) = values
-                .iter()
-                .enumerate()
-                .find(|(_, v)| v.parse::<f64>().is_err())
-                .expect("numeric < len, so some value does not parse");
-            return Err(data(
-                path,
-                Some(lines[i]),
-                Some(&name),
-                format!(
-                    "`{bad}` is not a number, but the column's other values are; fix the value"
-                ),
-            ));
+    for (name, cells) in names.into_iter().zip(cells) {
+        let values = match cells {
+            CsvCells::Numbers(v) => Ok(ParamColumn::Float(v)),
+            CsvCells::Words(v, _) => Ok(ParamColumn::Str(v)),
+            CsvCells::Integers(v) => Ok(ParamColumn::Int(v)),
+            CsvCells::Invalid(line, value) if name == SEED_COLUMN => Err((line, value)),
+            CsvCells::Invalid(line, bad) => {
+                return Err(data(
+                    path,
+                    Some(line),
+                    Some(&name),
+                    format!(
+                        "`{bad}` is not a number, but the column's other values are; fix the value"
+                    ),
+                ))
+            }
         };
-        columns.push(column);
+        columns.push(RawColumn { name, values });
     }
     Ok(RawTable { lines, columns })
 }
@@ -257,74 +294,67 @@ fn read_parquet(path: &Path, file: File) -> Result<RawTable> {
                 ),
             )
         })?;
-        columns.push(RawColumn { name: field.name().clone(), kind, values: Vec::new() });
+        columns.push((field.name().clone(), ParamColumn::new(kind)));
     }
 
     let mut rows: u64 = 0;
     for batch in reader {
         let batch = batch
             .map_err(|e| data(path, None, None, format!("cannot read this Parquet file: {e}")))?;
-        for (column, array) in columns.iter_mut().zip(batch.columns()) {
+        for ((name, column), array) in columns.iter_mut().zip(batch.columns()) {
             let line_of = |i: usize| rows + i as u64 + 2;
             if let Some(i) = (0..array.len()).find(|&i| array.is_null(i)) {
                 return Err(data(
                     path,
                     Some(line_of(i)),
-                    Some(&column.name),
+                    Some(name),
                     "empty (null) value; give every row a value",
                 ));
             }
-            match column.kind {
-                ParamKind::Int if array.data_type() == &DataType::UInt64 => {
+            match column {
+                ParamColumn::Int(values) if array.data_type() == &DataType::UInt64 => {
                     for (i, v) in array.as_primitive::<UInt64Type>().values().iter().enumerate() {
                         let v = i64::try_from(*v).map_err(|_| {
                             data(
                                 path,
                                 Some(line_of(i)),
-                                Some(&column.name),
+                                Some(name),
                                 format!("{v} does not fit in a 64-bit signed integer"),
                             )
                         })?;
-                        column.values.push(ParamValue::Int(v));
+                        values.push(v);
                     }
                 }
-                ParamKind::Int => {
+                ParamColumn::Int(values) => {
                     let a = arrow::compute::cast(array, &DataType::Int64)?;
-                    column.values.extend(
-                        a.as_primitive::<Int64Type>().values().iter().map(|v| ParamValue::Int(*v)),
-                    );
+                    values.extend_from_slice(a.as_primitive::<Int64Type>().values());
                 }
-                ParamKind::Float => {
+                ParamColumn::Float(values) => {
                     let a = arrow::compute::cast(array, &DataType::Float64)?;
-                    column.values.extend(
-                        a.as_primitive::<Float64Type>()
-                            .values()
-                            .iter()
-                            .map(|v| ParamValue::Float(*v)),
-                    );
+                    values.extend_from_slice(a.as_primitive::<Float64Type>().values());
                 }
-                ParamKind::Str => {
+                ParamColumn::Str(values) => {
                     let a = arrow::compute::cast(array, &DataType::Utf8)?;
-                    column.values.extend(
-                        a.as_string::<i32>()
-                            .iter()
-                            .map(|v| ParamValue::Str(v.unwrap_or_default().to_string())),
-                    );
+                    for v in a.as_string::<i32>().iter() {
+                        values.push(v.unwrap_or_default());
+                    }
                 }
             }
         }
         rows += batch.num_rows() as u64;
     }
+    let columns =
+        columns.into_iter().map(|(name, values)| RawColumn { name, values: Ok(values) }).collect();
     Ok(RawTable { lines: (0..rows).map(|r| r + 2).collect(), columns })
 }
 
-/// Splits off the seed, checks values, and builds the rows.
+/// Splits off the seed, checks values, and builds the sweep.
 fn assemble(path: &Path, raw: RawTable) -> Result<ParameterTable> {
     let RawTable { lines, columns } = raw;
     if lines.is_empty() {
         return Err(data(path, None, None, "the file has no rows; add one row per parameter set"));
     }
-    let (seed, mut params): (Vec<RawColumn>, Vec<RawColumn>) =
+    let (seed, params): (Vec<RawColumn>, Vec<RawColumn>) =
         columns.into_iter().partition(|c| c.name == SEED_COLUMN);
     if params.is_empty() {
         return Err(data(
@@ -334,66 +364,69 @@ fn assemble(path: &Path, raw: RawTable) -> Result<ParameterTable> {
             "the file has no parameter columns; add one column per model parameter",
         ));
     }
-    params.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut params: Vec<(String, ParamColumn)> = params
+        .into_iter()
+        .map(|c| (c.name, c.values.expect("only the seed column holds a deferred error")))
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let seeds: Option<Vec<u32>> = match seed.into_iter().next() {
+    let seeds = match seed.into_iter().next() {
         None => None,
-        Some(column) => Some(
-            column
-                .values
-                .iter()
-                .zip(&lines)
-                .map(|(v, &line)| seed_value(v).ok_or_else(|| {
-                    data(
-                        path,
-                        Some(line),
-                        Some(SEED_COLUMN),
-                        format!("seed `{v}` is not an integer in 0..=4294967295 (a 32-bit unsigned seed); fix it or drop the column"),
-                    )
-                }))
-                .collect::<Result<_>>()?,
-        ),
+        Some(column) => Some(seeds(column.values, &lines).map_err(|(line, value)| {
+            data(
+                path,
+                Some(line),
+                Some(SEED_COLUMN),
+                format!(
+                    "seed `{value}` is not an integer in 0..=4294967295 (a 32-bit unsigned \
+                     seed); fix it or drop the column"
+                ),
+            )
+        })?),
     };
 
-    for column in &params {
-        for (v, &line) in column.values.iter().zip(&lines) {
-            if let ParamValue::Float(x) = v {
-                if !x.is_finite() {
-                    return Err(data(
-                        path,
-                        Some(line),
-                        Some(&column.name),
-                        format!("value {x} is not a finite number; give a real number"),
-                    ));
-                }
+    for (name, column) in &params {
+        if let ParamColumn::Float(values) = column {
+            if let Some((x, &line)) = values.iter().zip(&lines).find(|(x, _)| !x.is_finite()) {
+                return Err(data(
+                    path,
+                    Some(line),
+                    Some(name),
+                    format!("value {x} is not a finite number; give a real number"),
+                ));
             }
         }
     }
 
-    let mut iters: Vec<_> = params.iter().map(|c| (c.name.as_str(), c.values.iter())).collect();
-    let mut rows = Vec::with_capacity(lines.len());
-    for (r, &line) in lines.iter().enumerate() {
-        let mut set = ParameterSet::new();
-        for (name, values) in iters.iter_mut() {
-            if let Some(v) = values.next() {
-                set.insert(*name, v.clone());
-            }
-        }
-        rows.push(ParameterRow { line, params: set, seed: seeds.as_ref().map(|s| s[r]) });
-    }
-    Ok(ParameterTable { columns: params.iter().map(|c| (c.name.clone(), c.kind)).collect(), rows })
+    let sweep = Sweep::from_columns(params, seeds).map_err(|e| {
+        data(path, Some(lines[e.index]), Some(&e.source.name), e.source.to_string())
+    })?;
+    Ok(ParameterTable { sweep, lines })
 }
 
-fn seed_value(v: &ParamValue) -> Option<u32> {
-    match v {
-        ParamValue::Int(i) => u32::try_from(*i).ok(),
-        _ => None,
+/// The seed column's values as seeds, or the line and text of the first that is not one.
+fn seeds(
+    values: std::result::Result<ParamColumn, (u64, String)>,
+    lines: &[u64],
+) -> std::result::Result<Vec<u32>, (u64, String)> {
+    match values? {
+        ParamColumn::Int(values) => values
+            .iter()
+            .zip(lines)
+            .map(|(&v, &line)| u32::try_from(v).map_err(|_| (line, v.to_string())))
+            .collect(),
+        // A float or string column holds no seeds at all: its first value is the one to fix.
+        other => {
+            let first = other.get(0).map(|v| v.to_owned_value().to_string()).unwrap_or_default();
+            Err((lines[0], first))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::{ParamValue, ParameterSet};
     use arrow::array::{ArrayRef, Float32Array, Int32Array, StringArray, UInt32Array};
     use arrow::record_batch::RecordBatch;
     use std::io::Write;
@@ -424,29 +457,59 @@ mod tests {
         );
         let t = read_parameter_file(&path).unwrap();
         assert_eq!(
-            t.columns,
-            vec![
+            t.sweep.columns(),
+            [
                 ("beta".to_string(), ParamKind::Float),
                 ("gamma".to_string(), ParamKind::Float),
                 ("n".to_string(), ParamKind::Float),
                 ("scenario".to_string(), ParamKind::Str),
             ]
         );
-        assert_eq!(t.rows.len(), 2);
-        assert_eq!(t.rows[0].line, 2);
-        assert_eq!(t.rows[0].seed, Some(12));
-        assert_eq!(t.rows[1].seed, Some(u32::MAX));
-        assert_eq!(t.rows[1].params.get("beta"), Some(&ParamValue::Float(2.0)));
+        assert_eq!(t.sweep.len(), 2);
+        assert_eq!(t.lines, [2, 3]);
+        assert_eq!(t.sweep.fixed_seed(0), Some(12));
+        assert_eq!(t.sweep.fixed_seed(1), Some(u32::MAX));
+        let row1 = t.sweep.params(1);
+        assert_eq!(row1.get("beta"), Some(&ParamValue::Float(2.0)));
         // Integers in a CSV are floats: `4` and `4.0` give one `param_id`.
-        assert_eq!(t.rows[1].params.get("n"), Some(&ParamValue::Float(4.0)));
-        assert_eq!(t.rows[1].params.get("scenario"), Some(&ParamValue::Str("b".into())));
-        assert_eq!(t.rows[0].params.get("seed"), None);
+        assert_eq!(row1.get("n"), Some(&ParamValue::Float(4.0)));
+        assert_eq!(row1.get("scenario"), Some(&ParamValue::Str("b".into())));
+        assert_eq!(t.sweep.params(0).get("seed"), None);
+        assert_eq!(t.sweep.param_id(1), crate::identity::param_id(&row1).unwrap());
     }
 
     #[test]
     fn csv_word_among_numbers_is_refused() {
         let t = csv_err("beta,gamma\n1.0,0.2\nabc,0.3\n");
         assert!(t.contains(":3: column `beta`") && t.contains("`abc` is not a number"), "{t}");
+        // Words first: the first word is the value to fix.
+        let t = csv_err("beta,gamma\nabc,0.2\nxyz,0.3\n2,0.4\n");
+        assert!(t.contains(":2: column `beta`") && t.contains("`abc` is not a number"), "{t}");
+        // An empty value anywhere is reported first, as is malformed CSV.
+        let t = csv_err("beta,gamma\nabc,0.2\n2,0.3\n3,\n");
+        assert!(t.contains(":4: column `gamma`") && t.contains("empty value"), "{t}");
+    }
+
+    #[test]
+    fn csv_columns_round_trip_many_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("scenario,beta,seed,k\n");
+        for i in 0..2000 {
+            text.push_str(&format!("s{},{}.5,{},{}\n", i % 7, i, 3 * i, i % 4));
+        }
+        let path = csv_file(&dir, "p.csv", &text);
+        let t = read_parameter_file(&path).unwrap();
+        assert_eq!(t.sweep.len(), 2000);
+        for i in [0usize, 1, 999, 1999] {
+            let mut expected = ParameterSet::new();
+            expected.insert("scenario", ParamValue::Str(format!("s{}", i % 7)));
+            expected.insert("beta", ParamValue::Float(i as f64 + 0.5));
+            expected.insert("k", ParamValue::Float((i % 4) as f64));
+            assert_eq!(t.sweep.params(i), expected, "row {i}");
+            assert_eq!(t.sweep.param_id(i), crate::identity::param_id(&expected).unwrap());
+            assert_eq!(t.sweep.fixed_seed(i), Some(3 * i as u32));
+            assert_eq!(t.lines[i], i as u64 + 2);
+        }
     }
 
     #[test]
@@ -463,6 +526,8 @@ mod tests {
         assert!(t.contains(":2: column `seed`"), "{t}");
         let t = csv_err("beta,seed\n1,2.5\n");
         assert!(t.contains(":2: column `seed`") && t.contains("not an integer"), "{t}");
+        let t = csv_err("beta,seed\n1,7\n2,x\n3,8\n");
+        assert!(t.contains(":3: column `seed`") && t.contains("seed `x`"), "{t}");
         let t = csv_err("beta,gamma\n");
         assert!(t.contains("no rows"), "{t}");
         let t = csv_err("seed\n1\n");
@@ -508,18 +573,20 @@ mod tests {
         );
         let t = read_parameter_file(&path).unwrap();
         assert_eq!(
-            t.columns,
-            vec![
+            t.sweep.columns(),
+            [
                 ("beta".to_string(), ParamKind::Float),
                 ("k".to_string(), ParamKind::Int),
                 ("name".to_string(), ParamKind::Str),
             ]
         );
-        assert_eq!(t.rows[1].line, 3);
-        assert_eq!(t.rows[1].params.get("beta"), Some(&ParamValue::Float(2.5)));
-        assert_eq!(t.rows[1].params.get("k"), Some(&ParamValue::Int(-4)));
-        assert_eq!(t.rows[1].params.get("name"), Some(&ParamValue::Str("b".into())));
-        assert_eq!(t.rows[1].seed, Some(u32::MAX));
+        assert_eq!(t.lines[1], 3);
+        let row1 = t.sweep.params(1);
+        assert_eq!(row1.get("beta"), Some(&ParamValue::Float(2.5)));
+        assert_eq!(row1.get("k"), Some(&ParamValue::Int(-4)));
+        assert_eq!(row1.get("name"), Some(&ParamValue::Str("b".into())));
+        assert_eq!(t.sweep.fixed_seed(1), Some(u32::MAX));
+        assert_eq!(t.sweep.param_id(1), crate::identity::param_id(&row1).unwrap());
     }
 
     #[test]

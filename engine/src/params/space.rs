@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{EngineError, Result};
-use crate::params::{ParamValue, ParameterSet};
+use crate::params::{ParamColumn, Sweep};
 
 /// Largest number of parameter sets a space may produce (grid product or `count`).
 ///
@@ -188,10 +188,12 @@ impl ParameterSpaceSpec {
         self.space.keys().cloned().collect()
     }
 
-    /// Validates the space and draws its parameter sets, in sweep order.
+    /// Validates the space and draws its parameter sets: the sweep, in sampler order.
     ///
     /// `job_seed` is the sampler seed when the space has none; `file` is the job file, for
-    /// errors. Every set holds every parameter of the space as [`ParamValue::Float`].
+    /// errors. Every parameter of the space is a `Float` column: a fixed value repeated, a
+    /// range mapped from its axis of the sampler's points (column by column, never as
+    /// parameter sets).
     ///
     /// # Errors
     /// [`EngineError::SpecInvalid`] naming the field (`parameters.space.beta.min`,
@@ -200,8 +202,9 @@ impl ParameterSpaceSpec {
     /// missing sampler; `count` with `grid` or `points_per_axis` with the others; a missing or
     /// zero `count`/`points_per_axis`; more than [`MAX_POINTS`] points; a `sobol` space with
     /// more than [`MAX_SOBOL_DIMENSIONS`] ranges or a seed that does not fit in 32 bits; more
-    /// than one set from a space without ranges.
-    pub fn points(&self, job_seed: u64, file: &Path) -> Result<Vec<ParameterSet>> {
+    /// than one set from a space without ranges; a range whose mapped values overflow to
+    /// infinity (`parameters.space.<name>`).
+    pub fn sweep(&self, job_seed: u64, file: &Path) -> Result<Sweep> {
         let invalid = |field: String, message: String| EngineError::SpecInvalid {
             file: file.to_path_buf(),
             field,
@@ -215,8 +218,7 @@ impl ParameterSpaceSpec {
                     .into(),
             ));
         }
-        let mut axes: Vec<(&str, RangeSpec)> = Vec::new();
-        let mut fixed = ParameterSet::new();
+        let mut dims = 0;
         for (name, entry) in &self.space {
             match entry {
                 SpaceEntry::Fixed(v) => {
@@ -226,65 +228,74 @@ impl ParameterSpaceSpec {
                             format!("fixed value {v} is not a finite number; give a real number"),
                         ));
                     }
-                    fixed.insert(name.clone(), ParamValue::Float(*v));
                 }
                 SpaceEntry::Range(range) => {
                     check_range(name, range).map_err(|(field, message)| invalid(field, message))?;
-                    axes.push((name.as_str(), *range));
+                    dims += 1;
                 }
             }
         }
 
         let seed = self.seed.unwrap_or(job_seed);
         let seed_field = if self.seed.is_some() { "parameters.seed" } else { "seed" };
-        let count = self.point_count(axes.len()).map_err(|(f, m)| invalid(f, m))?;
-        let sampler = match self.sampler {
+        let count = self.point_count(dims).map_err(|(f, m)| invalid(f, m))?;
+        let unit = match self.sampler {
+            Some(sampler) if dims > 0 => match sampler {
+                SamplerKind::Grid => {
+                    let per_axis = self.points_per_axis.unwrap_or(1);
+                    grid(per_axis as usize, dims)
+                }
+                SamplerKind::Uniform => uniform(count as usize, dims, seed),
+                SamplerKind::LatinHypercube => latin_hypercube(count as usize, dims, seed),
+                SamplerKind::Sobol => {
+                    if dims > MAX_SOBOL_DIMENSIONS {
+                        return Err(invalid(
+                            "parameters.sampler".into(),
+                            format!(
+                                "sobol supports at most {MAX_SOBOL_DIMENSIONS} ranges, the space \
+                                 has {dims}; use latin_hypercube or uniform"
+                            ),
+                        ));
+                    }
+                    let seed32 = u32::try_from(seed).map_err(|_| {
+                        invalid(
+                            seed_field.into(),
+                            format!(
+                                "sobol takes a 32-bit scramble seed, {seed} is larger than {}; \
+                                 use a smaller seed",
+                                u32::MAX
+                            ),
+                        )
+                    })?;
+                    sobol(count as usize, dims, seed32)
+                }
+            },
             // No ranges (`point_count` refused ranges without a sampler, and more than one
             // set without ranges): the one set of fixed values.
-            Some(sampler) if !axes.is_empty() => sampler,
-            _ => return Ok(vec![fixed]),
-        };
-        let dims = axes.len();
-        let unit = match sampler {
-            SamplerKind::Grid => {
-                let per_axis = self.points_per_axis.unwrap_or(1);
-                grid(per_axis as usize, dims)
-            }
-            SamplerKind::Uniform => uniform(count as usize, dims, seed),
-            SamplerKind::LatinHypercube => latin_hypercube(count as usize, dims, seed),
-            SamplerKind::Sobol => {
-                if dims > MAX_SOBOL_DIMENSIONS {
-                    return Err(invalid(
-                        "parameters.sampler".into(),
-                        format!(
-                            "sobol supports at most {MAX_SOBOL_DIMENSIONS} ranges, the space \
-                             has {dims}; use latin_hypercube or uniform"
-                        ),
-                    ));
-                }
-                let seed32 = u32::try_from(seed).map_err(|_| {
-                    invalid(
-                        seed_field.into(),
-                        format!(
-                            "sobol takes a 32-bit scramble seed, {seed} is larger than {}; \
-                             use a smaller seed",
-                            u32::MAX
-                        ),
-                    )
-                })?;
-                sobol(count as usize, dims, seed32)
-            }
+            _ => Vec::new(),
         };
 
-        let mut points = Vec::with_capacity(count as usize);
-        for u in unit.chunks_exact(dims) {
-            let mut set = fixed.clone();
-            for ((name, range), &ui) in axes.iter().zip(u) {
-                set.insert(*name, ParamValue::Float(range.map(ui)));
-            }
-            points.push(set);
-        }
-        Ok(points)
+        let sets = if dims == 0 { 1 } else { unit.len() / dims };
+        // Range `axis` (in name order) is value `axis` of every `dims` values of `unit`.
+        let mut axis = 0;
+        let columns = self
+            .space
+            .iter()
+            .map(|(name, entry)| {
+                let values = match entry {
+                    SpaceEntry::Fixed(v) => vec![*v; sets],
+                    SpaceEntry::Range(range) => {
+                        axis += 1;
+                        unit[axis - 1..].iter().step_by(dims).map(|&u| range.map(u)).collect()
+                    }
+                };
+                (name.clone(), ParamColumn::Float(values))
+            })
+            .collect();
+        drop(unit);
+        Sweep::from_columns(columns, None).map_err(|e| {
+            invalid(format!("parameters.space.{}", e.source.name), e.source.to_string())
+        })
     }
 
     /// The number of points the sampler settings ask for, after checking them.
@@ -526,6 +537,7 @@ pub fn sobol(count: usize, dims: usize, seed: u32) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::{ParamKind, ParamValue, ParameterSet};
     use proptest::prelude::*;
     use std::path::PathBuf;
 
@@ -542,7 +554,7 @@ mod tests {
     }
 
     fn err_text(s: &ParameterSpaceSpec) -> String {
-        let e = s.points(0, &PathBuf::from("job.toml")).unwrap_err();
+        let e = s.sweep(0, &PathBuf::from("job.toml")).unwrap_err();
         assert!(matches!(e, EngineError::SpecInvalid { .. }), "{e:?}");
         e.to_string()
     }
@@ -571,10 +583,10 @@ mod tests {
             Some(SamplerKind::Grid),
         );
         s.points_per_axis = Some(3);
-        let pts = s.points(0, Path::new("job.toml")).unwrap();
+        let pts = s.sweep(0, Path::new("job.toml")).unwrap();
         assert_eq!(pts.len(), 9);
         // Axes in name order: beta (log 1..100) then gamma, gamma fastest.
-        let get = |i: usize, n: &str| pts[i].get_f64(n).unwrap();
+        let get = |i: usize, n: &str| pts.params(i).get_f64(n).unwrap();
         assert_eq!((get(0, "beta"), get(0, "gamma"), get(0, "n")), (1.0, 0.1, 7.0));
         assert_eq!(get(1, "beta"), 1.0);
         assert!((get(1, "gamma") - 0.2).abs() < 1e-15);
@@ -616,19 +628,85 @@ mod tests {
         let mut s = spec(&[("beta", range(0.0, 1.0))], Some(SamplerKind::Sobol));
         s.count = Some(8);
         let p = Path::new("job.toml");
-        let by_job = s.points(5, p).unwrap();
+        let by_job = s.sweep(5, p).unwrap();
         s.seed = Some(5);
-        assert_eq!(s.points(123, p).unwrap(), by_job);
+        assert_eq!(s.sweep(123, p).unwrap(), by_job);
         s.seed = Some(6);
-        assert_ne!(s.points(5, p).unwrap(), by_job);
+        assert_ne!(s.sweep(5, p).unwrap(), by_job);
     }
 
     #[test]
     fn fixed_only_space_gives_one_set() {
         let s = spec(&[("beta", SpaceEntry::Fixed(2.0))], None);
-        let pts = s.points(0, Path::new("job.toml")).unwrap();
+        let pts = s.sweep(0, Path::new("job.toml")).unwrap();
         assert_eq!(pts.len(), 1);
-        assert_eq!(pts[0].get("beta"), Some(&ParamValue::Float(2.0)));
+        assert_eq!(pts.params(0).get("beta"), Some(&ParamValue::Float(2.0)));
+    }
+
+    /// The sets as the sampler's unit points give them: each a copy of the fixed values with
+    /// every range mapped from its axis, names sorted.
+    fn expected_sets(s: &ParameterSpaceSpec, unit: &[f64]) -> Vec<ParameterSet> {
+        let ranges: Vec<(&String, &RangeSpec)> = s
+            .space
+            .iter()
+            .filter_map(|(n, e)| match e {
+                SpaceEntry::Range(r) => Some((n, r)),
+                SpaceEntry::Fixed(_) => None,
+            })
+            .collect();
+        unit.chunks_exact(ranges.len())
+            .map(|u| {
+                let mut set = ParameterSet::new();
+                for (name, entry) in &s.space {
+                    if let SpaceEntry::Fixed(v) = entry {
+                        set.insert(name.clone(), ParamValue::Float(*v));
+                    }
+                }
+                for ((name, range), &ui) in ranges.iter().zip(u) {
+                    set.insert(name.as_str(), ParamValue::Float(range.map(ui)));
+                }
+                set
+            })
+            .collect()
+    }
+
+    #[test]
+    fn columns_hold_the_sampler_points_with_their_ids() {
+        let log = SpaceEntry::Range(RangeSpec { min: 0.01, max: 3.0, scale: Scale::Log });
+        let mut s = spec(
+            &[("gamma", range(0.1, 0.5)), ("N", SpaceEntry::Fixed(763.0)), ("beta", log)],
+            Some(SamplerKind::LatinHypercube),
+        );
+        s.count = Some(40);
+        let sweep = s.sweep(3, Path::new("job.toml")).unwrap();
+        let sets = expected_sets(&s, &latin_hypercube(40, 2, 3));
+        assert_eq!(sweep.len(), 40);
+        assert_eq!(
+            sweep.columns(),
+            [
+                ("N".to_string(), ParamKind::Float),
+                ("beta".to_string(), ParamKind::Float),
+                ("gamma".to_string(), ParamKind::Float),
+            ]
+        );
+        for (i, set) in sets.iter().enumerate() {
+            assert_eq!(&sweep.params(i), set, "set {i}");
+            assert_eq!(sweep.param_id(i), crate::identity::param_id(set).unwrap(), "set {i}");
+            assert_eq!(sweep.fixed_seed(i), None);
+        }
+        s.sampler = Some(SamplerKind::Sobol);
+        let sweep = s.sweep(3, Path::new("job.toml")).unwrap();
+        for (i, set) in expected_sets(&s, &sobol(40, 2, 3)).iter().enumerate() {
+            assert_eq!(&sweep.params(i), set, "set {i}");
+        }
+    }
+
+    #[test]
+    fn overflowing_range_names_the_parameter() {
+        let mut s = spec(&[("beta", range(-f64::MAX, f64::MAX))], Some(SamplerKind::Uniform));
+        s.count = Some(3);
+        let t = err_text(&s);
+        assert!(t.contains("parameters.space.beta") && t.contains("no param_id"), "{t}");
     }
 
     #[test]

@@ -149,7 +149,10 @@ impl ParquetWriter {
         let work = actix_rt::task::spawn_blocking(move || {
             let span = tracing::info_span!("commit", batch = index);
             let _entered = span.enter();
-            commit_batch(&layout, index, complete.into_tables()?)
+            let committed = commit_batch(&layout, index, complete.into_tables()?);
+            // The batch's rows are freed by now: give their pages back (see `memory`).
+            simsweep_engine::memory::release_free_memory();
+            committed
         });
         let done = fut::wrap_future::<_, Self>(work).map(move |joined, act, ctx| {
             act.counters.commits_running.sub(1);

@@ -77,7 +77,8 @@ pub fn replicates_of(sweep: &Sweep, point: u64, replicates: u32) -> u32 {
     }
 }
 
-/// The seed of replicate `replicate` of point `point`.
+/// The seed of replicate `replicate` of point `point` (computes the point's `param_id`; for
+/// every replicate of a point use [`tasks_of`]).
 pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
     let p = point as usize;
     sweep
@@ -85,7 +86,8 @@ pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
         .unwrap_or_else(|| crate::identity::replicate_seed(&sweep.param_id(p), replicate))
 }
 
-/// Expands a batch into its tasks, in (point, replicate) order.
+/// Expands a batch into its tasks, in (point, replicate) order (each point's `param_id` is
+/// computed once).
 pub fn tasks_of<'a>(
     sweep: &'a Sweep,
     batch: &BatchRange,
@@ -94,13 +96,28 @@ pub fn tasks_of<'a>(
     let batch = batch.clone();
     batch.points.clone().flat_map(move |point| {
         let batch = batch.clone();
+        let seeds = match sweep.fixed_seed(point as usize) {
+            Some(seed) => Seeds::Fixed(seed),
+            None => Seeds::Derived(sweep.param_id(point as usize)),
+        };
         (0..replicates_of(sweep, point, replicates)).map(move |replicate| SimTask {
             batch: batch.clone(),
             point,
             replicate,
-            seed: seed_of(sweep, point, replicate),
+            seed: match &seeds {
+                Seeds::Fixed(seed) => *seed,
+                Seeds::Derived(id) => crate::identity::replicate_seed(id, replicate),
+            },
         })
     })
+}
+
+/// Where a point's replicate seeds come from.
+enum Seeds {
+    /// A parameter file's `seed` column: the one replicate's seed.
+    Fixed(u32),
+    /// Derived from the point's `param_id` per replicate.
+    Derived(crate::identity::ParamId),
 }
 
 /// Number of tasks of the points `points`.
@@ -345,7 +362,23 @@ impl CompleteBatch {
     /// Arrow errors while concatenating the replicates' columns (a model table whose columns
     /// do not match its declared schema; the SimWorker refuses those before they get here).
     pub fn into_tables(self) -> Result<Vec<BatchTable>> {
-        self.tables.build(&self.open)
+        let points = self.batch.points.start as usize..self.batch.points.end as usize;
+        let ids = BatchIds { first: points.start, ids: self.tables.sweep.param_ids(points) };
+        self.tables.build(&self.open, &ids)
+    }
+}
+
+/// The `param_id`s of a batch's parameter sets, computed once per batch.
+struct BatchIds {
+    /// Index of the batch's first set.
+    first: usize,
+    ids: Vec<crate::identity::ParamId>,
+}
+
+impl BatchIds {
+    /// The hex `param_id` of set `point` (of this batch).
+    fn hex(&self, point: u64) -> crate::identity::ParamIdHex {
+        self.ids[point as usize - self.first].hex()
     }
 }
 
@@ -518,26 +551,26 @@ impl BatchAssembler {
 }
 
 impl TableBuilder {
-    fn build(&self, open: &OpenBatch) -> Result<Vec<BatchTable>> {
+    fn build(&self, open: &OpenBatch, ids: &BatchIds) -> Result<Vec<BatchTable>> {
         let mut tables = Vec::with_capacity(self.outputs.len() + self.target_names.len() + 1);
         for (o, spec) in self.outputs.iter().enumerate() {
             tables.push(BatchTable {
                 dataset: Dataset::ModelOutput(spec.name.clone()),
                 schema: self.output_schemas[o].clone(),
-                batches: self.model_output_rows(open, o)?,
+                batches: self.model_output_rows(open, o, ids)?,
             });
         }
         for (t, name) in self.target_names.iter().enumerate() {
             tables.push(BatchTable {
                 dataset: Dataset::Target(name.clone()),
                 schema: self.target_schema.clone(),
-                batches: vec![self.target_rows(open, t)?],
+                batches: vec![self.target_rows(open, t, ids)?],
             });
         }
         tables.push(BatchTable {
             dataset: Dataset::Failures,
             schema: failure_schema(),
-            batches: vec![self.failure_rows(open)?],
+            batches: vec![self.failure_rows(open, ids)?],
         });
         Ok(tables)
     }
@@ -550,7 +583,12 @@ impl TableBuilder {
     /// `param_id` is dictionary-encoded (a `u32` key per row into the batch's parameter sets'
     /// ids): 4 bytes per row instead of 64, and no string copied per row. The file still holds
     /// a plain string column (see [`BatchTable::schema`]).
-    fn model_output_rows(&self, open: &OpenBatch, output: usize) -> Result<Vec<RecordBatch>> {
+    fn model_output_rows(
+        &self,
+        open: &OpenBatch,
+        output: usize,
+        param_ids: &BatchIds,
+    ) -> Result<Vec<RecordBatch>> {
         let tables: Vec<(u64, u32, u32, &RecordBatch)> = open
             .outputs
             .iter()
@@ -582,7 +620,7 @@ impl TableBuilder {
                 if last_point.is_some() {
                     key += 1;
                 }
-                ids.append_value(self.sweep.param_id(point as usize).hex());
+                ids.append_value(param_ids.hex(point));
                 last_point = Some(point);
             }
             keys.extend(std::iter::repeat_n(key, table.num_rows()));
@@ -599,7 +637,12 @@ impl TableBuilder {
         Ok(vec![RecordBatch::try_new(self.output_batch_schemas[output].clone(), columns)?])
     }
 
-    fn target_rows(&self, open: &OpenBatch, target: usize) -> Result<RecordBatch> {
+    fn target_rows(
+        &self,
+        open: &OpenBatch,
+        target: usize,
+        param_ids: &BatchIds,
+    ) -> Result<RecordBatch> {
         let n = open.losses.len();
         let mut ids = StringBuilder::with_capacity(n, n * 64);
         let mut loss = Float64Builder::with_capacity(n);
@@ -611,7 +654,7 @@ impl TableBuilder {
             false,
         )));
         for l in open.losses.values() {
-            ids.append_value(self.sweep.param_id(l.point as usize).hex());
+            ids.append_value(param_ids.hex(l.point));
             loss.append_option(l.losses.get(target).copied().flatten());
             n_rep.append_value(l.n_replicates);
             n_failed.append_value(l.n_failed);
@@ -629,7 +672,7 @@ impl TableBuilder {
         Ok(RecordBatch::try_new(self.target_schema.clone(), columns)?)
     }
 
-    fn failure_rows(&self, open: &OpenBatch) -> Result<RecordBatch> {
+    fn failure_rows(&self, open: &OpenBatch, param_ids: &BatchIds) -> Result<RecordBatch> {
         let n = open.failures.len();
         let mut ids = StringBuilder::new();
         let mut replicate = UInt32Builder::with_capacity(n);
@@ -641,7 +684,7 @@ impl TableBuilder {
         let mut message = StringBuilder::new();
         let mut stderr_tail = StringBuilder::new();
         for f in open.failures.values() {
-            ids.append_value(self.sweep.param_id(f.point as usize).hex());
+            ids.append_value(param_ids.hex(f.point));
             replicate.append_value(f.replicate);
             seed.append_value(f.seed);
             kind.append_value(&f.kind);

@@ -12,6 +12,7 @@
 //! | [`plan`] | batch planning as a synchronous state machine |
 //! | [`output`] | output layout, per-batch Parquet files with atomic commit, the manifest |
 //! | [`collect`] | per-task and per-batch bookkeeping of the dataflow (Aggregator and writer state) |
+//! | [`memory`] | handing freed memory back to the operating system between batches |
 //! | [`progress`] | run options, progress events, cancellation, the report |
 //! | [`summary`] | best parameter sets per target, read back from the files |
 
@@ -19,6 +20,7 @@ pub mod collect;
 pub mod error;
 pub mod identity;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod output;
 pub mod params;

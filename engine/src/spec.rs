@@ -635,14 +635,15 @@ fn file_sweep(
 /// only when their seeds are equal too: re-running chosen replicates of one parameter set, one
 /// seed per row, is what the seed column is for.
 ///
-/// Sorts the sets' positions by identity (8 bytes per set, dropped on return) rather than
-/// keeping a map of the identities seen.
+/// Sorts the sets' positions by identity (the ids and positions: 40 bytes per set, dropped on
+/// return) rather than keeping a map of the identities seen.
 fn check_duplicates(
     sweep: &Sweep,
     position: impl Fn(usize) -> Position,
     duplicate: impl Fn(Position, Position, &ParamId) -> EngineError,
 ) -> Result<()> {
-    let key = |i: usize| (sweep.param_id(i), sweep.fixed_seed(i));
+    let ids = sweep.param_ids(0..sweep.len());
+    let key = |i: usize| (ids[i], sweep.fixed_seed(i));
     let mut order: Vec<usize> = (0..sweep.len()).collect();
     // Equal identities end up side by side, each run in sweep order.
     order.sort_unstable_by_key(|&i| (key(i), i));
@@ -656,12 +657,13 @@ fn check_duplicates(
         }
     }
     match found {
-        Some((first, second)) => {
-            Err(duplicate(position(first), position(second), &sweep.param_id(first)))
-        }
+        Some((first, second)) => Err(duplicate(position(first), position(second), &ids[first])),
         None => Ok(()),
     }
 }
+
+/// Sets whose `param_id`s are computed at a time when hashing a whole sweep.
+pub(crate) const PARAM_ID_CHUNK: usize = 4096;
 
 /// See the module docs, *Spec hash*.
 fn spec_hash(
@@ -682,14 +684,17 @@ fn spec_hash(
     line(&format!("replicates={replicates}"));
     line(&format!("points={}", sweep.len()));
     let mut point = String::with_capacity(ParamId::HEX_LEN + 12);
-    for i in 0..sweep.len() {
-        point.clear();
-        // Writing to a String cannot fail.
-        let _ = match sweep.fixed_seed(i) {
-            Some(s) => write!(point, "{}:{s}", sweep.param_id(i)),
-            None => write!(point, "{}:-", sweep.param_id(i)),
-        };
-        line(&point);
+    for chunk in (0..sweep.len()).step_by(PARAM_ID_CHUNK) {
+        let end = (chunk + PARAM_ID_CHUNK).min(sweep.len());
+        for (i, id) in (chunk..end).zip(sweep.param_ids(chunk..end)) {
+            point.clear();
+            // Writing to a String cannot fail.
+            let _ = match sweep.fixed_seed(i) {
+                Some(s) => write!(point, "{id}:{s}"),
+                None => write!(point, "{id}:-"),
+            };
+            line(&point);
+        }
     }
     line(&json(model));
     for file in model_files {
@@ -798,8 +803,12 @@ mod tests {
     fn sampler_seed_follows_job_seed() {
         let params = "[parameters]\nsampler = \"sobol\"\ncount = 4\n\
                       [parameters.space]\nbeta = { min = 1.0, max = 2.0 }\ngamma = 0.2";
-        let ids =
-            |head: &str| -> Vec<ParamId> { job(head, params).unwrap().sweep.param_ids().to_vec() };
+        let ids = |head: &str| -> Vec<ParamId> {
+            {
+                let s = job(head, params).unwrap().sweep;
+                s.param_ids(0..s.len())
+            }
+        };
         assert_eq!(ids("replicates = 1\nseed = 1"), ids("replicates = 1\nseed = 1"));
         assert_ne!(ids("replicates = 1\nseed = 1"), ids("replicates = 1\nseed = 2"));
     }

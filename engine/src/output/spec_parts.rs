@@ -33,11 +33,15 @@ impl SpecIdentity {
         let mut parts = BTreeMap::new();
         let mut points = Hasher::default();
         let mut point = String::new();
-        for i in 0..job.sweep.len() {
-            point.clear();
-            // `{param_id}:{fixed seed:?}`, e.g. `…:None`; writing to a String cannot fail.
-            let _ = write!(point, "{}:{:?}", job.sweep.param_id(i), job.sweep.fixed_seed(i));
-            points.line(&point);
+        let n = job.sweep.len();
+        for chunk in (0..n).step_by(crate::spec::PARAM_ID_CHUNK) {
+            let end = (chunk + crate::spec::PARAM_ID_CHUNK).min(n);
+            for (i, id) in (chunk..end).zip(job.sweep.param_ids(chunk..end)) {
+                point.clear();
+                // `{param_id}:{fixed seed:?}`, e.g. `…:None`; writing to a String cannot fail.
+                let _ = write!(point, "{id}:{:?}", job.sweep.fixed_seed(i));
+                points.line(&point);
+            }
         }
         let names: Vec<&str> = job.sweep.columns().iter().map(|(n, _)| n.as_str()).collect();
         parts.insert(

@@ -151,6 +151,8 @@ fn main() {
 
 /// Runs one job in this (fresh) process and prints one JSON line.
 fn child(args: &[String]) {
+    // As the `simsweep` command does first thing.
+    simsweep::engine::memory::tune_process_allocator();
     let dir = Path::new(args.last().expect("directory argument"));
     let (job_path, model_time) = match args[0].as_str() {
         "noop" => {

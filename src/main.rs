@@ -79,6 +79,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: large blocks go back to the system when freed, so a long run's
+    // resident memory stays near what it holds (see `simsweep_engine::memory`).
+    simsweep::engine::memory::tune_process_allocator();
     let cli = Cli::parse();
     let verbose = matches!(cli.command, Command::Run { verbose: true, .. });
     let default_level = if verbose { "simsweep=debug" } else { "warn" };

@@ -62,11 +62,9 @@ mod tests {
         assert!(super::tune_process_allocator());
         // Memory still works, large and small, after the change.
         let big = vec![7u8; 2 * super::MMAP_THRESHOLD_BYTES as usize];
-        let small = vec![1u64; 16];
-        assert_eq!(
-            big.iter().map(|&b| u64::from(b)).sum::<u64>() + small.iter().sum::<u64>(),
-            2 * 7 * 4 * 1024 * 1024 + 16
-        );
+        let small: Vec<u64> = (0..16).collect();
+        let sum: u64 = big.iter().map(|&b| u64::from(b)).sum::<u64>() + small.iter().sum::<u64>();
+        assert_eq!(sum, 7 * 8 * 1024 * 1024 + 120);
         super::release_free_memory();
     }
 }

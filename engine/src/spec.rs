@@ -652,7 +652,7 @@ fn check_duplicates(
     for (k, pair) in order.windows(2).enumerate() {
         let (a, b) = (pair[0], pair[1]);
         let second_of_run = k == 0 || key(order[k - 1]) != key(a);
-        if second_of_run && key(a) == key(b) && found.map_or(true, |(_, second)| b < second) {
+        if second_of_run && key(a) == key(b) && !found.is_some_and(|(_, second)| b >= second) {
             found = Some((a, b));
         }
     }

@@ -275,7 +275,7 @@ impl ParameterSpaceSpec {
             _ => Vec::new(),
         };
 
-        let sets = if dims == 0 { 1 } else { unit.len() / dims };
+        let sets = unit.len().checked_div(dims).unwrap_or(1);
         // Range `axis` (in name order) is value `axis` of every `dims` values of `unit`.
         let mut axis = 0;
         let columns = self

@@ -41,3 +41,99 @@ where
         Err(SendError::Closed(_)) => Err(MailboxError::Closed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    const CAPACITY: usize = 2;
+    const MESSAGES: usize = 10;
+
+    /// Handles one message per token received on `gate`.
+    struct Gated {
+        gate: crossbeam_channel::Receiver<()>,
+        started: crossbeam_channel::Sender<()>,
+        handled: Arc<AtomicUsize>,
+    }
+
+    impl Actor for Gated {
+        type Context = Context<Self>;
+
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.set_mailbox_capacity(CAPACITY);
+            let _ = self.started.send(());
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Work;
+
+    impl Handler<Work> for Gated {
+        type Result = ();
+
+        fn handle(&mut self, _msg: Work, _ctx: &mut Context<Self>) {
+            let _ = self.gate.recv();
+            self.handled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits up to 10 s for `counter` to stop changing for 200 ms; returns its value.
+    fn settled(counter: &AtomicUsize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = counter.load(Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = counter.load(Ordering::SeqCst);
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    #[test]
+    fn delivery_waits_only_while_the_mailbox_is_full() {
+        let system = System::new();
+        system.block_on(async {
+            let (open, gate) = crossbeam_channel::unbounded();
+            let (started_tx, started) = crossbeam_channel::bounded(1);
+            let handled = Arc::new(AtomicUsize::new(0));
+            let counted = handled.clone();
+            let addr = Gated::start_in_arbiter(&Arbiter::new().handle(), move |_| Gated {
+                gate,
+                started: started_tx,
+                handled: counted,
+            });
+            started.recv_timeout(Duration::from_secs(10)).expect("the actor starts");
+            let delivered = Arc::new(AtomicUsize::new(0));
+            let counter = delivered.clone();
+            let sender = std::thread::spawn(move || {
+                for _ in 0..MESSAGES {
+                    deliver_blocking(&addr, Work).expect("the actor is alive");
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            // Nothing is handled yet: the sender got as far as the mailbox lets it (one message
+            // in the handler, the mailbox full, one more accepted as the sender parks).
+            let stalled = settled(&delivered);
+            assert_eq!(handled.load(Ordering::SeqCst), 0);
+            assert!((CAPACITY..=CAPACITY + 2).contains(&stalled), "delivered {stalled}");
+            // Once messages are handled, the sender goes on and every message gets through.
+            for _ in 0..MESSAGES {
+                open.send(()).unwrap();
+            }
+            sender.join().expect("the sender finishes");
+            assert_eq!(delivered.load(Ordering::SeqCst), MESSAGES);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while handled.load(Ordering::SeqCst) < MESSAGES && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(handled.load(Ordering::SeqCst), MESSAGES);
+        });
+    }
+}

@@ -209,6 +209,32 @@ fn changed_spec_is_refused_naming_what_changed_and_restart_starts_over() {
     assert_eq!(refused.status.code(), Some(2), "{err}");
     assert!(err.contains("target `prevalence`") && !err.contains("target `incidence`"), "{err}");
 
+    // The same data under another file name: the spec points elsewhere, and says so.
+    fs::copy(dir.path().join("observed.csv"), dir.path().join("observed_copy.csv")).unwrap();
+    let renamed = SmallJob {
+        targets: format!(
+            "{}\n{}",
+            TARGET_PREVALENCE.replace("observed.csv", "observed_copy.csv"),
+            TARGET_INCIDENCE
+        ),
+        ..SmallJob::default()
+    };
+    fs::write(dir.path().join("job.toml"), renamed.toml()).unwrap();
+    let refused = simsweep(&["run", "job.toml"], dir.path());
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("target `prevalence`") && !err.contains("target `incidence`"), "{err}");
+
+    // Writing fewer model outputs is named with the outputs before and after.
+    let fewer_outputs =
+        SmallJob { extra_top: "model_outputs = [\"prevalence\"]".into(), ..SmallJob::default() };
+    fs::write(dir.path().join("job.toml"), fewer_outputs.toml()).unwrap();
+    let refused = simsweep(&["run", "job.toml"], dir.path());
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("model_outputs (all → [prevalence])"), "{err}");
+    assert!(!err.contains("target `"), "only what changed is named: {err}");
+
     // --restart deletes the old results and gives the rows of a fresh run of the new spec.
     fs::write(dir.path().join("job.toml"), changed.toml()).unwrap();
     let restarted = simsweep(&["run", "job.toml", "--restart"], dir.path());

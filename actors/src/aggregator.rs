@@ -61,7 +61,9 @@ impl Handler<Replicates> for Aggregator {
             Ok(()) => return AtomicResponse::new(Box::pin(fut::ready(()))),
             Err(SendError::Full(msg)) => self.writer.send(msg),
             Err(SendError::Closed(_)) => {
-                tracing::error!("parquet writer unreachable; aggregator stops");
+                // The writer stopped: the run is ending (a stop, or a failure that the writer
+                // or the Batcher reports); nothing to add here.
+                tracing::debug!("parquet writer gone; aggregator stops");
                 return AtomicResponse::new(Box::pin(
                     fut::ready(()).map(|(), _act: &mut Self, ctx: &mut Context<Self>| ctx.stop()),
                 ));
@@ -69,8 +71,8 @@ impl Handler<Replicates> for Aggregator {
         };
         AtomicResponse::new(Box::pin(send.into_actor(self).map(|result, _act, ctx| {
             if let Err(error) = result {
-                // The writer is gone: the run is failing; stop taking replicates.
-                tracing::error!(%error, "parquet writer unreachable; aggregator stops");
+                // The writer is gone: the run is ending; stop taking replicates.
+                tracing::debug!(%error, "parquet writer gone; aggregator stops");
                 ctx.stop();
             }
         })))

@@ -2,8 +2,9 @@
 //!
 //! The spec hash ([`crate::spec::Job::spec_hash`]) decides whether a directory holds this job's
 //! results; it is one number. The manifest also stores one short fingerprint per part of the
-//! spec (parameter sets, replicates, model, each target), and when the hashes differ the parts
-//! whose fingerprints differ are named. The fingerprints only explain: they never decide.
+//! spec (parameter sets, replicates, model, written model outputs, each target), and when the
+//! hashes differ the parts whose fingerprints differ are named. The fingerprints only explain:
+//! they never decide.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,14 +17,16 @@ use crate::spec::Job;
 const PART_HASH_CHARS: usize = 16;
 /// Key prefix of a target's part; the target's name follows.
 const TARGET_PREFIX: &str = "target ";
+/// Key of the written model outputs' part: `all` or the names, e.g. `[in_bed]`.
+const MODEL_OUTPUTS: &str = "model_outputs";
 
 /// The spec hash of a job and a fingerprint of each of its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecIdentity {
     /// [`Job::spec_hash`].
     pub hash: String,
-    /// Part name → fingerprint: `parameter sets`, `replicates`, `model`, and one
-    /// `target <name>` per target. Stored in [`crate::output::Manifest::spec_parts`].
+    /// Part name → fingerprint: `parameter sets`, `replicates`, `model`, `model_outputs`, and
+    /// one `target <name>` per target. Stored in [`crate::output::Manifest::spec_parts`].
     pub parts: BTreeMap<String, String>,
 }
 
@@ -53,16 +56,34 @@ impl SpecIdentity {
         let mut h = Hasher::default();
         h.line(&model);
         parts.insert("model".to_string(), format!("{}, {}", job.simulator.name(), h.finish()));
+        let job_dir = job.spec_file.parent().unwrap_or(std::path::Path::new(""));
         for t in &job.targets {
             let mut h = Hasher::default();
             // Debug of the resolved target: output, column, aligned observations (f64 Debug is
-            // exact), aggregation and loss with its settings.
+            // exact), aggregation and loss with its settings; and the data file's path as the
+            // spec gives it (the spec hash has it: a renamed copy of the same data must be
+            // named too).
+            let data = t.data_file.strip_prefix(job_dir).unwrap_or(&t.data_file);
             h.line(&format!(
-                "{}|{}|{}|{:?}|{:?}|{:?}|{:?}",
-                t.output, t.column, t.time_column, t.times, t.observed, t.aggregation, t.loss_fn
+                "{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}",
+                t.output,
+                t.column,
+                t.time_column,
+                t.times,
+                t.observed,
+                t.aggregation,
+                t.loss_fn,
+                data.display()
             ));
             parts.insert(format!("{TARGET_PREFIX}{}", t.name), h.finish());
         }
+        let all: Vec<String> = job.simulator.outputs().into_iter().map(|o| o.name).collect();
+        let written = if job.model_outputs == all {
+            "all".to_string()
+        } else {
+            format!("[{}]", job.model_outputs.join(", "))
+        };
+        parts.insert(MODEL_OUTPUTS.to_string(), written);
         SpecIdentity { hash: job.spec_hash.clone(), parts }
     }
 
@@ -91,7 +112,9 @@ pub fn changed_parts(
         };
         match (before.get(key), now.get(key)) {
             (Some(a), Some(b)) if a == b => {}
-            (Some(a), Some(b)) if key == "replicates" => out.push(format!("{label} ({a} → {b})")),
+            (Some(a), Some(b)) if key == "replicates" || key == MODEL_OUTPUTS => {
+                out.push(format!("{label} ({a} → {b})"))
+            }
             (Some(a), Some(b)) if key == "parameter sets" => {
                 // "N sets of (names), hash": show the count and names when they changed.
                 let head =

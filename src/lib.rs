@@ -73,6 +73,16 @@ impl Error {
     pub fn is_input_error(&self) -> bool {
         matches!(self, Error::Engine(e) if e.is_input_error())
     }
+
+    /// True when a file of the output directory is damaged (see
+    /// [`EngineError::is_damaged_output`]): running the same command again cannot resume; the
+    /// file must be restored, or the run started over with `--restart`.
+    pub fn is_damaged_output(&self) -> bool {
+        match self {
+            Error::Engine(e) | Error::Run(RunError::Engine(e)) => e.is_damaged_output(),
+            _ => false,
+        }
+    }
 }
 
 /// What [`run`] would find in a job's output directory.
@@ -95,18 +105,13 @@ pub enum OutputState {
 /// Looks at `job.output_dir` without changing anything (what `simsweep validate` reports).
 ///
 /// # Errors
-/// [`EngineError::OutputConflict`] (an input error) when the path is not a directory or holds
-/// the results of another job (another spec hash); [`EngineError::Manifest`] when its manifest
+/// [`EngineError::OutputConflict`] (an input error) when the path, or one of its ancestors, is
+/// not a directory, or it holds the results of another job (another spec hash);
+/// [`EngineError::Damaged`] when its manifest cannot be decoded, [`EngineError::Io`] when it
 /// cannot be read.
 pub fn check_output(job: &Job) -> Result<OutputState, Error> {
     let layout = OutputLayout::new(&job.output_dir);
-    if job.output_dir.exists() && !job.output_dir.is_dir() {
-        return Err(EngineError::OutputConflict {
-            dir: job.output_dir.clone(),
-            message: "is a file, not a directory; choose another `output` or --out".to_string(),
-        }
-        .into());
-    }
+    simsweep_engine::output::check_output_path(&job.output_dir)?;
     if let Some(holder) = simsweep_engine::output::OutputLock::holder(&layout)? {
         let pid = holder.map_or_else(|| "unknown pid".to_string(), |p| format!("pid {p}"));
         return Err(EngineError::OutputConflict {

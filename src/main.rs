@@ -3,8 +3,9 @@
 //!
 //! Exit codes: 0 done; 2 bad input (spec, data, output directory — including one locked by
 //! another run —, arguments), nothing written; 3 a failure while running (I/O, a stopped
-//! actor), committed batches kept and resumable; 130 stopped by SIGINT, 143 by SIGTERM,
-//! resumable.
+//! actor), committed batches kept and resumable — or a damaged file in the output directory
+//! (manifest, committed batch file), to restore or start over with `--restart`; 130 stopped by
+//! SIGINT, 143 by SIGTERM, resumable.
 
 use std::io::IsTerminal;
 use std::num::NonZeroUsize;
@@ -20,6 +21,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use simsweep::{CancelToken, Job, ProgressEvent, ProgressObserver, Report, RunOptions};
 
+/// The environment variable giving the batch size when `--batch-size` is not given.
+const BATCH_SIZE_ENV: &str = "SIMSWEEP_BATCH_SIZE";
 /// Exit code for bad input.
 const EXIT_INPUT: u8 = 2;
 /// Exit code for a failure while running.
@@ -52,8 +55,9 @@ enum Command {
         /// Output directory (default: the job's `output`, relative to the job file).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Parameter sets per batch [precedence: flag > env SIMSWEEP_BATCH_SIZE > job file > 200].
-        #[arg(long, env = "SIMSWEEP_BATCH_SIZE")]
+        /// Parameter sets per batch [precedence: flag > env SIMSWEEP_BATCH_SIZE > job file > 200;
+        /// an empty SIMSWEEP_BATCH_SIZE counts as unset].
+        #[arg(long)]
         batch_size: Option<NonZeroUsize>,
         /// Simulation worker threads (default: one per core).
         #[arg(long)]
@@ -126,6 +130,16 @@ fn main() -> ExitCode {
             Err(e) => fail(&simsweep::Error::Engine(e), false),
         },
         Command::Run { job, out, batch_size, workers, restart, verbose } => {
+            let batch_size = match batch_size {
+                Some(b) => Some(b),
+                None => match batch_size_from_env(std::env::var_os(BATCH_SIZE_ENV)) {
+                    Ok(b) => b,
+                    Err(message) => {
+                        eprintln!("error: {message}");
+                        return ExitCode::from(EXIT_INPUT);
+                    }
+                },
+            };
             let job = match simsweep::load_job(&job) {
                 Ok(job) => job,
                 Err(e) => return fail(&simsweep::Error::Engine(e), false),
@@ -140,6 +154,26 @@ fn main() -> ExitCode {
             Err(e) => fail(&e, false),
         },
     }
+}
+
+/// The batch size from the value of [`BATCH_SIZE_ENV`] (`None` when unset or empty), or the
+/// message naming the variable when the value is not a whole number ≥ 1.
+fn batch_size_from_env(value: Option<std::ffi::OsString>) -> Result<Option<NonZeroUsize>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<NonZeroUsize>().map(Some).map_err(|_| {
+        format!(
+            "environment variable {BATCH_SIZE_ENV}: `{text}` is not a batch size; set it to a \
+             whole number ≥ 1 (parameter sets per batch), or unset it (--batch-size, when given, \
+             overrides it)"
+        )
+    })
 }
 
 fn run(
@@ -276,6 +310,9 @@ fn fail(error: &simsweep::Error, running: bool) -> ExitCode {
     }
     if error.is_input_error() {
         ExitCode::from(EXIT_INPUT)
+    } else if error.is_damaged_output() {
+        // The message says what to do: running again would meet the same damaged file.
+        ExitCode::from(EXIT_RUNTIME)
     } else {
         if running {
             eprintln!(

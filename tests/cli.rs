@@ -313,3 +313,232 @@ fn validate_says_when_another_process_holds_the_output() {
     assert!(stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "nothing printed as ok");
 }
+
+/// Runs `simsweep args` in `dir` with the environment variable `SIMSWEEP_BATCH_SIZE` set to
+/// `batch_size_env`; returns the exit code and stderr.
+fn simsweep_with_env(args: &[&str], dir: &Path, batch_size_env: &str) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_simsweep"))
+        .args(args)
+        .current_dir(dir)
+        .env("SIMSWEEP_BATCH_SIZE", batch_size_env)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs `simsweep args` in `dir`; asserts the exit code, that stderr holds every needle and
+/// no panic, and that no file under `dir` was created, removed or changed.
+fn fails_without_writing(dir: &Path, args: &[&str], code: i32, needles: &[&str]) -> String {
+    let contents = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        tree(dir).into_iter().map(|f| (f.clone(), fs::read(dir.join(&f)).unwrap())).collect()
+    };
+    let dirs = |dir: &Path| -> Vec<String> {
+        let mut out = Vec::new();
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    out.push(p.strip_prefix(base).unwrap().display().to_string());
+                    walk(base, &p, out);
+                }
+            }
+        }
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    };
+    let (before, dirs_before) = (contents(dir), dirs(dir));
+    let out = simsweep(args, dir);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: exit code; stderr:\n{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{args:?}: stderr lacks {needle:?}:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(contents(dir), before, "{args:?} changed files");
+    assert_eq!(dirs(dir), dirs_before, "{args:?} created or removed folders");
+    stderr
+}
+
+#[test]
+fn output_under_a_file_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    fs::create_dir(dir.path().join("t")).unwrap();
+    fs::write(dir.path().join("t/afile"), "x").unwrap();
+    let needles = ["`t/afile` is a file, not a directory", "choose another --out"];
+    for out in ["t/afile/sub", "t/afile/sub/deeper", "t/afile"] {
+        let stderr =
+            fails_without_writing(dir.path(), &["run", "job.toml", "--out", out], 2, &needles);
+        assert!(!stderr.contains("resume"), "{stderr}");
+    }
+    fs::write(
+        dir.path().join("job.toml"),
+        with("seed = 42", "seed = 42\noutput = \"t/afile/sub\""),
+    )
+    .unwrap();
+    for cmd in ["run", "validate"] {
+        fails_without_writing(dir.path(), &[cmd, "job.toml"], 2, &needles);
+    }
+}
+
+#[test]
+fn status_of_a_file_is_an_input_error() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    fs::create_dir(dir.path().join("t")).unwrap();
+    fs::write(dir.path().join("t/afile"), "x").unwrap();
+    for (arg, named) in
+        [("t/afile", "t/afile"), ("job.toml", "job.toml"), ("t/afile/sub", "t/afile")]
+    {
+        fails_without_writing(
+            dir.path(),
+            &["status", arg],
+            2,
+            &[&format!("`{named}` is a file, not an output directory"), "--out"],
+        );
+    }
+}
+
+#[test]
+fn data_file_that_is_a_directory_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    fs::create_dir(dir.path().join("d_dir.csv")).unwrap();
+    fs::write(dir.path().join("job.toml"), with("data = \"observed.csv\"", "data = \"d_dir.csv\""))
+        .unwrap();
+    for cmd in ["run", "validate"] {
+        fails_without_writing(
+            dir.path(),
+            &[cmd, "job.toml"],
+            2,
+            &["job.toml", "targets[0].data", "d_dir.csv", "is a directory, not a data file"],
+        );
+    }
+}
+
+#[test]
+fn parameter_file_that_is_a_directory_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    job_with_parameter_file(dir.path(), "beta,gamma\n0.5,0.2\n");
+    fs::remove_file(dir.path().join("params.csv")).unwrap();
+    fs::create_dir(dir.path().join("params.csv")).unwrap();
+    for cmd in ["run", "validate"] {
+        fails_without_writing(
+            dir.path(),
+            &[cmd, "job.toml"],
+            2,
+            &["job.toml", "parameters.file", "params.csv", "is a directory, not a parameter file"],
+        );
+    }
+}
+
+#[test]
+fn empty_data_and_parameter_files_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    fs::write(dir.path().join("observed.csv"), "").unwrap();
+    for cmd in ["run", "validate"] {
+        let stderr = fails_without_writing(
+            dir.path(),
+            &[cmd, "job.toml"],
+            2,
+            &["observed.csv", "the file is empty", "header line", "`day`", "`cases`"],
+        );
+        assert!(!stderr.contains("no such column"), "{stderr}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    job_with_parameter_file(dir.path(), "");
+    for cmd in ["run", "validate"] {
+        fails_without_writing(
+            dir.path(),
+            &[cmd, "job.toml"],
+            2,
+            &["params.csv", "the file is empty", "header line"],
+        );
+    }
+}
+
+#[test]
+fn damaged_manifest_says_so_and_restart_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    let out = simsweep(&["run", "job.toml", "--batch-size", "5"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = dir.path().join("output/manifest.json");
+    let text = fs::read(&manifest).unwrap();
+    fs::write(&manifest, &text[..text.len() / 2]).unwrap();
+    let needles = ["manifest.json", "the manifest is damaged", "--restart", "restore it"];
+    for args in [&["run", "job.toml"][..], &["validate", "job.toml"], &["status", "output"]] {
+        let stderr = fails_without_writing(dir.path(), args, 3, &needles);
+        assert!(!stderr.contains("run the same command to resume"), "{stderr}");
+    }
+    let out = simsweep(&["run", "job.toml", "--restart"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(0 resumed)"));
+}
+
+#[test]
+fn damaged_batch_file_says_so_and_restart_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    let out = simsweep(&["run", "job.toml", "--batch-size", "5"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = dir.path().join("output/targets/prevalence/batch-00003.parquet");
+    let needles = ["batch-00003.parquet", "is damaged", "--restart", "restore it"];
+    // Overwritten with garbage (found before anything is written), then truncated.
+    for damage in [b"garbage".to_vec(), fs::read(&file).unwrap()[..200].to_vec()] {
+        fs::write(&file, damage).unwrap();
+        for args in [&["run", "job.toml"][..], &["status", "output"]] {
+            let stderr = fails_without_writing(dir.path(), args, 3, &needles);
+            assert!(!stderr.contains("run the same command to resume"), "{stderr}");
+        }
+    }
+    // Damage inside the file, found when it is read: the same advice.
+    let mut bytes =
+        fs::read(dir.path().join("output/targets/prevalence/batch-00002.parquet")).unwrap();
+    let len = bytes.len();
+    bytes[4..len - 8].fill(0xAB);
+    fs::write(&file, bytes).unwrap();
+    let out = simsweep(&["status", "output"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(needles.iter().all(|n| stderr.contains(n)), "{stderr}");
+    let out = simsweep(&["run", "job.toml", "--restart"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_batch_size_env_is_named_and_empty_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    for value in ["0", "abc", "-3"] {
+        let (code, stderr) = simsweep_with_env(&["run", "job.toml"], dir.path(), value);
+        assert_eq!(code, Some(2), "{value}: {stderr}");
+        assert!(stderr.contains("SIMSWEEP_BATCH_SIZE"), "{stderr}");
+        assert!(stderr.contains(&format!("`{value}`")), "{stderr}");
+        assert!(!stderr.contains("--batch-size <"), "not blamed on the flag: {stderr}");
+        assert!(!dir.path().join("output").exists());
+    }
+    let manifest_batch_size = |dir: &Path| -> u64 {
+        let text = fs::read(dir.join("output/manifest.json")).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        m["batch_size"].as_u64().unwrap()
+    };
+    // The flag wins over the environment, even a bad value there.
+    let (code, stderr) =
+        simsweep_with_env(&["run", "job.toml", "--batch-size", "6"], dir.path(), "abc");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(manifest_batch_size(dir.path()), 6);
+    // Empty (or blank): unset, so the job file's value applies.
+    for value in ["", " "] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = SmallJob { extra_top: "batch_size = 9".into(), ..SmallJob::default() };
+        job.write(dir.path());
+        let (code, stderr) = simsweep_with_env(&["run", "job.toml"], dir.path(), value);
+        assert_eq!(code, Some(0), "{value:?}: {stderr}");
+        assert_eq!(manifest_batch_size(dir.path()), 9);
+    }
+}

@@ -72,7 +72,8 @@ pub enum EngineError {
     /// Building or converting Arrow data failed (a bug or a model returning a wrong schema).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// The manifest could not be encoded or decoded.
+    /// The manifest could not be encoded. (One that cannot be decoded is
+    /// [`EngineError::Damaged`].)
     #[error("{path}: manifest: {source}")]
     Manifest {
         /// The manifest file.
@@ -80,6 +81,22 @@ pub enum EngineError {
         /// The underlying error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A file simsweep wrote into the output directory (the manifest, a committed batch file)
+    /// cannot be decoded: it was truncated or altered after it was written. Running again cannot
+    /// repair it; the message says to restore the file or start over with `--restart`.
+    #[error(
+        "{path}: {what} is damaged ({source}); restore it from a copy, or start over with \
+         `simsweep run --restart` (deletes this directory's results)"
+    )]
+    Damaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// What the file is, e.g. `the manifest`.
+        what: String,
+        /// Why it cannot be decoded.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -103,6 +120,12 @@ impl EngineError {
                 | EngineError::Data { .. }
                 | EngineError::OutputConflict { .. }
         )
+    }
+
+    /// True when a file of the output directory is damaged ([`EngineError::Damaged`]):
+    /// resuming cannot work; the file must be restored or the run started over.
+    pub fn is_damaged_output(&self) -> bool {
+        matches!(self, EngineError::Damaged { .. })
     }
 
     /// Shorthand for an [`EngineError::Io`] at `path`.

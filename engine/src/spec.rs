@@ -420,8 +420,20 @@ impl JobSpec {
                 space_sweep(&space, self.seed, file, simulator.name(), &model_params, &check)?
             }
             ParameterSource::File(path) => {
+                let path = base_dir.join(path);
+                if path.is_dir() {
+                    return Err(invalid(
+                        file,
+                        "parameters.file",
+                        format!(
+                            "`{}` is a directory, not a parameter file; give a CSV or Parquet \
+                             file",
+                            path.display()
+                        ),
+                    ));
+                }
                 let check = |p: &ParameterSet| simulator.check_parameters(p);
-                file_sweep(&base_dir.join(path), simulator.name(), &model_params, &check)?
+                file_sweep(&path, simulator.name(), &model_params, &check)?
             }
         };
 

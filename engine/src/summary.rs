@@ -49,8 +49,9 @@ fn param_value(column: &ArrayRef, row: usize) -> ParamValue {
 /// position; parameters read from the file's own columns.
 ///
 /// # Errors
-/// [`EngineError::Io`] or [`EngineError::Parquet`] naming a committed file that cannot be read,
-/// or one without `param_id` and `loss` columns.
+/// [`EngineError::Io`] naming a committed file that cannot be opened or read;
+/// [`EngineError::Damaged`] naming one that is not valid Parquet (truncated or altered) or has
+/// no `param_id` and `loss` columns.
 pub fn best_of_target(
     layout: &OutputLayout,
     manifest: &Manifest,
@@ -63,13 +64,17 @@ pub fn best_of_target(
     for batch in &manifest.batches {
         let path = layout.batch_file(&dataset, batch.index);
         let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
-        let parquet_err = |source| EngineError::Parquet { path: path.clone(), source };
+        let damaged = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Damaged {
+            path: path.clone(),
+            what: "this committed batch file".to_string(),
+            source,
+        };
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
-            .map_err(parquet_err)?;
+            .map_err(|e| damaged(Box::new(e)))?;
         let mut point = batch.first_point;
         for rb in reader {
-            let rb = rb?;
+            let rb = rb.map_err(|e| damaged(Box::new(e)))?;
             let ids = rb
                 .column_by_name("param_id")
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>());
@@ -79,12 +84,8 @@ pub fn best_of_target(
                 .column_by_name("n_failed")
                 .and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
             let (Some(ids), Some(losses)) = (ids, losses) else {
-                return Err(EngineError::io(
-                    &path,
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "target file without `param_id` (Utf8) and `loss` (Float64) columns",
-                    ),
+                return Err(damaged(
+                    "a target file without `param_id` (Utf8) and `loss` (Float64) columns".into(),
                 ));
             };
             let schema = rb.schema();

@@ -393,6 +393,15 @@ impl TargetSpec {
         };
 
         let data_file = base_dir.join(&self.data);
+        if data_file.is_dir() {
+            return Err(invalid(
+                "data",
+                format!(
+                    "`{}` is a directory, not a data file; give the target's CSV or Parquet file",
+                    data_file.display()
+                ),
+            ));
+        }
         let rows = match format {
             DataFormat::Csv => read_csv(&data_file, &self.data_column, &self.data_time_column),
             DataFormat::Parquet => {
@@ -654,6 +663,17 @@ fn read_csv(path: &Path, value_column: &str, time_column: &str) -> Result<Vec<Ra
     let mut reader =
         csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(file);
     let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
+    if headers.iter().all(str::is_empty) {
+        return Err(EngineError::Data {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!(
+                "the file is empty; it needs a header line with the columns `{time_column}` and \
+                 `{value_column}`, then one row per observation"
+            ),
+        });
+    }
     let present: Vec<&str> = headers.iter().collect();
     let find = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| missing_column(path, name, &present))

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use fs4::{FileExt, TryLockError};
 
-use super::create_dir_durable;
 use super::layout::OutputLayout;
+use super::{check_output_path, create_dir_durable};
 use crate::error::{EngineError, Result};
 
 /// How many times taking the lock is tried before it is reported as held. A `simsweep status`
@@ -55,16 +55,13 @@ impl OutputLock {
     ///
     /// # Errors
     /// - [`EngineError::OutputConflict`] naming the directory and the holder's pid when another
-    ///   process (or another [`OutputLock`] in this one) holds it.
+    ///   process (or another [`OutputLock`] in this one) holds it; naming the path when the
+    ///   directory or one of its ancestors is a file (see [`check_output_path`]), with nothing
+    ///   created.
     /// - [`EngineError::Io`] when the directory or `.lock` cannot be created, opened or written.
     pub fn acquire(layout: &OutputLayout) -> Result<OutputLock> {
         let root = layout.root();
-        if std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
-            return Err(EngineError::OutputConflict {
-                dir: root.to_path_buf(),
-                message: "exists and is not a directory; choose another --out".into(),
-            });
-        }
+        check_output_path(root)?;
         create_dir_durable(root)?;
         let path = layout.lock_path();
         let (mut file, created) = open_lock_file(&path)?;

@@ -157,17 +157,23 @@ impl Manifest {
     /// Reads the manifest at `path`; `Ok(None)` when there is none.
     ///
     /// # Errors
-    /// [`EngineError::Io`] when it cannot be read, [`EngineError::Manifest`] when it is not a
-    /// manifest.
+    /// [`EngineError::Io`] when it cannot be read, [`EngineError::Damaged`] when it is not a
+    /// manifest (truncated, not UTF-8, not JSON, or JSON of another shape).
     pub fn load(path: &Path) -> Result<Option<Manifest>> {
+        let damaged = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Damaged {
+            path: path.to_path_buf(),
+            what: "the manifest".to_string(),
+            source,
+        };
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(damaged("not UTF-8 text".into()))
+            }
             Err(e) => return Err(EngineError::io(path, e)),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| EngineError::Manifest { path: path.to_path_buf(), source })
+        serde_json::from_str(&text).map(Some).map_err(|source| damaged(Box::new(source)))
     }
 
     /// Replaces `manifest.json` atomically: writes `manifest.json.tmp`, fsyncs it, renames it
@@ -269,7 +275,12 @@ pub(crate) mod tests {
         let path = tmp.path().join("manifest.json");
         assert!(Manifest::load(&path).unwrap().is_none());
         std::fs::write(&path, "{ not json").unwrap();
-        assert!(matches!(Manifest::load(&path), Err(EngineError::Manifest { .. })));
+        let err = Manifest::load(&path).unwrap_err();
+        assert!(err.is_damaged_output() && !err.is_input_error(), "{err}");
+        assert!(err.to_string().contains("the manifest is damaged"), "{err}");
+        assert!(err.to_string().contains("--restart"), "{err}");
+        std::fs::write(&path, [0xffu8, 0xfe, b'{']).unwrap();
+        assert!(Manifest::load(&path).unwrap_err().is_damaged_output());
     }
 
     #[test]

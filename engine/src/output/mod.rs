@@ -71,9 +71,60 @@ pub use prepare::{prepare_output_dir, prepare_output_dir_for, Prepare};
 pub use spec_parts::{changed_parts, SpecIdentity};
 pub use status::{read_status, RunStatus};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{EngineError, Result};
+
+/// The first of `dir` and its ancestors that exists, if it is not a directory, with what it
+/// is (`"is a file"`, `"is a broken symbolic link"`, `"is a special file"`): a path under it
+/// can be neither read as an output directory nor created. `None` when the first existing one
+/// is a directory, or when none can be examined.
+///
+/// ```
+/// use simsweep_engine::output::non_directory_ancestor;
+/// let dir = tempfile::tempdir()?;
+/// let file = dir.path().join("afile");
+/// std::fs::write(&file, "x")?;
+/// assert_eq!(non_directory_ancestor(&file.join("a/b")), Some((file.clone(), "is a file")));
+/// assert_eq!(non_directory_ancestor(&dir.path().join("new/out")), None);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn non_directory_ancestor(dir: &Path) -> Option<(PathBuf, &'static str)> {
+    for path in dir.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => return None,
+            Ok(meta) if meta.is_file() => return Some((path.to_path_buf(), "is a file")),
+            Ok(_) => return Some((path.to_path_buf(), "is a special file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if std::fs::symlink_metadata(path).is_ok() {
+                    return Some((path.to_path_buf(), "is a broken symbolic link"));
+                }
+            }
+            // A path through a file (`afile/..`): its parent tells which.
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Refuses `dir` as an output directory when it, or the first of its ancestors that exists,
+/// is not a directory (see [`non_directory_ancestor`]), naming that path.
+///
+/// # Errors
+/// [`EngineError::OutputConflict`] naming `dir`, the offending path and what to change.
+pub fn check_output_path(dir: &Path) -> Result<()> {
+    let Some((found, what)) = non_directory_ancestor(dir) else {
+        return Ok(());
+    };
+    Err(EngineError::OutputConflict {
+        dir: dir.to_path_buf(),
+        message: format!(
+            "`{}` {what}, not a directory; choose another --out (or the job's `output`)",
+            found.display()
+        ),
+    })
+}
 
 /// Fsyncs directory `dir`, making the creation, renaming and removal of its entries durable.
 ///

@@ -3,10 +3,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::create_dir_durable;
 use super::layout::{classify, Dataset, FileKind, OutputLayout};
 use super::manifest::{Manifest, MANIFEST_FORMAT_VERSION};
 use super::spec_parts::{changed_parts, SpecIdentity};
+use super::{check_output_path, create_dir_durable};
 use crate::error::{EngineError, Result};
 
 /// Characters of a spec hash shown in messages.
@@ -27,13 +27,17 @@ const SHORT_HASH_CHARS: usize = 12;
 ///
 /// # Errors
 /// [`EngineError::OutputConflict`], with nothing deleted, when the directory
-/// - is not a directory;
+/// - is not a directory, or is under a file (see [`super::check_output_path`]);
 /// - holds the manifest of another job (another spec hash) or of a newer manifest format;
 /// - is not empty and has no manifest, beyond simsweep's leftovers;
 /// - has a manifest listing a batch file that is missing.
 ///
+/// [`EngineError::Damaged`] when a batch file the manifest lists does not end as a Parquet
+/// file does (truncated or overwritten).
+///
 /// [`EngineError::Io`] when it cannot be read, created or cleaned, and
-/// [`EngineError::Manifest`] when `manifest.json` is unreadable.
+/// [`EngineError::Damaged`] when `manifest.json` cannot be decoded (with [`Prepare::Restart`]
+/// a damaged manifest is deleted with the rest instead).
 pub fn prepare_output_dir(layout: &OutputLayout, spec_hash: &str) -> Result<Option<Manifest>> {
     let identity = SpecIdentity { hash: spec_hash.to_string(), parts: Default::default() };
     prepare_output_dir_for(layout, &identity, Prepare::Resume)
@@ -66,18 +70,13 @@ pub fn prepare_output_dir_for(
     mode: Prepare,
 ) -> Result<Option<Manifest>> {
     let root = layout.root();
+    check_output_path(root)?;
     match std::fs::metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             create_dir_durable(root)?;
             return Ok(None);
         }
         Err(e) => return Err(EngineError::io(root, e)),
-        Ok(meta) if !meta.is_dir() => {
-            return Err(conflict(
-                layout,
-                "exists and is not a directory; choose another --out".into(),
-            ));
-        }
         Ok(_) => {}
     }
     let lock = layout.lock_path();
@@ -86,9 +85,21 @@ pub fn prepare_output_dir_for(
         return Ok(None);
     }
 
-    match Manifest::load(&layout.manifest_path())? {
+    let manifest = match Manifest::load(&layout.manifest_path()) {
+        // Starting over is what a damaged manifest needs (its message says so).
+        Err(e) if e.is_damaged_output() && mode == Prepare::Restart => {
+            tracing::warn!(
+                manifest = %layout.manifest_path().display(),
+                "restart: the manifest is damaged; deleting it with the earlier run's results"
+            );
+            restart(layout, None)?;
+            return Ok(None);
+        }
+        other => other?,
+    };
+    match manifest {
         Some(manifest) if mode == Prepare::Restart => {
-            restart(layout, &manifest)?;
+            restart(layout, Some(&manifest))?;
             Ok(None)
         }
         Some(manifest) => resume(layout, spec, manifest).map(Some),
@@ -99,7 +110,8 @@ pub fn prepare_output_dir_for(
 /// Deletes simsweep's own files of an earlier run: summary, temporary files, dataset
 /// folders, then the manifest last, so that a crash in between leaves a manifest whose files
 /// are missing (refused with a hint to `--restart` again), never batch files without one.
-fn restart(layout: &OutputLayout, manifest: &Manifest) -> Result<()> {
+/// `manifest`: the earlier run's, `None` when it is damaged.
+fn restart(layout: &OutputLayout, manifest: Option<&Manifest>) -> Result<()> {
     for file in [layout.summary_path(), layout.summary_tmp_path(), layout.manifest_tmp_path()] {
         remove_file_if_exists(&file)?;
     }
@@ -118,8 +130,8 @@ fn restart(layout: &OutputLayout, manifest: &Manifest) -> Result<()> {
     super::fsync_dir(layout.root())?;
     tracing::info!(
         out = %layout.root().display(),
-        job = %manifest.job_name,
-        batches_deleted = manifest.batches.len(),
+        job = %manifest.map_or("(damaged manifest)", |m| m.job_name.as_str()),
+        batches_deleted = manifest.map_or(0, |m| m.batches.len()),
         "restart: deleted the earlier run's results"
     );
     Ok(())
@@ -185,6 +197,7 @@ fn resume(layout: &OutputLayout, spec: &SpecIdentity, manifest: Manifest) -> Res
                     ),
                 ));
             }
+            check_parquet_tail(&file)?;
             listed.insert(file);
         }
     }
@@ -290,6 +303,35 @@ impl DatasetTree {
         self.dirs_deepest_first.push(dir.to_path_buf());
         Ok(())
     }
+}
+
+/// Refuses a committed batch file that does not end as a Parquet file does (with the `PAR1`
+/// magic after its footer): one truncated or overwritten since it was committed. A cheap check
+/// (one read of 4 bytes) made before anything is written; damage inside the file is found when
+/// the file is read.
+fn check_parquet_tail(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAGIC: &[u8; 4] = b"PAR1";
+    let damaged = |why: String| EngineError::Damaged {
+        path: path.to_path_buf(),
+        what: "this committed batch file".to_string(),
+        source: why.into(),
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    if len < 12 {
+        return Err(damaged(format!("{len} bytes, too short for a Parquet file")));
+    }
+    let mut tail = [0u8; 4];
+    file.seek(SeekFrom::End(-4))
+        .and_then(|_| file.read_exact(&mut tail))
+        .map_err(|e| EngineError::io(path, e))?;
+    if &tail != MAGIC {
+        return Err(damaged(
+            "it does not end with the Parquet footer: truncated or overwritten".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn remove_file(path: &Path) -> Result<()> {

@@ -32,10 +32,21 @@ pub struct RunStatus {
 /// target.
 ///
 /// # Errors
-/// - [`EngineError::OutputConflict`] when the directory has no `manifest.json`.
-/// - [`EngineError::Manifest`] when the manifest is unreadable; [`EngineError::Io`] or
-///   [`EngineError::Parquet`] naming the file when a committed target file cannot be read.
+/// - [`EngineError::OutputConflict`] when the directory has no `manifest.json`, or is a file
+///   (or under one).
+/// - [`EngineError::Damaged`] when the manifest or a committed target file cannot be decoded;
+///   [`EngineError::Io`] naming the file when one cannot be read.
 pub fn read_status(layout: &OutputLayout, k: usize) -> Result<RunStatus> {
+    if let Some((found, what)) = super::non_directory_ancestor(layout.root()) {
+        return Err(EngineError::OutputConflict {
+            dir: layout.root().to_path_buf(),
+            message: format!(
+                "`{}` {what}, not an output directory; give the directory `simsweep run` \
+                 writes to (--out, or the job's `output`), not the job file or a data file",
+                found.display()
+            ),
+        });
+    }
     let Some(manifest) = Manifest::load(&layout.manifest_path())? else {
         let what = if layout.root().is_dir() { "has no manifest.json" } else { "does not exist" };
         return Err(EngineError::OutputConflict {

@@ -21,6 +21,26 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use simsweep::{CancelToken, Job, ProgressEvent, ProgressObserver, Report, RunOptions};
 
+/// Exit code when standard output is closed before everything was printed (e.g.
+/// `simsweep status DIR | head -3`): 128 + SIGPIPE, what a shell reports for a process SIGPIPE
+/// ended. (SIGPIPE itself stays ignored, as Rust sets it: writes to a dead external model's
+/// stdin must be errors the engine handles, not the end of the process.)
+const EXIT_STDOUT_CLOSED: i32 = 141;
+
+/// `println!` that ends the process quietly when standard output is closed, instead of the
+/// standard macro's panic. Everything that matters (manifest, batches) is on disk before the
+/// command prints.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(EXIT_STDOUT_CLOSED);
+            }
+        }
+    }};
+}
+
 /// The environment variable giving the batch size when `--batch-size` is not given.
 const BATCH_SIZE_ENV: &str = "SIMSWEEP_BATCH_SIZE";
 /// Exit code for bad input.

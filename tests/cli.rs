@@ -542,3 +542,24 @@ fn bad_batch_size_env_is_named_and_empty_is_unset() {
         assert_eq!(manifest_batch_size(dir.path()), 9);
     }
 }
+
+#[test]
+fn closed_stdout_ends_quietly_with_141_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    assert!(simsweep(&["run", "job.toml"], dir.path()).status.success());
+    // Standard output is a pipe whose reader is gone before the command starts, as in
+    // `simsweep status output | head -0`.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
+        .args(["status", "output"])
+        .current_dir(dir.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

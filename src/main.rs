@@ -49,6 +49,9 @@ const EXIT_INPUT: u8 = 2;
 const EXIT_RUNTIME: u8 = 3;
 /// Exit code after a signal: 128 + its number (130 for SIGINT, 143 for SIGTERM).
 const EXIT_SIGNAL_BASE: i32 = 128;
+/// Exit code of a run that finished but in which every simulation failed (the model is broken,
+/// or cannot run these parameter sets): results are written, but a script should not go on.
+const EXIT_ALL_FAILED: u8 = 4;
 /// After the first SIGINT/SIGTERM, the longest wait for the simulations in flight and the
 /// batches they complete; past it the process exits as after a second signal.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
@@ -236,12 +239,27 @@ fn run(
                     s => s,
                 };
                 ExitCode::from(u8::try_from(EXIT_SIGNAL_BASE + signal).unwrap_or(u8::MAX))
+            } else if all_failed(&report) {
+                eprintln!(
+                    "simsweep: every simulation failed ({} of {}): see {} for why; fix the model \
+                     (or the parameter ranges), then rerun with --restart",
+                    report.progress.failed,
+                    report.progress.simulations_committed,
+                    report.output_dir.join("failures").display()
+                );
+                ExitCode::from(EXIT_ALL_FAILED)
             } else {
                 ExitCode::SUCCESS
             }
         }
         Err(e) => fail(&e, true),
     }
+}
+
+/// True when the run simulated something and every simulation's last attempt failed.
+fn all_failed(report: &Report) -> bool {
+    let p = &report.progress;
+    p.simulations_committed > 0 && p.failed == p.simulations_committed
 }
 
 /// On the first SIGINT or SIGTERM: remember which, cancel the run (no new work; the batches

@@ -265,3 +265,28 @@ fn observations_outside_an_external_models_days_are_reported_not_silent() {
     // Said once at WARN, not once per parameter set.
     assert_eq!(stderr.matches("observed time 15 is not among").count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_run_where_every_simulation_fails_exits_4_and_says_where_to_look() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_python_example(dir.path());
+    let model = std::fs::read_to_string(dir.path().join("model.py")).unwrap();
+    let broken = model.replace(
+        "def simulate(params, seed):\n",
+        "def simulate(params, seed):\n    raise RuntimeError(\"broken on purpose\")\n",
+    );
+    assert_ne!(broken, model);
+    std::fs::write(dir.path().join("model.py"), broken).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
+        .args(["run", "job.toml"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("every simulation failed (250 of 250)"), "{stderr}");
+    assert!(stderr.contains("failures"), "{stderr}");
+    let failures = read_dataset(&dir.path().join("output/failures"));
+    assert_eq!(failures.num_rows(), 250, "one row per failed attempt (errors are not retried)");
+}

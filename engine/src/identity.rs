@@ -8,7 +8,7 @@
 //!
 //! These are a contract: changing a byte here breaks joins with every other tool's results.
 //!
-//! A [`ParamId`] holds the 32-byte digest itself (a sweep keeps one per parameter set); its hex
+//! A [`ParamId`] holds the 32-byte digest itself (`Copy`, 32 bytes on the stack); its hex
 //! form, the one that is hashed and written, comes from [`ParamId::hex`] without allocating.
 
 use blake2::digest::{Update, VariableOutput};

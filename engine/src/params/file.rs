@@ -49,7 +49,7 @@ pub struct ParameterTable {
 /// Reads a CSV (`.csv`) or Parquet (`.parquet`, `.pq`) parameter file.
 ///
 /// The values are read straight into typed columns (no per-value allocation, whatever the
-/// number of rows), and each row's `param_id` is computed.
+/// number of rows); every value must be finite (a parameter set's `param_id` needs it).
 ///
 /// # Errors
 /// [`EngineError::Data`] naming the file, and where it applies the line and column, for: a

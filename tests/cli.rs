@@ -45,6 +45,32 @@ fn unknown_field_names_line_and_field() {
 }
 
 #[test]
+fn errors_inside_model_point_at_the_key_not_the_header() {
+    // 1-based line of the job's first line starting with `start` (inside `[model]`).
+    let line_of = |start: &str| {
+        SmallJob::default().toml().lines().position(|l| l.starts_with(start)).expect("in the job")
+            + 1
+    };
+    let at = |line: usize| format!("job.toml:{line}:1:");
+    refused(
+        &with("population = 500", "population = \"500\""),
+        &[&at(line_of("population")), "[model] key `population`", "expected u64"],
+    );
+    refused(
+        &with("days = 14", "dayz = 14"),
+        &[&at(line_of("days")), "[model] key `dayz`", "unknown field `dayz`"],
+    );
+    refused(
+        &with("name = \"sir\"", "name = \"sirr\""),
+        &[&at(line_of("name = \"sir\"")), "[model] key `name`", "unknown variant `sirr`"],
+    );
+    refused(
+        &with("steps_per_day = 4", "steps_per_day = 4\nmax_attempts = \"x\""),
+        &[&at(line_of("steps_per_day") + 1), "[model] key `max_attempts`", "expected u32"],
+    );
+}
+
+#[test]
 fn missing_data_file_is_named() {
     refused(&with("data = \"observed.csv\"", "data = \"nowhere.csv\""), &["nowhere.csv"]);
 }

@@ -316,7 +316,12 @@ pub fn parse_job(text: &str, file: &Path) -> Result<Job> {
 }
 
 fn syntax_error(text: &str, file: &Path, e: &toml::de::Error) -> EngineError {
-    let offset = e.span().map_or(0, |s| s.start.min(text.len()));
+    let span = e.span().map_or(0..0, |s| s.start.min(text.len())..s.end.min(text.len()));
+    // An error inside `[model]` comes at the section's header; when it names its key, point
+    // at the key's line in the section.
+    let offset = crate::model::model_error_key(e.message())
+        .and_then(|key| key_line_offset(&text[span.start..], key))
+        .map_or(span.start, |o| span.start + o);
     let (line, column) = line_column(text, offset);
     EngineError::SpecSyntax {
         file: file.to_path_buf(),
@@ -324,6 +329,27 @@ fn syntax_error(text: &str, file: &Path, e: &toml::de::Error) -> EngineError {
         column,
         message: e.message().trim_end().to_string(),
     }
+}
+
+/// Byte offset in `section` (text from a table's header on) of the first line of that table
+/// that assigns `key` (`key = …`, leading spaces allowed, the key bare or quoted); `None` when
+/// the table ends (the next `[` header) first.
+fn key_line_offset(section: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for (i, line) in section.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if i > 0 && trimmed.starts_with('[') {
+            return None;
+        }
+        let rest = [key.to_string(), format!("\"{key}\""), format!("'{key}'")]
+            .iter()
+            .find_map(|k| trimmed.strip_prefix(k.as_str()).map(str::trim_start));
+        if rest.is_some_and(|r| r.starts_with('=')) {
+            return Some(offset + (line.len() - trimmed.len()));
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// 1-based line and column (in characters) of byte `offset` of `text`.
@@ -664,7 +690,7 @@ fn check_duplicates(
     for (k, pair) in order.windows(2).enumerate() {
         let (a, b) = (pair[0], pair[1]);
         let second_of_run = k == 0 || key(order[k - 1]) != key(a);
-        if second_of_run && key(a) == key(b) && !found.is_some_and(|(_, second)| b >= second) {
+        if second_of_run && key(a) == key(b) && found.is_none_or(|(_, second)| b < second) {
             found = Some((a, b));
         }
     }
@@ -1244,13 +1270,25 @@ mod tests {
     }
 
     #[test]
-    fn unknown_model_setting_is_a_syntax_error_at_the_model_table() {
-        // Internally tagged enums buffer their table, so toml points at `[model]` (line 8).
+    fn unknown_model_setting_is_a_syntax_error_at_its_line() {
+        // toml points at `[model]` (internally tagged enums buffer their table); the error names
+        // the key, and the parser moves to the key's line.
         let text = format!("replicates = 1\n{}\n{MODEL}popul = 3\n", grid_params());
+        let expected = text.lines().position(|l| l.starts_with("popul =")).unwrap() + 1;
+        assert!(expected > text.lines().position(|l| l == "[model]").unwrap() + 1);
         let e = parse_job(&text, Path::new("j.toml")).unwrap_err();
         let EngineError::SpecSyntax { line, ref message, .. } = e else { panic!("{e:?}") };
-        assert_eq!(line, 8);
-        assert!(message.contains("unknown field `popul`"), "{message}");
+        assert_eq!(line, expected);
+        assert!(message.contains("[model] key `popul`: unknown field `popul`"), "{message}");
+    }
+
+    #[test]
+    fn key_line_offset_stays_in_its_table() {
+        let section = "[model]\n  days = 3\n\"rate\" = 1\n[[targets]]\nname = \"x\"\n";
+        assert_eq!(key_line_offset(section, "days"), Some(10));
+        assert_eq!(key_line_offset(section, "rate"), Some(19));
+        assert_eq!(key_line_offset(section, "name"), None, "`name` is in the next table");
+        assert_eq!(key_line_offset(section, "day"), None, "whole keys only");
     }
 
     #[test]

@@ -314,6 +314,53 @@ impl From<external::ExternalSettings> for ModelSpec {
     }
 }
 
+/// Start of a `[model]` error message that names the key at fault: the key and "`: " follow.
+/// The job parser ([`crate::spec::parse_job`]) reports such an error at the key's line rather
+/// than at the `[model]` header (toml's positions are lost when the section is dispatched on
+/// `name` / `command`).
+pub(crate) const MODEL_KEY_ERROR: &str = "[model] key `";
+
+/// The key of `[model]` an error message names, if it names one (see [`MODEL_KEY_ERROR`]).
+pub(crate) fn model_error_key(message: &str) -> Option<&str> {
+    let rest = &message[message.find(MODEL_KEY_ERROR)? + MODEL_KEY_ERROR.len()..];
+    rest.find("`: ").map(|end| &rest[..end])
+}
+
+/// Deserializes the keys `table` of `[model]` as `T`. On failure the message starts with
+/// [`MODEL_KEY_ERROR`] and the key at fault, when one is found: the key named by an "unknown
+/// field" error, or else the one whose removal changes the error (the value serde stopped at).
+fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    let message = match toml::Value::Table(table.clone()).try_into::<T>() {
+        Ok(value) => return Ok(value),
+        Err(e) => e.message().trim_end().to_string(),
+    };
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key.to_string());
+    let unknown = unknown.or_else(|| {
+        // An unknown built-in model: its `name`.
+        (message.starts_with("unknown variant") && table.contains_key("name"))
+            .then(|| "name".to_string())
+    });
+    let culprit = unknown.or_else(|| {
+        // Not the keys that choose the model: without them every error changes.
+        table.keys().filter(|k| !matches!(k.as_str(), "name" | "command")).find_map(|key| {
+            let mut without = table.clone();
+            without.remove(key);
+            let changed = match toml::Value::Table(without).try_into::<T>() {
+                Ok(_) => true,
+                Err(e) => e.message().trim_end() != message,
+            };
+            changed.then(|| key.clone())
+        })
+    });
+    Err(match culprit {
+        Some(key) if table.contains_key(&key) => format!("{MODEL_KEY_ERROR}{key}`: {message}"),
+        _ => message,
+    })
+}
+
 /// Keys of `[model]` that belong to the retry policy rather than to the model.
 const RETRY_KEYS: [&str; 2] = ["max_attempts", "retry"];
 
@@ -329,15 +376,14 @@ impl<'de> serde::Deserialize<'de> for ModelSpec {
                 retry_table.insert(key.to_string(), value);
             }
         }
-        let retry: RetryPolicy =
-            toml::Value::Table(retry_table).try_into().map_err(D::Error::custom)?;
+        let retry: RetryPolicy = from_table(retry_table).map_err(D::Error::custom)?;
         let model =
             if table.contains_key("command") {
-                ModelKind::External(toml::Value::Table(table).try_into().map_err(|e| {
+                ModelKind::External(from_table(table).map_err(|e| {
                     D::Error::custom(format!("external model (`command` given): {e}"))
                 })?)
             } else if table.contains_key("name") {
-                ModelKind::BuiltIn(toml::Value::Table(table).try_into().map_err(D::Error::custom)?)
+                ModelKind::BuiltIn(from_table(table).map_err(D::Error::custom)?)
             } else {
                 return Err(D::Error::custom(
                     "give `name` (a built-in model: sir, seir, sir_bed) or `command` (an external \

@@ -102,6 +102,10 @@ enum Command {
     Validate {
         /// The job spec (TOML).
         job: PathBuf,
+        /// Output directory to check, as `run --out` (default: the job's `output`, relative to
+        /// the job file).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -121,8 +125,11 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Command::Validate { job } => match simsweep::load_job(&job) {
-            Ok(job) => {
+        Command::Validate { job, out } => match simsweep::load_job(&job) {
+            Ok(mut job) => {
+                if let Some(out) = out {
+                    job.output_dir = out;
+                }
                 let state = match simsweep::check_output(&job) {
                     Ok(state) => state,
                     Err(e) => return fail(&e, false),

@@ -223,6 +223,17 @@ fn validate_reports_the_sweep_without_writing() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("23 parameter set(s) × 3 replicates = 69 simulations"), "{stdout}");
     assert!(!dir.path().join("output").exists());
+
+    // `--out` checks another directory, as `run --out` would use it.
+    let run = simsweep(&["run", "job.toml", "--out", "elsewhere"], dir.path());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = simsweep(&["validate", "job.toml", "--out", "elsewhere"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("output: finished"), "{stdout}");
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("finished"), "the job's own output");
+    assert!(!dir.path().join("output").exists());
 }
 
 #[test]

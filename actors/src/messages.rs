@@ -24,7 +24,9 @@ pub struct PointsScored(pub Vec<PointLosses>);
 /// the calling thread) only while the mailbox is full.
 ///
 /// This is the dataflow's backpressure: a sender is held up by a stage that is behind, not by
-/// the thread hand-off of every message. (`Addr::send` would wait for the handler to finish,
+/// the thread hand-off of every message. The mailbox holds at most its capacity plus one
+/// message per sender (actix's channel accepts the message that fills it, then parks that
+/// sender until there is room). (`Addr::send` would wait for the handler to finish,
 /// and the sender — a worker — would sit idle for a scheduling round trip per chunk.)
 ///
 /// # Errors

@@ -19,10 +19,11 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! let job = simsweep::load_job("examples/flu-boarding-school/job.toml".as_ref())?;
+//! let mut job = simsweep::load_job("examples/flu-boarding-school/job.toml".as_ref())?;
+//! job.output_dir = "/tmp/flu-output".into(); // else the job's `output`, next to the job file
 //! let report = simsweep::run(
 //!     &job,
-//!     &simsweep::RunOptions::default(),
+//!     &simsweep::RunOptions::for_job(&job), // the job's batch_size; defaults for the rest
 //!     Arc::new(simsweep::NoProgress),
 //!     simsweep::CancelToken::new(),
 //! )?;

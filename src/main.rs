@@ -217,8 +217,8 @@ fn run(
     if let Some(out) = out {
         job.output_dir = out;
     }
-    let mut options = RunOptions::default();
-    if let Some(b) = batch_size.or(job.batch_size) {
+    let mut options = RunOptions::for_job(&job);
+    if let Some(b) = batch_size {
         options.batch_size = b;
     }
     if let Some(w) = workers {

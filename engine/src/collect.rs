@@ -774,7 +774,7 @@ fn output_schema_with_param_id(model: &SchemaRef, param_id: DataType) -> SchemaR
 
 /// Schema of `targets/<target>/`: `param_id`, one column per parameter (Float64, Int64 or Utf8),
 /// `loss` (Float64, null when no replicate succeeded), `n_replicates`, `n_failed` (UInt32),
-/// `seeds` (List<UInt32>, by replicate number).
+/// `seeds` (`List<UInt32>`, by replicate number).
 pub fn target_schema(sweep: &Sweep) -> SchemaRef {
     let mut fields = vec![Field::new("param_id", DataType::Utf8, false)];
     for (name, kind) in sweep.columns() {

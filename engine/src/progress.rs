@@ -33,7 +33,8 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
 /// happens to an earlier run's results).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOptions {
-    /// Parameter sets per batch: the unit of commit and of resume.
+    /// Parameter sets per batch: the unit of commit and of resume. Used as given: a job's own
+    /// `batch_size` applies only through [`RunOptions::for_job`].
     pub batch_size: NonZeroUsize,
     /// Simulation worker threads.
     pub workers: NonZeroUsize,
@@ -71,6 +72,17 @@ impl Default for RunOptions {
 }
 
 impl RunOptions {
+    /// The default options with the job's `batch_size` when its spec sets one: what the
+    /// `simsweep` command starts from. ([`RunOptions::default`] ignores the job: its batch size
+    /// is always [`DEFAULT_BATCH_SIZE`].)
+    pub fn for_job(job: &crate::spec::Job) -> RunOptions {
+        let mut options = RunOptions::default();
+        if let Some(batch_size) = job.batch_size {
+            options.batch_size = batch_size;
+        }
+        options
+    }
+
     /// The most tasks handed to workers and not yet returned.
     ///
     /// Together with `max_open_batches` this bounds what a run holds: at most

@@ -1283,6 +1283,16 @@ mod tests {
     }
 
     #[test]
+    fn run_options_for_a_job_take_its_batch_size() {
+        use crate::progress::{RunOptions, DEFAULT_BATCH_SIZE};
+        let with = job("replicates = 1\nbatch_size = 7", grid_params()).unwrap();
+        assert_eq!(RunOptions::for_job(&with).batch_size.get(), 7);
+        assert_eq!(RunOptions::default().batch_size.get(), DEFAULT_BATCH_SIZE, "ignores jobs");
+        let without = job("replicates = 1", grid_params()).unwrap();
+        assert_eq!(RunOptions::for_job(&without), RunOptions::default());
+    }
+
+    #[test]
     fn key_line_offset_stays_in_its_table() {
         let section = "[model]\n  days = 3\n\"rate\" = 1\n[[targets]]\nname = \"x\"\n";
         assert_eq!(key_line_offset(section, "days"), Some(10));

@@ -38,13 +38,14 @@ pub use simsweep_actors as actors;
 pub use simsweep_engine as engine;
 
 pub use simsweep_engine::progress::{
-    BestParameterSet, CancelToken, NoProgress, Progress, ProgressEvent, ProgressObserver, Report,
-    RunOptions, TargetSummary, DEFAULT_BATCH_SIZE,
+    BestParameterSet, CancelToken, InFlight, NoProgress, Progress, ProgressEvent, ProgressObserver,
+    Report, RunOptions, TargetSummary, DEFAULT_BATCH_SIZE,
 };
 pub use simsweep_engine::spec::{load_job, parse_job, Job};
 pub use simsweep_engine::EngineError;
 
-use simsweep_actors::{run_dataflow, RunError};
+pub use simsweep_actors::RunError;
+use simsweep_actors::run_dataflow;
 pub use simsweep_engine::output::RunStatus;
 use simsweep_engine::output::{
     prepare_output_dir_for, read_status, utc_now_rfc3339, write_json_atomic, Manifest,

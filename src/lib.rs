@@ -44,8 +44,8 @@ pub use simsweep_engine::progress::{
 pub use simsweep_engine::spec::{load_job, parse_job, Job};
 pub use simsweep_engine::EngineError;
 
-pub use simsweep_actors::RunError;
 use simsweep_actors::run_dataflow;
+pub use simsweep_actors::RunError;
 pub use simsweep_engine::output::RunStatus;
 use simsweep_engine::output::{
     prepare_output_dir_for, read_status, utc_now_rfc3339, write_json_atomic, Manifest,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{Array, Float64Array, Int32Array, StringArray, UInt32Array};
-use common::read_dataset;
+use common::{read_dataset, simsweep};
 use simsweep::engine::identity::param_id;
 use simsweep::engine::params::{ParamValue, ParameterSet};
 use simsweep::{CancelToken, NoProgress, RunOptions};
@@ -252,12 +252,7 @@ fn observations_outside_an_external_models_days_are_reported_not_silent() {
     assert!(job.contains("origin = \"1978-01-21\""));
     // Eleven days earlier: the last observations fall after the model's last day.
     std::fs::write(dir.path().join("job.toml"), job.replace("1978-01-21", "1978-01-10")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
-        .args(["run", "job.toml"])
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = simsweep(&["run", "job.toml"], dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -277,12 +272,7 @@ fn a_run_where_every_simulation_fails_exits_4_and_says_where_to_look() {
     );
     assert_ne!(broken, model);
     std::fs::write(dir.path().join("model.py"), broken).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
-        .args(["run", "job.toml"])
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = simsweep(&["run", "job.toml"], dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("every simulation failed (250 of 250)"), "{stderr}");

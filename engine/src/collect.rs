@@ -416,17 +416,12 @@ impl BatchAssembler {
         BatchAssembler {
             replicates,
             kept: (0..outputs.len()).collect(),
-            tables: Arc::new(TableBuilder {
+            tables: Arc::new(TableBuilder::new(
                 sweep,
-                output_schemas: outputs.iter().map(|o| model_output_schema(&o.schema)).collect(),
-                output_batch_schemas: outputs
-                    .iter()
-                    .map(|o| model_output_batch_schema(&o.schema))
-                    .collect(),
                 outputs,
-                target_names: targets.iter().map(|t| t.name.clone()).collect(),
+                targets.iter().map(|t| t.name.clone()).collect(),
                 target_schema,
-            }),
+            )),
             open: BTreeMap::new(),
         }
     }
@@ -442,18 +437,12 @@ impl BatchAssembler {
             .filter(|(_, spec)| names.contains(&spec.name))
             .map(|(&i, spec)| (i, spec.clone()))
             .unzip();
-        let tables = TableBuilder {
-            sweep: self.tables.sweep.clone(),
-            output_schemas: outputs.iter().map(|o| model_output_schema(&o.schema)).collect(),
-            output_batch_schemas: outputs
-                .iter()
-                .map(|o| model_output_batch_schema(&o.schema))
-                .collect(),
+        self.tables = Arc::new(TableBuilder::new(
+            self.tables.sweep.clone(),
             outputs,
-            target_names: self.tables.target_names.clone(),
-            target_schema: self.tables.target_schema.clone(),
-        };
-        self.tables = Arc::new(tables);
+            self.tables.target_names.clone(),
+            self.tables.target_schema.clone(),
+        ));
         self.kept = kept;
         self
     }
@@ -551,6 +540,27 @@ impl BatchAssembler {
 }
 
 impl TableBuilder {
+    /// Writes `outputs` (with their file and in-memory schemas) and the targets `target_names`
+    /// of `sweep`.
+    fn new(
+        sweep: Arc<Sweep>,
+        outputs: Vec<OutputSpec>,
+        target_names: Vec<String>,
+        target_schema: SchemaRef,
+    ) -> Self {
+        TableBuilder {
+            sweep,
+            output_schemas: outputs.iter().map(|o| model_output_schema(&o.schema)).collect(),
+            output_batch_schemas: outputs
+                .iter()
+                .map(|o| model_output_batch_schema(&o.schema))
+                .collect(),
+            outputs,
+            target_names,
+            target_schema,
+        }
+    }
+
     fn build(&self, open: &OpenBatch, ids: &BatchIds) -> Result<Vec<BatchTable>> {
         let mut tables = Vec::with_capacity(self.outputs.len() + self.target_names.len() + 1);
         for (o, spec) in self.outputs.iter().enumerate() {

@@ -72,6 +72,59 @@ pub(crate) fn draw(rng: &mut ChaCha8Rng, n: u64, p: f64) -> u64 {
         .sample(rng)
 }
 
+/// Implements [`crate::model::Simulator`] for a built-in chain model: a type with a `chain:
+/// Chain<K>` field, in a module with `NAME` and `PARAMETERS` (its rate parameters, per day).
+/// `$rates => ($beta, $progressions)` maps the rates as read (in `PARAMETERS` order) to β and
+/// the chain's progression rates in chain order; `$doc` names them for `simulate`'s docs.
+///
+/// The three chain models differ only in these; everything else (names, outputs, parameter
+/// checks, output days) is the chain's.
+macro_rules! chain_simulator {
+    ($model:ty, $doc:literal, $rates:pat => ($beta:expr, $progressions:expr)) => {
+        impl $crate::model::Simulator for $model {
+            fn name(&self) -> &str {
+                NAME
+            }
+
+            fn parameter_names(&self) -> Vec<String> {
+                PARAMETERS.iter().map(|p| p.to_string()).collect()
+            }
+
+            fn outputs(&self) -> Vec<$crate::model::OutputSpec> {
+                self.chain.output_specs()
+            }
+
+            fn check_parameters(
+                &self,
+                params: &$crate::params::ParameterSet,
+            ) -> Result<(), String> {
+                $crate::model::chain::read_rates(params, NAME, &PARAMETERS)
+                    .map(|_| ())
+                    .map_err($crate::model::SimError::into_message)
+            }
+
+            fn output_times(&self, _output: &str) -> Option<Vec<f64>> {
+                Some(self.chain.output_days())
+            }
+
+            #[doc = concat!("Runs one replicate with parameters ", $doc, " (per day).")]
+            ///
+            /// # Errors
+            /// [`SimError::Model`](crate::model::SimError::Model) naming the parameter when one
+            /// is missing, not a number, not finite or negative.
+            fn simulate(
+                &self,
+                params: &$crate::params::ParameterSet,
+                seed: u32,
+            ) -> Result<$crate::model::SimOutput, $crate::model::SimError> {
+                let $rates = $crate::model::chain::read_rates(params, NAME, &PARAMETERS)?;
+                Ok(self.chain.simulate($beta, &$progressions, seed))
+            }
+        }
+    };
+}
+pub(crate) use chain_simulator;
+
 /// Reads the per-day rates `names` of `model` from `params`, in the order of `names`.
 ///
 /// # Errors

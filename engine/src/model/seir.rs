@@ -24,8 +24,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::chain::{self, Chain, ChainOutput, Source};
-use super::{ModelSettingError, OutputSpec, SimError, SimOutput, Simulator};
-use crate::params::ParameterSet;
+use super::ModelSettingError;
 
 pub use super::chain::DEFAULT_STEPS_PER_DAY;
 
@@ -91,43 +90,15 @@ impl Seir {
     }
 }
 
-impl Simulator for Seir {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn parameter_names(&self) -> Vec<String> {
-        PARAMETERS.iter().map(|p| p.to_string()).collect()
-    }
-
-    fn outputs(&self) -> Vec<OutputSpec> {
-        self.chain.output_specs()
-    }
-
-    fn check_parameters(&self, params: &ParameterSet) -> Result<(), String> {
-        chain::read_rates(params, NAME, &PARAMETERS).map(|_| ()).map_err(SimError::into_message)
-    }
-
-    fn output_times(&self, _output: &str) -> Option<Vec<f64>> {
-        Some(self.chain.output_days())
-    }
-
-    /// Runs one replicate with parameters `beta`, `sigma` and `gamma` (per day).
-    ///
-    /// # Errors
-    /// [`SimError::Model`] naming the parameter when one is missing, not a number, not finite
-    /// or negative.
-    fn simulate(&self, params: &ParameterSet, seed: u32) -> Result<SimOutput, SimError> {
-        let [beta, gamma, sigma] = chain::read_rates(params, NAME, &PARAMETERS)?;
-        Ok(self.chain.simulate(beta, &[sigma, gamma], seed))
-    }
-}
+chain::chain_simulator!(Seir, "`beta`, `sigma` and `gamma`", [beta, gamma, sigma] => (beta, [sigma, gamma]));
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::chain::testing::{ode, values};
+    use crate::model::{SimError, Simulator};
     use crate::params::ParamValue;
+    use crate::params::ParameterSet;
 
     fn settings(initial_infected: u64, initial_exposed: u64) -> SeirSettings {
         SeirSettings {

@@ -30,8 +30,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::chain::{self, Chain, ChainOutput, Source};
-use super::{ModelSettingError, OutputSpec, SimError, SimOutput, Simulator};
-use crate::params::ParameterSet;
+use super::ModelSettingError;
 
 pub use super::chain::DEFAULT_STEPS_PER_DAY;
 
@@ -94,43 +93,15 @@ impl SirBed {
     }
 }
 
-impl Simulator for SirBed {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn parameter_names(&self) -> Vec<String> {
-        PARAMETERS.iter().map(|p| p.to_string()).collect()
-    }
-
-    fn outputs(&self) -> Vec<OutputSpec> {
-        self.chain.output_specs()
-    }
-
-    fn check_parameters(&self, params: &ParameterSet) -> Result<(), String> {
-        chain::read_rates(params, NAME, &PARAMETERS).map(|_| ()).map_err(SimError::into_message)
-    }
-
-    fn output_times(&self, _output: &str) -> Option<Vec<f64>> {
-        Some(self.chain.output_days())
-    }
-
-    /// Runs one replicate with parameters `beta`, `gamma`, `mu_b` and `mu_c` (per day).
-    ///
-    /// # Errors
-    /// [`SimError::Model`] naming the parameter when one is missing, not a number, not finite
-    /// or negative.
-    fn simulate(&self, params: &ParameterSet, seed: u32) -> Result<SimOutput, SimError> {
-        let [beta, gamma, mu_b, mu_c] = chain::read_rates(params, NAME, &PARAMETERS)?;
-        Ok(self.chain.simulate(beta, &[gamma, mu_b, mu_c], seed))
-    }
-}
+chain::chain_simulator!(SirBed, "`beta`, `gamma`, `mu_b` and `mu_c`", [beta, gamma, mu_b, mu_c] => (beta, [gamma, mu_b, mu_c]));
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::chain::testing::{ode, values};
+    use crate::model::{SimError, Simulator};
     use crate::params::ParamValue;
+    use crate::params::ParameterSet;
 
     fn model(population: u64, initial_infected: u64, days: u32, steps_per_day: u32) -> SirBed {
         SirBed::new(SirBedSettings { population, initial_infected, days, steps_per_day })

@@ -55,7 +55,7 @@ use simsweep_engine::plan::Planner;
 use simsweep_engine::summary::best_per_target;
 
 /// Number of best parameter sets per target kept in `summary.json` and the [`Report`].
-pub const SUMMARY_BEST_PER_TARGET: usize = 10;
+pub const SUMMARY_BEST_PER_TARGET: usize = simsweep_engine::summary::BEST_PER_TARGET;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +226,14 @@ pub fn run(
             planner.batches_planned(),
         )
     });
+    // An output of manifest format 1 carries no best lists: read them from its files once,
+    // so that from now on the commit log alone tells the best (format 2).
+    if !manifest.has_best() {
+        let target_names: Vec<String> = job.targets.iter().map(|t| t.name.clone()).collect();
+        manifest.best =
+            best_per_target(&layout, &manifest, &target_names, SUMMARY_BEST_PER_TARGET)?;
+        manifest.format_version = simsweep_engine::output::MANIFEST_FORMAT_VERSION;
+    }
     // A resumed run may use another batch size: the manifest tells the plan now in force.
     manifest.batch_size = options.batch_size.get() as u64;
     manifest.batches_planned = planner.batches_planned();

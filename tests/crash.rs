@@ -52,15 +52,14 @@ fn reference(
     read_output(out)
 }
 
-/// Waits until the manifest in `out` lists at least one committed batch.
+/// Waits until the manifest in `out` (with its commit log) lists at least one committed batch.
 fn wait_for_first_commit(out: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let path = out.join("manifest.json");
     loop {
-        if let Ok(bytes) = fs::read(out.join("manifest.json")) {
-            if let Ok(m) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                if m["batches"].as_array().is_some_and(|b| !b.is_empty()) {
-                    return;
-                }
+        if let Ok(Some(m)) = simsweep::engine::output::Manifest::load(&path) {
+            if !m.batches.is_empty() {
+                return;
             }
         }
         assert!(Instant::now() < deadline, "no batch committed within 30 s");
@@ -68,8 +67,10 @@ fn wait_for_first_commit(out: &Path) {
     }
 }
 
+/// The manifest of `out` as JSON, with the batches of its commit log.
 fn manifest(out: &Path) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap()
+    let m = simsweep::engine::output::Manifest::load(&out.join("manifest.json")).unwrap().unwrap();
+    serde_json::to_value(m).unwrap()
 }
 
 #[test]

@@ -14,7 +14,7 @@ use simsweep_engine::collect::{tasks_of, SimTask};
 use simsweep_engine::output::{utc_now_rfc3339, CommittedBatch, Dataset, Manifest, OutputLayout};
 use simsweep_engine::plan::{BatchRange, Planner};
 use simsweep_engine::progress::{
-    CancelToken, InFlightCounters, Progress, ProgressEvent, ProgressObserver,
+    CancelToken, InFlightCounters, Progress, ProgressEvent, ProgressObserver, TargetSummary,
     IN_FLIGHT_REPORT_INTERVAL,
 };
 use simsweep_engine::spec::Job;
@@ -34,6 +34,8 @@ pub struct BatchFlushed {
     pub batch: BatchRange,
     /// Rows written per dataset.
     pub rows: Vec<(Dataset, u64)>,
+    /// The batch's best parameter sets per target (for its commit record).
+    pub best: Vec<TargetSummary>,
     /// Replicates in the batch.
     pub simulations: u64,
     /// Failed replicates in the batch.
@@ -251,12 +253,19 @@ impl Batcher {
         let Some(done) = self.done.take() else { return };
         let complete = self.planner.is_finished() && self.error.is_none();
         self.report_in_flight();
-        if complete && !self.manifest.finished {
-            self.record_peaks();
+        // Compact the commit log into the manifest at every end: finished, stopped, or failed
+        // (the manifest in memory holds exactly the committed batches, so this also drops a
+        // torn record a failed append left). O(committed batches), once per run.
+        self.record_peaks();
+        if complete {
             self.manifest.finished = true;
-            self.manifest.updated_at = utc_now_rfc3339();
-            if let Err(e) = self.manifest.write_atomic(&self.layout) {
+        }
+        self.manifest.updated_at = utc_now_rfc3339();
+        if let Err(e) = self.manifest.write_atomic(&self.layout) {
+            if self.error.is_none() {
                 self.error = Some(RunError::Engine(e));
+            } else {
+                tracing::warn!(error = %e, "could not compact the commit log after the failure");
             }
         }
         let outcome = Outcome {
@@ -297,7 +306,7 @@ impl Handler<BatchFlushed> for Batcher {
         self.record_peaks();
         let rows: BTreeMap<String, u64> =
             msg.rows.iter().map(|(d, n)| (self.layout.dataset_name(d), *n)).collect();
-        self.manifest.record(CommittedBatch {
+        let batch = CommittedBatch {
             index,
             first_point: msg.batch.points.start,
             end_point: msg.batch.points.end,
@@ -306,8 +315,12 @@ impl Handler<BatchFlushed> for Batcher {
             rows,
             committed_at: utc_now_rfc3339(),
             seconds: msg.seconds,
-        });
-        if let Err(e) = self.manifest.write_atomic(&self.layout) {
+            best: msg.best,
+        };
+        // After a failed append the log may end in a torn record: nothing may follow it.
+        if self.error.is_some() {
+            tracing::debug!(batch = index, "run failing: batch not recorded");
+        } else if let Err(e) = self.manifest.commit(&self.layout, batch) {
             self.error = Some(RunError::Engine(e));
         } else {
             self.progress.batches_committed += 1;

@@ -23,6 +23,7 @@ use simsweep_engine::collect::{oom_guidance, BatchAssembler, CompleteBatch};
 use simsweep_engine::output::{commit_batch, OutputLayout};
 use simsweep_engine::progress::{InFlightCounters, RunOptions};
 use simsweep_engine::spec::Job;
+use simsweep_engine::summary::{batch_summaries, BEST_PER_TARGET};
 use simsweep_engine::EngineError;
 
 use crate::batcher::{BatchFailed, BatchFlushed};
@@ -149,7 +150,12 @@ impl ParquetWriter {
         let work = actix_rt::task::spawn_blocking(move || {
             let span = tracing::info_span!("commit", batch = index);
             let _entered = span.enter();
-            let committed = commit_batch(&layout, index, complete.into_tables()?);
+            let first_point = complete.batch.points.start;
+            let tables = complete.into_tables()?;
+            // The batch's best per target travel in its commit record (status and the summary
+            // never reopen batch files).
+            let best = batch_summaries(&layout, &tables, first_point, BEST_PER_TARGET)?;
+            let committed = commit_batch(&layout, index, tables).map(|rows| (rows, best));
             // The batch's rows are freed by now: give their pages back (see `memory`).
             simsweep_engine::memory::release_free_memory();
             committed
@@ -166,10 +172,11 @@ impl ParquetWriter {
                 ))
             });
             match result {
-                Ok(rows) => {
+                Ok((rows, best)) => {
                     let msg = BatchFlushed {
                         batch,
                         rows,
+                        best,
                         simulations,
                         failed,
                         seconds: start.elapsed().as_secs_f64(),

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 /// Name of the manifest file in the output root.
 const MANIFEST_FILE: &str = "manifest.json";
+/// Name of the commit log in the output root (see [`crate::output::commit_log`]).
+pub(crate) const COMMIT_LOG_FILE: &str = "commits.log";
 /// Name of the lock file in the output root (see [`crate::output::OutputLock`]).
 const LOCK_FILE: &str = ".lock";
 /// Name of the summary file in the output root.
@@ -93,8 +95,11 @@ pub enum FaultPoint {
     AfterTempWrite,
     /// After the first file of the batch is renamed to its final name, before the others.
     AfterRename,
-    /// When the manifest is about to be replaced, before anything of it is written.
+    /// When the manifest is about to be replaced or a batch's commit record appended, before
+    /// anything of it is written.
     BeforeManifest,
+    /// When a batch's commit record is appended: half of it is written, as by a crash.
+    TornCommitRecord,
 }
 
 /// The paths of one output directory.
@@ -147,6 +152,12 @@ impl OutputLayout {
     /// `<root>/manifest.json`.
     pub fn manifest_path(&self) -> PathBuf {
         self.root.join(MANIFEST_FILE)
+    }
+
+    /// `<root>/commits.log`, the append-only record of batches committed since the manifest
+    /// was last compacted.
+    pub fn commit_log_path(&self) -> PathBuf {
+        self.root.join(COMMIT_LOG_FILE)
     }
 
     /// `<root>/manifest.json.tmp`, the manifest being written.

@@ -1,4 +1,9 @@
 //! The manifest: what the sweep is and which batches are committed.
+//!
+//! On disk it is two files: `manifest.json` (the job, the plan, and the batches compacted into
+//! it, replaced atomically) and `commits.log` (one record appended per batch committed since the
+//! last compaction, see [`super::commit_log`]). [`Manifest::load`] reads both;
+//! [`Manifest::commit`] appends one record (O(1) per batch); [`Manifest::write_atomic`] compacts.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -8,12 +13,20 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::commit_log;
 use super::fsync_dir;
 use super::layout::{tmp_path_of, Dataset, FaultPoint, OutputLayout};
 use crate::error::{EngineError, Result};
+use crate::progress::TargetSummary;
+use crate::summary::{merge_summaries, BEST_PER_TARGET};
 
 /// Version of the manifest format written by this engine; bumped on incompatible changes.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+///
+/// - 1: `manifest.json` only, rewritten after every batch.
+/// - 2: `manifest.json` compacted at a run's start and end, plus `commits.log` (a record per
+///   batch committed since); `best` holds the best parameter sets per target. A format-1
+///   output is read as it is and upgraded by the next run that resumes it.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 
 /// `manifest.json`: the job, the plan, and every committed batch.
 ///
@@ -54,6 +67,11 @@ pub struct Manifest {
     /// Optional peak counters of the run, e.g. `simulations_in_flight`; for diagnosis.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub peak_in_flight: BTreeMap<String, u64>,
+    /// The [`BEST_PER_TARGET`] best parameter sets per target over the committed batches, with
+    /// the rows and null losses counted (format 2 on; a format-1 manifest has none: its best
+    /// are read from the committed target files, see [`Manifest::has_best`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub best: Vec<TargetSummary>,
 }
 
 /// One committed batch.
@@ -76,6 +94,11 @@ pub struct CommittedBatch {
     pub committed_at: String,
     /// Wall-clock seconds from the batch's release to its commit.
     pub seconds: f64,
+    /// The batch's own best parameter sets per target (at most [`BEST_PER_TARGET`] each), as
+    /// its commit record carries them; [`Manifest::record`] folds them into
+    /// [`Manifest::best`] and keeps the batch without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub best: Vec<TargetSummary>,
 }
 
 impl CommittedBatch {
@@ -88,6 +111,11 @@ impl CommittedBatch {
     pub fn points(&self) -> Range<u64> {
         self.first_point..self.end_point
     }
+}
+
+/// `commits.log` in the folder of the manifest at `manifest_path`.
+fn commit_log_path_beside(manifest_path: &Path) -> std::path::PathBuf {
+    manifest_path.with_file_name(super::layout::COMMIT_LOG_FILE)
 }
 
 /// The current time as RFC 3339 UTC with milliseconds, e.g. `2025-01-31T12:00:00.123Z`.
@@ -151,20 +179,30 @@ impl Manifest {
             finished: false,
             spec_parts: BTreeMap::new(),
             peak_in_flight: BTreeMap::new(),
+            best: Vec::new(),
         }
     }
 
-    /// Reads the manifest at `path`; `Ok(None)` when there is none.
+    /// Reads the manifest at `path` (`<out>/manifest.json`) and the commit log beside it
+    /// (`<out>/commits.log`), whose records it adds; `Ok(None)` when there is no manifest.
+    ///
+    /// A torn last record of the log (a crash while it was appended) is ignored: that batch is
+    /// not committed. The next [`Manifest::write_atomic`] discards it from the file too.
     ///
     /// # Errors
-    /// [`EngineError::Io`] when it cannot be read, [`EngineError::Damaged`] when it is not a
-    /// manifest (truncated, not UTF-8, not JSON, or JSON of another shape).
+    /// [`EngineError::Io`] when either cannot be read, [`EngineError::Damaged`] when the
+    /// manifest is not a manifest (truncated, not UTF-8, not JSON, or JSON of another shape) or
+    /// a record of the log before its last is garbled.
     pub fn load(path: &Path) -> Result<Option<Manifest>> {
         let damaged = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Damaged {
             path: path.to_path_buf(),
             what: "the manifest".to_string(),
             source,
         };
+        // The log first: a compaction replaces the manifest before it empties the log, so a
+        // log read before the manifest is never missing what that manifest lacks (records the
+        // manifest already lists are read again harmlessly).
+        let log = commit_log::read_records::<CommittedBatch>(&commit_log_path_beside(path));
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -173,13 +211,50 @@ impl Manifest {
             }
             Err(e) => return Err(EngineError::io(path, e)),
         };
-        serde_json::from_str(&text).map(Some).map_err(|source| damaged(Box::new(source)))
+        let mut manifest: Manifest =
+            serde_json::from_str(&text).map_err(|source| damaged(Box::new(source)))?;
+        for batch in log?.records {
+            manifest.record(batch);
+        }
+        Ok(Some(manifest))
     }
 
-    /// Replaces `manifest.json` atomically: writes `manifest.json.tmp`, fsyncs it, renames it
-    /// over `manifest.json`, fsyncs the output directory. Readers see the old or the new
-    /// manifest, never a mix. Written as it is: [`Manifest::record`] sets `updated_at`; set it
-    /// yourself (to [`utc_now_rfc3339`]) when changing other fields.
+    /// True when [`Manifest::best`] covers every committed batch (a manifest of format 2 or
+    /// later); false for a format-1 manifest, whose best are in its target files only.
+    pub fn has_best(&self) -> bool {
+        self.format_version >= 2
+    }
+
+    /// Commits `batch`, whose files are already in place ([`crate::output::commit_batch`]):
+    /// appends its record to `commits.log` and makes it durable, then records it here. Costs
+    /// one append and one `fdatasync`, whatever the number of batches committed before.
+    ///
+    /// # Errors
+    /// [`EngineError::Io`] naming the log when it cannot be written or synced (the batch is
+    /// then not committed, and this manifest is unchanged); stop committing after one.
+    pub fn commit(&mut self, layout: &OutputLayout, batch: CommittedBatch) -> Result<()> {
+        let log = layout.commit_log_path();
+        let index = batch.index;
+        layout.check_fault(FaultPoint::BeforeManifest, &log, |b| b == index)?;
+        if let Err(injected) =
+            layout.check_fault(FaultPoint::TornCommitRecord, &log, |b| b == index)
+        {
+            commit_log::append_torn_record(&log, &batch)?;
+            return Err(injected);
+        }
+        commit_log::append_record(&log, &batch)?;
+        self.record(batch);
+        Ok(())
+    }
+
+    /// Compacts: replaces `manifest.json` atomically with this manifest, every committed batch
+    /// included (writes `manifest.json.tmp`, fsyncs it, renames it over `manifest.json`, fsyncs
+    /// the output directory), then empties `commits.log`. Readers see the old or the new
+    /// manifest, never a mix; a crash between the two steps leaves log records that the new
+    /// manifest already lists, which [`Manifest::load`] reads as the same batches again.
+    /// Written as it is: [`Manifest::record`] sets `updated_at`; set it yourself (to
+    /// [`utc_now_rfc3339`]) when changing other fields. Costs O(committed batches): a run calls
+    /// it when it starts and when it ends, never per batch.
     ///
     /// # Errors
     /// [`EngineError::Io`] when a step fails (the old manifest then stays in place), and
@@ -188,17 +263,24 @@ impl Manifest {
         layout.check_fault(FaultPoint::BeforeManifest, &layout.manifest_path(), |b| {
             self.is_committed(b)
         })?;
-        write_json_atomic(&layout.manifest_path(), self)
+        write_json_atomic(&layout.manifest_path(), self)?;
+        commit_log::truncate(&layout.commit_log_path())
     }
 
-    /// Adds a committed batch, keeping `batches` sorted by index, and sets `finished` when
-    /// every planned batch is committed; sets `updated_at` to now. A batch of the same index is
-    /// replaced.
-    pub fn record(&mut self, batch: CommittedBatch) {
+    /// Adds a committed batch, keeping `batches` sorted by index, folds its best parameter sets
+    /// into [`Manifest::best`] (the batch is kept without them), and sets `finished` when every
+    /// planned batch is committed; sets `updated_at` to now. A batch whose index is already
+    /// listed is the same batch read again (a log record the manifest was compacted with): it
+    /// replaces the entry and is not counted twice.
+    pub fn record(&mut self, mut batch: CommittedBatch) {
         self.updated_at = utc_now_rfc3339();
+        let best = std::mem::take(&mut batch.best);
         match self.batches.binary_search_by_key(&batch.index, |b| b.index) {
             Ok(i) => self.batches[i] = batch,
-            Err(i) => self.batches.insert(i, batch),
+            Err(i) => {
+                self.batches.insert(i, batch);
+                merge_summaries(&mut self.best, best, BEST_PER_TARGET);
+            }
         }
         self.finished = self.batches.len() as u64 >= u64::from(self.batches_planned);
     }
@@ -236,7 +318,121 @@ pub(crate) mod tests {
             rows: datasets.iter().map(|d| (d.relative_dir(), 5)).collect(),
             committed_at: utc_now_rfc3339(),
             seconds: 0.25,
+            best: Vec::new(),
         }
+    }
+
+    fn best_of(target: &str, point: u64, loss: f64) -> TargetSummary {
+        TargetSummary {
+            target: target.to_string(),
+            best: vec![crate::progress::BestParameterSet {
+                param_id: format!("p{point}"),
+                point,
+                parameters: vec![],
+                loss,
+                n_failed: 0,
+            }],
+            rows: 4,
+            null_losses: 1,
+        }
+    }
+
+    #[test]
+    fn commits_append_to_the_log_and_compaction_folds_them_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        let mut m = Manifest::new("job", "h", 4, 12, 2, 24, 3);
+        m.write_atomic(&layout).unwrap();
+        let header = std::fs::read(layout.manifest_path()).unwrap();
+        for (i, loss) in [(0u32, 3.0), (1, 1.0)] {
+            let mut b = batch(i, u64::from(i) * 4..u64::from(i) * 4 + 4, &[]);
+            b.best = vec![best_of("t", u64::from(i) * 4, loss)];
+            m.commit(&layout, b).unwrap();
+        }
+        // The manifest file is untouched by commits; the log has one line per batch.
+        assert_eq!(std::fs::read(layout.manifest_path()).unwrap(), header);
+        let log = std::fs::read_to_string(layout.commit_log_path()).unwrap();
+        assert_eq!(log.lines().count(), 2);
+        let loaded = Manifest::load(&layout.manifest_path()).unwrap().unwrap();
+        assert_eq!(loaded.batches, m.batches);
+        assert_eq!(loaded.committed_ranges(), vec![0..4, 4..8]);
+        let expected_best = vec![TargetSummary {
+            target: "t".into(),
+            best: vec![best_of("t", 4, 1.0).best[0].clone(), best_of("t", 0, 3.0).best[0].clone()],
+            rows: 8,
+            null_losses: 2,
+        }];
+        assert_eq!(loaded.best, expected_best);
+        assert!(loaded.batches.iter().all(|b| b.best.is_empty()), "kept without their best");
+
+        // Compaction: the manifest lists both, the log is empty, the state is the same.
+        m.write_atomic(&layout).unwrap();
+        assert_eq!(std::fs::metadata(layout.commit_log_path()).unwrap().len(), 0);
+        let compacted = Manifest::load(&layout.manifest_path()).unwrap().unwrap();
+        assert_eq!(
+            (compacted.batches.clone(), compacted.best.clone()),
+            (m.batches.clone(), expected_best.clone())
+        );
+
+        // A crash between the manifest's replacement and the log's truncation: the records are
+        // read again and change nothing (no batch or row counted twice).
+        let mut b2 = batch(2, 8..12, &[]);
+        b2.best = vec![best_of("t", 8, 2.0)];
+        let mut with_log = compacted.clone();
+        with_log.commit(&layout, b2.clone()).unwrap();
+        write_json_atomic(&layout.manifest_path(), &with_log).unwrap();
+        let replayed = Manifest::load(&layout.manifest_path()).unwrap().unwrap();
+        assert_eq!(replayed.batches.len(), 3);
+        assert_eq!(replayed.best[0].rows, 12);
+        assert_eq!(
+            replayed.best[0].best.iter().map(|b| b.point).collect::<Vec<_>>(),
+            vec![4, 8, 0]
+        );
+        assert!(replayed.finished);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_not_a_committed_batch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        let mut m = Manifest::new("job", "h", 4, 12, 2, 24, 3);
+        m.write_atomic(&layout).unwrap();
+        m.commit(&layout, batch(0, 0..4, &[])).unwrap();
+        let torn = layout.clone().with_fault_at_batch(FaultPoint::TornCommitRecord, 1);
+        let err = m.commit(&torn, batch(1, 4..8, &[])).unwrap_err();
+        assert!(err.to_string().contains("injected fault"), "{err}");
+        assert_eq!(m.batches.len(), 1, "not recorded in memory");
+        let loaded = Manifest::load(&layout.manifest_path()).unwrap().unwrap();
+        assert_eq!(loaded.committed_ranges(), vec![0..4]);
+        // Compaction drops the torn bytes; later commits are read normally.
+        loaded.write_atomic(&layout).unwrap();
+        let mut again = Manifest::load(&layout.manifest_path()).unwrap().unwrap();
+        again.commit(&layout, batch(1, 4..8, &[])).unwrap();
+        let last = Manifest::load(&layout.manifest_path()).unwrap().unwrap();
+        assert_eq!(last.committed_ranges(), vec![0..4, 4..8]);
+    }
+
+    #[test]
+    fn a_format_1_manifest_is_read_as_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OutputLayout::new(tmp.path());
+        // As engine 0.1.0 of format 1 wrote it: batches inline, no best, no commit log.
+        let v1 = r#"{
+  "format_version": 1, "engine_version": "0.1.0", "job_name": "flu", "spec_hash": "abc",
+  "batch_size": 4, "n_parameter_sets": 8, "replicates": 2, "simulations_planned": 16,
+  "batches_planned": 2,
+  "batches": [{"index": 0, "first_point": 0, "end_point": 4, "simulations": 8, "failed": 1,
+               "rows": {"targets/t": 4}, "committed_at": "2026-01-01T00:00:00.000Z",
+               "seconds": 0.5}],
+  "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z",
+  "finished": false
+}"#;
+        std::fs::write(layout.manifest_path(), v1).unwrap();
+        let m = Manifest::load(&layout.manifest_path()).unwrap().unwrap();
+        assert_eq!(m.format_version, 1);
+        assert!(!m.has_best());
+        assert_eq!(m.committed_ranges(), vec![0..4]);
+        assert_eq!(m.batches[0].failed, 1);
     }
 
     #[test]
@@ -266,7 +462,7 @@ pub(crate) mod tests {
         assert!(m.finished);
 
         let text = std::fs::read_to_string(layout.manifest_path()).unwrap();
-        assert!(text.contains("\n  \"format_version\": 1,"), "pretty JSON: {text}");
+        assert!(text.contains("\n  \"format_version\": 2,"), "pretty JSON: {text}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! # Layout
 //!
 //! ```text
-//! <out>/manifest.json                                  the source of truth (see below)
+//! <out>/manifest.json                                  with commits.log: the source of truth
+//! <out>/commits.log                                    a record per batch committed since the
+//!                                                      manifest was last compacted
 //! <out>/model_outputs/<output>/batch-NNNNN.parquet     one file per batch and model output
 //! <out>/targets/<target>/batch-NNNNN.parquet           one file per batch and target (losses)
 //! <out>/failures/batch-NNNNN.parquet                   failed replicates of the batch
@@ -18,26 +20,30 @@
 //!
 //! # Commit protocol
 //!
-//! A batch is committed by [`commit_batch`] and then recorded by [`Manifest::write_atomic`]:
+//! A batch is committed by [`commit_batch`] and then recorded by [`Manifest::commit`]:
 //!
 //! 1. write each of the batch's files under a temporary name in its final directory
 //!    (`.batch-NNNNN.parquet.tmp`), then fsync the file;
 //! 2. rename each to its final name (`batch-NNNNN.parquet`), atomic within a directory;
 //! 3. fsync every directory touched, so the renames are durable;
-//! 4. replace the manifest atomically: write `manifest.json.tmp`, fsync it, rename it over
-//!    `manifest.json`, fsync the output directory.
+//! 4. append the batch's record to `commits.log` and `fdatasync` it ([`commit_log`]): the
+//!    instant the batch is committed. O(1) whatever the number of batches committed before.
 //!
-//! A reader therefore never sees a partial file under a final name. The whole contract — what a
-//! crash leaves at each step, the lock, signals, `--restart` — is in `docs/commit-protocol.md`.
+//! `manifest.json` (the job, the plan, the batches compacted into it) is replaced atomically —
+//! `manifest.json.tmp`, fsync, rename, fsync of the directory — only when a run starts and when
+//! it ends ([`Manifest::write_atomic`]), which then empties the log. A reader therefore never
+//! sees a partial file under a final name, and a torn last log record (a crash during step 4)
+//! is not a committed batch. The whole contract — what a crash leaves at each step, the lock,
+//! signals, `--restart` — is in `docs/commit-protocol.md`.
 //!
 //! # The lock
 //!
 //! [`OutputLock`] (`<out>/.lock`, an `flock` the kernel drops when the holder dies) keeps a
 //! second process out of a directory in use; a run takes it before touching anything else.
 //!
-//! # Why the manifest is the source of truth
+//! # Why the manifest and its log are the source of truth
 //!
-//! Files are renamed (step 2) before the manifest is replaced (step 4). A crash in between
+//! Files are renamed (step 2) before the commit record is appended (step 4). A crash in between
 //! leaves complete files under final names that the manifest does not list, and a crash during
 //! step 2 leaves only some of a batch's files renamed. Neither is a committed batch: on resume,
 //! [`prepare_output_dir`] deletes every batch file the manifest does not list, and every
@@ -51,6 +57,7 @@
 //! cleaned.
 
 mod commit;
+pub mod commit_log;
 mod layout;
 mod lock;
 mod manifest;

@@ -125,6 +125,7 @@ fn restart(layout: &OutputLayout, manifest: Option<&Manifest>) -> Result<()> {
             Err(e) => return Err(EngineError::io(&top, e)),
         }
     }
+    remove_file_if_exists(&layout.commit_log_path())?;
     super::fsync_dir(layout.root())?;
     remove_file(&layout.manifest_path())?;
     super::fsync_dir(layout.root())?;
@@ -233,7 +234,9 @@ fn resume(layout: &OutputLayout, spec: &SpecIdentity, manifest: Manifest) -> Res
 fn clean_leftovers_without_manifest(layout: &OutputLayout) -> Result<()> {
     let root = layout.root();
     let top_dirs: BTreeSet<PathBuf> = layout.top_dirs().collect();
-    let root_tmps = [layout.manifest_tmp_path(), layout.summary_tmp_path()];
+    // A commit log without its manifest holds no committed batch (the manifest comes first).
+    let root_tmps =
+        [layout.manifest_tmp_path(), layout.summary_tmp_path(), layout.commit_log_path()];
     let lock = layout.lock_path();
     for entry in std::fs::read_dir(root).map_err(|e| EngineError::io(root, e))? {
         let entry = entry.map_err(|e| EngineError::io(root, e))?;

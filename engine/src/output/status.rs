@@ -1,4 +1,5 @@
-//! The state of an output directory, read from its manifest and committed files only: works on
+//! The state of an output directory, read from its manifest and commit log only (and, for an
+//! output of manifest format 1, its committed target files): works on
 //! a running run, a dead one and a finished one, without the job spec and without writing.
 
 use std::collections::BTreeSet;
@@ -72,10 +73,9 @@ pub fn read_status(layout: &OutputLayout, k: usize) -> Result<RunStatus> {
             .collect();
         targets = found.into_iter().collect();
     }
-    let best = targets
-        .iter()
-        .map(|t| crate::summary::best_of_target(layout, &manifest, t, k))
-        .collect::<Result<Vec<_>>>()?;
+    // From the manifest and commit log alone (format 2 on); a format-1 output's best are read
+    // from its target files.
+    let best = crate::summary::best_per_target(layout, &manifest, &targets, k)?;
     Ok(RunStatus {
         simulations_committed: manifest.batches.iter().map(|b| b.simulations).sum(),
         failed: manifest.batches.iter().map(|b| b.failed).sum(),

@@ -525,24 +525,19 @@ fn damaged_batch_file_says_so_and_restart_starts_over() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let file = dir.path().join("output/targets/prevalence/batch-00003.parquet");
     let needles = ["batch-00003.parquet", "is damaged", "--restart", "restore it"];
+    let status_before = simsweep(&["status", "output"], dir.path());
+    assert_eq!(status_before.status.code(), Some(0));
     // Overwritten with garbage (found before anything is written), then truncated.
     for damage in [b"garbage".to_vec(), fs::read(&file).unwrap()[..200].to_vec()] {
         fs::write(&file, damage).unwrap();
-        for args in [&["run", "job.toml"][..], &["status", "output"]] {
-            let stderr = fails_without_writing(dir.path(), args, 3, &needles);
-            assert!(!stderr.contains("run the same command to resume"), "{stderr}");
-        }
+        let stderr = fails_without_writing(dir.path(), &["run", "job.toml"], 3, &needles);
+        assert!(!stderr.contains("run the same command to resume"), "{stderr}");
+        // `status` answers from the manifest and commit log alone: it opens no batch file, so
+        // it reports the same as before the damage.
+        let status = simsweep(&["status", "output"], dir.path());
+        assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stderr));
+        assert_eq!(status.stdout, status_before.stdout);
     }
-    // Damage inside the file, found when it is read: the same advice.
-    let mut bytes =
-        fs::read(dir.path().join("output/targets/prevalence/batch-00002.parquet")).unwrap();
-    let len = bytes.len();
-    bytes[4..len - 8].fill(0xAB);
-    fs::write(&file, bytes).unwrap();
-    let out = simsweep(&["status", "output"], dir.path());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(needles.iter().all(|n| stderr.contains(n)), "{stderr}");
     let out = simsweep(&["run", "job.toml", "--restart"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -15,6 +15,7 @@
 //! | [`CancelToken`] | ask a run to stop; its output stays resumable |
 //! | [`Report`] | what a run did, with the best parameter sets per target |
 //! | [`status`], [`RunStatus`] | the state of an output directory (running, dead or finished run) |
+//! | [`Shard`], [`merge`], [`shards`] | one shard of a sweep (`RunOptions::shard`); checking and merging a sharded output |
 //! | [`engine`], [`actors`] | the two crates underneath, for what this facade does not re-export |
 //!
 //! ```no_run
@@ -37,6 +38,8 @@ use std::time::Instant;
 pub use simsweep_actors as actors;
 pub use simsweep_engine as engine;
 
+pub use simsweep_engine::output::merge::MergeIndex;
+pub use simsweep_engine::plan::Shard;
 pub use simsweep_engine::progress::{
     BestParameterSet, CancelToken, InFlight, NoProgress, Progress, ProgressEvent, ProgressObserver,
     Report, RunOptions, TargetSummary, DEFAULT_BATCH_SIZE,
@@ -49,7 +52,7 @@ pub use simsweep_actors::RunError;
 pub use simsweep_engine::output::RunStatus;
 use simsweep_engine::output::{
     prepare_output_dir_for, read_status, utc_now_rfc3339, write_json_atomic, Manifest,
-    OutputLayout, OutputLock, Prepare, SpecIdentity,
+    OutputLayout, OutputLock, Prepare, ShardSlice, SpecIdentity,
 };
 use simsweep_engine::plan::Planner;
 use simsweep_engine::summary::best_per_target;
@@ -175,7 +178,12 @@ pub fn run(
     cancel: CancelToken,
 ) -> Result<Report, Error> {
     let started = Instant::now();
-    let job = Arc::new(job.clone());
+    let mut job = job.clone();
+    // A shard runs into its own folder, with its own lock and commit log.
+    if let Some(shard) = options.shard {
+        job.output_dir = job.output_dir.join(shard.dir_name());
+    }
+    let job = Arc::new(job);
     let mut layout = OutputLayout::new(&job.output_dir);
     let span = tracing::info_span!("job", job = %job.name);
     let _entered = span.enter();
@@ -202,19 +210,35 @@ pub fn run(
             None => layout.with_fault(point),
         };
     }
+    let n_points = job.sweep.len() as u64;
+    let slice = shard_slice(&job, options, existing.as_ref())?;
     let (committed, next_index) = match &existing {
         Some(m) => (m.committed_ranges(), m.next_index()),
         None => (Vec::new(), 0),
     };
-    let n_points = job.sweep.len() as u64;
-    let planner =
-        Planner::new(n_points, options.batch_size, &committed, next_index, options.max_open_batches)
-            .map_err(|e| EngineError::OutputConflict {
-                dir: job.output_dir.clone(),
-                message: format!(
-                    "the manifest does not fit this job ({e}); remove the directory or choose another --out"
-                ),
-            })?;
+    // A shard numbers its batches as the unsharded plan at its first run's batch size does.
+    let next_index = next_index.max(slice.as_ref().map_or(0, |s| {
+        u32::try_from(s.first_point / options.batch_size.get() as u64).unwrap_or(u32::MAX)
+    }));
+    let points = slice.as_ref().map_or(0..n_points, ShardSlice::points);
+    let simulations_planned = if job.sweep.has_fixed_seeds() {
+        points.end - points.start
+    } else {
+        (points.end - points.start) * u64::from(job.replicates)
+    };
+    let planner = Planner::new_in(
+        points,
+        options.batch_size,
+        &committed,
+        next_index,
+        options.max_open_batches,
+    )
+    .map_err(|e| EngineError::OutputConflict {
+        dir: job.output_dir.clone(),
+        message: format!(
+            "the manifest does not fit this job ({e}); remove the directory or choose another --out"
+        ),
+    })?;
     let mut manifest = existing.unwrap_or_else(|| {
         Manifest::new(
             &job.name,
@@ -222,10 +246,11 @@ pub fn run(
             options.batch_size.get() as u64,
             n_points,
             job.replicates,
-            job.simulations(),
+            simulations_planned,
             planner.batches_planned(),
         )
     });
+    manifest.shard = slice;
     // An output of manifest format 1 carries no best lists: read them from its files once,
     // so that from now on the commit log alone tells the best (format 2).
     if !manifest.has_best() {
@@ -245,7 +270,7 @@ pub fn run(
         batches_committed: batches_resumed,
         batches_planned: planner.batches_planned(),
         simulations_committed: manifest.batches.iter().map(|b| b.simulations).sum(),
-        simulations_planned: job.simulations(),
+        simulations_planned,
         failed: 0,
     };
     tracing::info!(
@@ -292,6 +317,47 @@ pub fn run(
     })
 }
 
+/// The slice of the sweep this run covers: `None` unsharded; for a shard, the slice its
+/// output already records (fixed at its first run), or the one computed at this batch size.
+///
+/// # Errors
+/// An input error when the output is of another shard or of an unsharded run, or the other
+/// way round (the directory names the shard, so only a renamed folder can do this).
+fn shard_slice(
+    job: &Job,
+    options: &RunOptions,
+    existing: Option<&Manifest>,
+) -> Result<Option<ShardSlice>, Error> {
+    let recorded = existing.and_then(|m| m.shard.clone());
+    let conflict =
+        |message: String| EngineError::OutputConflict { dir: job.output_dir.clone(), message };
+    match (options.shard, recorded) {
+        (None, None) => Ok(None),
+        (Some(shard), Some(r)) if (r.index, r.count) == (shard.index, shard.count) => Ok(Some(r)),
+        (Some(shard), None) if existing.is_none_or(|m| m.batches.is_empty()) => {
+            let points = shard.points(job.sweep.len() as u64, options.batch_size);
+            Ok(Some(ShardSlice {
+                index: shard.index,
+                count: shard.count,
+                first_point: points.start,
+                end_point: points.end,
+            }))
+        }
+        (asked, found) => {
+            let name = |s: Option<(u32, u32)>| {
+                s.map_or("the whole sweep".to_string(), |(i, k)| format!("shard {i} of {k}"))
+            };
+            Err(conflict(format!(
+                "holds the results of {} but this run is {}; give the directory of that shard \
+                 (--shards/--shard), or choose another --out",
+                name(found.map(|r| (r.index, r.count))),
+                name(asked.map(|s| (s.index, s.count))),
+            ))
+            .into())
+        }
+    }
+}
+
 /// The state of the output directory `dir`, from its manifest and committed files: job, spec
 /// hash, batches committed of planned, simulations, failures, the last commit, whether a
 /// process holds the directory (and its pid), and the [`SUMMARY_BEST_PER_TARGET`] best
@@ -303,4 +369,35 @@ pub fn run(
 /// manifest error naming the file when one cannot be read.
 pub fn status(dir: &std::path::Path) -> Result<RunStatus, Error> {
     Ok(read_status(&OutputLayout::new(dir), SUMMARY_BEST_PER_TARGET)?)
+}
+
+/// The shard folders (`shard=I-of-K`) directly under `dir`, by index: empty for an output
+/// that is not sharded. What `simsweep status` lists for a sharded output.
+///
+/// # Errors
+/// [`Error::Engine`] with an I/O error when `dir` exists but cannot be listed.
+pub fn shards(dir: &std::path::Path) -> Result<Vec<(Shard, std::path::PathBuf)>, Error> {
+    Ok(simsweep_engine::output::merge::find_shards(dir)?)
+}
+
+/// Checks the K shards of the sharded output `dir` (all present, finished, of one spec hash
+/// and engine version, their slices covering the sweep once) and writes `dir/summary.json`
+/// (the [`SUMMARY_BEST_PER_TARGET`] best parameter sets per target across shards) and
+/// `dir/index.json` ([`MergeIndex`]). Reads manifests and commit logs only.
+///
+/// # Errors
+/// [`Error::Engine`] with an input error naming the missing, unfinished or foreign shards (or
+/// the gap between slices), nothing written; an I/O or damaged-file error naming the file.
+pub fn merge(dir: &std::path::Path) -> Result<(MergeIndex, Vec<TargetSummary>), Error> {
+    Ok(simsweep_engine::output::merge::merge_shards(dir, SUMMARY_BEST_PER_TARGET)?)
+}
+
+/// The checks of [`merge`] without writing anything: `Ok` when `dir`'s shards are all there,
+/// finished and of one spec (what `simsweep status` says of a sharded output).
+///
+/// # Errors
+/// As [`merge`].
+pub fn merge_check(dir: &std::path::Path) -> Result<(), Error> {
+    simsweep_engine::output::merge::check_shards(dir)?;
+    Ok(())
 }

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod shard_env;
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -92,6 +94,20 @@ enum Command {
         /// Show debug logs and per-batch lines.
         #[arg(short, long)]
         verbose: bool,
+        /// Run one of K shards of the sweep (a contiguous slice of whole batches) into
+        /// `OUT/shard=I-of-K/`; with --shard, default: env SLURM_ARRAY_TASK_COUNT.
+        #[arg(long, value_name = "K")]
+        shards: Option<u32>,
+        /// Which shard, 0 to K-1 [default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN,
+        /// JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or HQ_TASK_ID (HyperQueue)].
+        #[arg(long, value_name = "I")]
+        shard: Option<u32>,
+    },
+    /// Check that every shard of a sharded output is finished and of the same spec, then
+    /// write the job's summary.json and index.json there.
+    Merge {
+        /// The output directory the shards were run into (their --out).
+        dir: PathBuf,
     },
     /// Show the state of an output directory: a running, dead or finished run.
     Status {
@@ -159,7 +175,22 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&simsweep::Error::Engine(e), false),
         },
-        Command::Run { job, out, batch_size, workers, restart, verbose } => {
+        Command::Run { job, out, batch_size, workers, restart, verbose, shards, shard } => {
+            let shard = match shard_env::choose_shard(shards, shard, |name| {
+                std::env::var(name).ok().filter(|v| !v.is_empty())
+            }) {
+                Ok(choice) => choice,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(EXIT_INPUT);
+                }
+            };
+            if let Some(choice) = &shard {
+                eprintln!(
+                    "simsweep: shard {} of {} (from {})",
+                    choice.shard.index, choice.shard.count, choice.source
+                );
+            }
             let batch_size = match batch_size {
                 Some(b) => Some(b),
                 None => match batch_size_from_env(std::env::var_os(BATCH_SIZE_ENV)) {
@@ -174,7 +205,40 @@ fn main() -> ExitCode {
                 Ok(job) => job,
                 Err(e) => return fail(&simsweep::Error::Engine(e), false),
             };
-            run(job, out, batch_size, workers, restart, verbose)
+            run(job, out, batch_size, workers, restart, verbose, shard.map(|c| c.shard))
+        }
+        Command::Merge { dir } => match simsweep::merge(&dir) {
+            Ok((index, summary)) => {
+                println!(
+                    "merged {} shards of `{}`: {} parameter sets, {} simulations ({} failed)",
+                    index.shards.len(),
+                    index.job_name,
+                    index.n_parameter_sets,
+                    index.simulations,
+                    index.failed
+                );
+                print_best(&summary, "best");
+                println!(
+                    "\nwrote {} and {}",
+                    dir.join("summary.json").display(),
+                    dir.join("index.json").display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, false),
+        },
+        Command::Status { dir } if !dir.join("manifest.json").exists() => {
+            match simsweep::shards(&dir) {
+                Ok(shards) if !shards.is_empty() => print_shard_status(&dir, &shards),
+                Ok(_) => match simsweep::status(&dir) {
+                    Ok(status) => {
+                        print_status(&dir, &status);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e, false),
+                },
+                Err(e) => fail(&e, false),
+            }
         }
         Command::Status { dir } => match simsweep::status(&dir) {
             Ok(status) => {
@@ -213,6 +277,7 @@ fn run(
     workers: Option<NonZeroUsize>,
     restart: bool,
     verbose: bool,
+    shard: Option<simsweep::Shard>,
 ) -> ExitCode {
     if let Some(out) = out {
         job.output_dir = out;
@@ -226,6 +291,7 @@ fn run(
     }
 
     options.restart = restart;
+    options.shard = shard;
 
     let cancel = CancelToken::new();
     let first_signal = Arc::new(AtomicI32::new(0));
@@ -304,23 +370,45 @@ fn handle_signals(cancel: CancelToken, first_signal: Arc<AtomicI32>) -> std::io:
     Ok(())
 }
 
-fn print_status(dir: &std::path::Path, status: &simsweep::RunStatus) {
-    let m = &status.manifest;
-    println!("output      {}", dir.display());
-    println!("job         {}", m.job_name);
-    println!("spec hash   {}", m.spec_hash);
-    let state = if m.finished { "finished" } else { "not finished" };
-    println!("batches     {} of {} committed ({state})", m.batches.len(), m.batches_planned);
-    println!("simulations {} of {} committed", status.simulations_committed, m.simulations_planned);
-    println!("failures    {}", status.failed);
-    println!("last commit {}", status.last_commit.as_deref().unwrap_or("none yet"));
-    match status.holder {
-        None => println!("process     none holds the directory (not running)"),
-        Some(Some(pid)) => println!("process     running: pid {pid} holds the directory"),
-        Some(None) => println!("process     running: a process holds the directory (pid unknown)"),
+/// `simsweep status` of a sharded output: a line per shard, then what `merge` would say.
+fn print_shard_status(dir: &std::path::Path, shards: &[(simsweep::Shard, PathBuf)]) -> ExitCode {
+    println!("output      {} (sharded)", dir.display());
+    for (shard, path) in shards {
+        let line = match simsweep::status(path) {
+            Ok(s) => {
+                let m = &s.manifest;
+                let state = match (m.finished, s.holder) {
+                    (true, _) => "finished".to_string(),
+                    (false, Some(Some(pid))) => format!("running (pid {pid})"),
+                    (false, Some(None)) => "running".to_string(),
+                    (false, None) => "stopped".to_string(),
+                };
+                format!(
+                    "{} of {} batches, {} of {} simulations, {} failed, {state}",
+                    m.batches.len(),
+                    m.batches_planned,
+                    s.simulations_committed,
+                    m.simulations_planned,
+                    s.failed
+                )
+            }
+            Err(e) => format!("unreadable: {e}"),
+        };
+        println!("shard {:>3} of {:<3} {line}", shard.index, shard.count);
     }
-    for target in &status.best {
-        println!("\nbest so far for target `{}` (loss: smaller is better)", target.target);
+    match simsweep::merge_check(dir) {
+        Ok(()) => {
+            println!("\nall shards finished: `simsweep merge {}` writes the summary", dir.display())
+        }
+        Err(e) => println!("\nnot ready to merge: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The best parameter sets of each target, as `status` and `merge` print them.
+fn print_best(summary: &[simsweep::TargetSummary], label: &str) {
+    for target in summary {
+        println!("\n{label} for target `{}` (loss: smaller is better)", target.target);
         if target.best.is_empty() {
             println!("  no loss committed yet");
             continue;
@@ -337,6 +425,24 @@ fn print_status(dir: &std::path::Path, status: &simsweep::RunStatus) {
             );
         }
     }
+}
+
+fn print_status(dir: &std::path::Path, status: &simsweep::RunStatus) {
+    let m = &status.manifest;
+    println!("output      {}", dir.display());
+    println!("job         {}", m.job_name);
+    println!("spec hash   {}", m.spec_hash);
+    let state = if m.finished { "finished" } else { "not finished" };
+    println!("batches     {} of {} committed ({state})", m.batches.len(), m.batches_planned);
+    println!("simulations {} of {} committed", status.simulations_committed, m.simulations_planned);
+    println!("failures    {}", status.failed);
+    println!("last commit {}", status.last_commit.as_deref().unwrap_or("none yet"));
+    match status.holder {
+        None => println!("process     none holds the directory (not running)"),
+        Some(Some(pid)) => println!("process     running: pid {pid} holds the directory"),
+        Some(None) => println!("process     running: a process holds the directory (pid unknown)"),
+    }
+    print_best(&status.best, "best so far");
 }
 
 /// Prints `error` with the causes its message does not already include, and picks the exit

@@ -98,6 +98,88 @@ pub enum PlanError {
     },
 }
 
+/// One of `count` shards of a sweep: a contiguous slice of whole batches that one process runs
+/// into its own folder (`shard=I-of-K`), for a scheduler's array of jobs (Slurm, Kubernetes
+/// Indexed Jobs, HyperQueue). Rows are the same as an unsharded run's; the shard only decides
+/// which process computes them and where they live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    /// This shard, `0..count`.
+    pub index: u32,
+    /// Shards of the sweep, ≥ 1.
+    pub count: u32,
+}
+
+/// Why a shard was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// `count` is 0.
+    #[error("the number of shards must be at least 1")]
+    NoShards,
+    /// `index` is not below `count`.
+    #[error("shard {index} does not exist among {count} shards (indices 0 to {})", count - 1)]
+    IndexOutOfRange {
+        /// The index given.
+        index: u32,
+        /// The number of shards.
+        count: u32,
+    },
+}
+
+impl Shard {
+    /// Shard `index` of `count`.
+    ///
+    /// # Errors
+    /// [`ShardError`] when `count` is 0 or `index ≥ count`.
+    pub fn new(index: u32, count: u32) -> Result<Shard, ShardError> {
+        if count == 0 {
+            return Err(ShardError::NoShards);
+        }
+        if index >= count {
+            return Err(ShardError::IndexOutOfRange { index, count });
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The points of this shard in a sweep of `n_points` cut into batches of `batch_size`: the
+    /// sweep's `B = ⌈n_points / batch_size⌉` batches are dealt out in contiguous runs, shard
+    /// `i` taking batches `⌊i·B/K⌋ .. ⌊(i+1)·B/K⌋` (so shard sizes differ by at most one
+    /// batch). Every shard's batches are whole, the sweep's last excepted; shards are disjoint,
+    /// in order, and cover `0..n_points`. A shard may be empty when `K > B`.
+    pub fn points(&self, n_points: u64, batch_size: NonZeroUsize) -> Range<u64> {
+        let bs = batch_size.get() as u64;
+        let batches = n_points.div_ceil(bs);
+        let cut = |i: u32| -> u64 {
+            let b = (u128::from(batches) * u128::from(i) / u128::from(self.count)) as u64;
+            b.saturating_mul(bs).min(n_points)
+        };
+        cut(self.index)..cut(self.index + 1)
+    }
+
+    /// The index of the first batch of this shard (its global batch number in the unsharded
+    /// plan at the same batch size), so that a shard's files carry the unsharded run's names.
+    pub fn first_batch(&self, n_points: u64, batch_size: NonZeroUsize) -> u64 {
+        self.points(n_points, batch_size).start / batch_size.get() as u64
+    }
+
+    /// The shard's folder name, `shard=I-of-K` (hive-style: readers that understand
+    /// partitioned datasets get a `shard` column).
+    pub fn dir_name(&self) -> String {
+        format!("shard={}-of-{}", self.index, self.count)
+    }
+
+    /// The shard a folder name `shard=I-of-K` names, if it is one.
+    pub fn from_dir_name(name: &str) -> Option<Shard> {
+        let (i, k) = name.strip_prefix("shard=")?.split_once("-of-")?;
+        let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !plain(i) || !plain(k) {
+            return None;
+        }
+        Shard::new(i.parse().ok()?, k.parse().ok()?).ok()
+    }
+}
+
 /// Plans the batches of a sweep over the points not yet committed and tracks which are open.
 ///
 /// A batch is *open* from [`Planner::next_batch`] until [`Planner::on_committed`]. At most
@@ -131,17 +213,34 @@ impl Planner {
         next_index: u32,
         max_open: NonZeroUsize,
     ) -> Result<Self, PlanError> {
+        Planner::new_in(0..n_points, batch_size, committed, next_index, max_open)
+    }
+
+    /// A planner over the points `points` only (a shard's slice, see [`Shard::points`]), that
+    /// skips the `committed` ranges; otherwise as [`Planner::new`]. Progress counts the slice.
+    ///
+    /// # Errors
+    /// As [`Planner::new`]; a committed range outside `points` is
+    /// [`PlanError::CommittedOutOfRange`].
+    pub fn new_in(
+        points: Range<u64>,
+        batch_size: NonZeroUsize,
+        committed: &[Range<u64>],
+        next_index: u32,
+        max_open: NonZeroUsize,
+    ) -> Result<Self, PlanError> {
+        let n_points = points.end;
         let batch_size = batch_size.get() as u64;
         let mut done: Vec<Range<u64>> =
             committed.iter().filter(|r| !r.is_empty()).cloned().collect();
         done.sort_by_key(|r| r.start);
 
         let mut gaps = VecDeque::new();
-        let mut cursor = 0u64;
+        let mut cursor = points.start;
         let mut points_committed = 0u64;
         let mut previous: Option<&Range<u64>> = None;
         for range in &done {
-            if range.end > n_points {
+            if range.end > n_points || range.start < points.start {
                 return Err(PlanError::CommittedOutOfRange { range: range.clone(), n_points });
             }
             if let Some(prev) = previous.filter(|p| range.start < p.end) {
@@ -183,7 +282,7 @@ impl Planner {
                 batches_committed,
                 batches_planned,
                 points_committed,
-                points_planned: n_points,
+                points_planned: points.end.saturating_sub(points.start),
             },
         })
     }
@@ -255,6 +354,89 @@ mod tests {
 
     fn nz(n: usize) -> NonZeroUsize {
         NonZeroUsize::new(n).unwrap()
+    }
+
+    #[test]
+    fn shards_of_the_flu_example() {
+        // 10,000 sets at batch 200 = 50 batches over 4 shards: 12, 13, 12, 13 batches.
+        let points: Vec<Range<u64>> =
+            (0..4).map(|i| Shard::new(i, 4).unwrap().points(10_000, nz(200))).collect();
+        assert_eq!(points, vec![0..2400, 2400..5000, 5000..7400, 7400..10_000]);
+        assert_eq!(Shard::new(1, 4).unwrap().first_batch(10_000, nz(200)), 12);
+        // A last partial batch stays in the last shard; more shards than batches: empty ones.
+        assert_eq!(Shard::new(1, 2).unwrap().points(23, nz(5)), 10..23);
+        let tiny: Vec<Range<u64>> =
+            (0..4).map(|i| Shard::new(i, 4).unwrap().points(7, nz(5))).collect();
+        assert_eq!(tiny, vec![0..0, 0..5, 5..5, 5..7]);
+    }
+
+    #[test]
+    fn shard_names_and_refusals() {
+        let s = Shard::new(3, 8).unwrap();
+        assert_eq!(s.dir_name(), "shard=3-of-8");
+        assert_eq!(Shard::from_dir_name("shard=3-of-8"), Some(s));
+        for bad in [
+            "shard=8-of-8",
+            "shard=-1-of-8",
+            "shard=1-of-",
+            "shard=1of8",
+            "x=1-of-2",
+            "shard=+1-of-2",
+        ] {
+            assert_eq!(Shard::from_dir_name(bad), None, "{bad}");
+        }
+        assert_eq!(Shard::new(0, 0), Err(ShardError::NoShards));
+        assert_eq!(
+            Shard::new(4, 4).unwrap_err().to_string(),
+            "shard 4 does not exist among 4 shards (indices 0 to 3)"
+        );
+    }
+
+    #[test]
+    fn a_shard_planner_releases_only_its_slice_numbered_as_unsharded() {
+        let shard = Shard::new(1, 3).unwrap();
+        let slice = shard.points(23, nz(3)); // 8 batches: shard 1 has batches 2..5
+        assert_eq!(slice, 6..15);
+        let first = shard.first_batch(23, nz(3)) as u32;
+        let mut p = Planner::new_in(slice.clone(), nz(3), &[9..12], first, nz(8)).unwrap();
+        let mut got = Vec::new();
+        while let Some(b) = p.next_batch() {
+            got.push((b.index, b.points));
+        }
+        assert_eq!(got, vec![(2, 6..9), (3, 12..15)]);
+        assert_eq!(p.progress().points_planned, 9);
+        assert_eq!(p.progress().points_committed, 3);
+        assert!(matches!(
+            Planner::new_in(slice, nz(3), &[3..6], first, nz(8)),
+            Err(PlanError::CommittedOutOfRange { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn shards_are_disjoint_in_order_whole_batches_and_cover_the_sweep(
+            n in 0u64..5_000, bs in 1usize..300, k in 1u32..40,
+        ) {
+            let mut cursor = 0;
+            for i in 0..k {
+                let r = Shard::new(i, k).unwrap().points(n, nz(bs));
+                prop_assert_eq!(r.start, cursor);
+                prop_assert!(r.start <= r.end);
+                prop_assert_eq!(r.start % bs as u64, 0);
+                if r.end != n {
+                    prop_assert_eq!(r.end % bs as u64, 0);
+                }
+                cursor = r.end;
+            }
+            prop_assert_eq!(cursor, n);
+            // Sizes differ by at most one batch.
+            let sizes: Vec<u64> = (0..k)
+                .map(|i| Shard::new(i, k).unwrap().points(n, nz(bs)))
+                .map(|r| r.end.div_ceil(bs as u64) - r.start / bs as u64)
+                .collect();
+            let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            prop_assert!(hi - lo <= 1, "{:?}", sizes);
+        }
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub fault: Option<(crate::output::FaultPoint, Option<u32>)>,
     /// Tasks per message to a worker (see [`DEFAULT_TASKS_PER_CHUNK`]).
     pub tasks_per_chunk: NonZeroUsize,
+    /// Run only this shard of the sweep, into `<output>/shard=I-of-K/` (see
+    /// [`crate::plan::Shard`]); `None` runs the whole sweep into `<output>/`.
+    pub shard: Option<crate::plan::Shard>,
 }
 
 impl Default for RunOptions {
@@ -67,6 +70,7 @@ impl Default for RunOptions {
             restart: false,
             fault: None,
             tasks_per_chunk: nz(DEFAULT_TASKS_PER_CHUNK),
+            shard: None,
         }
     }
 }
@@ -327,7 +331,9 @@ pub struct BestParameterSet {
     pub point: u64,
     /// Parameter name → value, in the target file's column order.
     pub parameters: Vec<(String, ParamValue)>,
-    /// The loss.
+    /// The loss. In JSON a finite loss is a number and a non-finite one a string, `"inf"`,
+    /// `"-inf"` or `"NaN"` (JSON has no such numbers; `null` would read as "no loss").
+    #[serde(with = "loss_json")]
     pub loss: f64,
     /// Failed replicates among its replicates.
     pub n_failed: u32,
@@ -388,5 +394,75 @@ mod tests {
         g.set(2);
         g.sub(5);
         assert_eq!((g.get(), g.peak()), (0, 3));
+    }
+}
+
+/// JSON for a loss that may be infinite: finite as a number, else `"inf"`, `"-inf"`, `"NaN"`.
+mod loss_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(loss: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        match *loss {
+            x if x.is_finite() => serializer.serialize_f64(x),
+            x if x.is_nan() => serializer.serialize_str("NaN"),
+            x if x > 0.0 => serializer.serialize_str("inf"),
+            _ => serializer.serialize_str("-inf"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Loss {
+            Number(f64),
+            Text(String),
+        }
+        match Loss::deserialize(deserializer)? {
+            Loss::Number(x) => Ok(x),
+            Loss::Text(t) => match t.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "NaN" => Ok(f64::NAN),
+                other => Err(serde::de::Error::custom(format!(
+                    "`{other}` is not a loss (a number, \"inf\", \"-inf\" or \"NaN\")"
+                ))),
+            },
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use crate::progress::BestParameterSet;
+
+        #[test]
+        fn non_finite_losses_round_trip_as_strings() {
+            for (loss, json) in [
+                (f64::INFINITY, "\"inf\""),
+                (f64::NEG_INFINITY, "\"-inf\""),
+                (2.5, "2.5"),
+                (0.1 + 0.2, "0.30000000000000004"),
+            ] {
+                let b = BestParameterSet {
+                    param_id: "p".into(),
+                    point: 3,
+                    parameters: vec![],
+                    loss,
+                    n_failed: 0,
+                };
+                let text = serde_json::to_string(&b).unwrap();
+                assert!(text.contains(&format!("\"loss\":{json}")), "{text}");
+                let back: BestParameterSet = serde_json::from_str(&text).unwrap();
+                assert_eq!(back, b);
+            }
+            let nan: BestParameterSet = serde_json::from_str(
+                r#"{"param_id":"p","point":0,"parameters":[],"loss":"NaN","n_failed":0}"#,
+            )
+            .unwrap();
+            assert!(nan.loss.is_nan());
+            let bad = serde_json::from_str::<BestParameterSet>(
+                r#"{"param_id":"p","point":0,"parameters":[],"loss":"big","n_failed":0}"#,
+            );
+            assert!(bad.unwrap_err().to_string().contains("`big` is not a loss"));
+        }
     }
 }

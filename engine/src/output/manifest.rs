@@ -72,6 +72,31 @@ pub struct Manifest {
     /// are read from the committed target files, see [`Manifest::has_best`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub best: Vec<TargetSummary>,
+    /// For the output of one shard of a sharded run: which shard, and its slice of the sweep
+    /// (fixed when the shard first ran, whatever batch size later runs use). `None` for an
+    /// unsharded output, whose slice is the whole sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardSlice>,
+}
+
+/// The slice of the sweep one shard's output holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSlice {
+    /// The shard's index, `0..count`.
+    pub index: u32,
+    /// Shards of the run.
+    pub count: u32,
+    /// First parameter-set index of the slice.
+    pub first_point: u64,
+    /// One past the last parameter-set index of the slice.
+    pub end_point: u64,
+}
+
+impl ShardSlice {
+    /// The slice's parameter-set indices.
+    pub fn points(&self) -> Range<u64> {
+        self.first_point..self.end_point
+    }
 }
 
 /// One committed batch.
@@ -180,6 +205,7 @@ impl Manifest {
             spec_parts: BTreeMap::new(),
             peak_in_flight: BTreeMap::new(),
             best: Vec::new(),
+            shard: None,
         }
     }
 

@@ -61,6 +61,7 @@ pub mod commit_log;
 mod layout;
 mod lock;
 mod manifest;
+pub mod merge;
 mod prepare;
 mod spec_parts;
 mod status;
@@ -72,7 +73,8 @@ pub use commit::{
 pub use layout::{Dataset, FaultPoint, OutputLayout};
 pub use lock::OutputLock;
 pub use manifest::{
-    utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, MANIFEST_FORMAT_VERSION,
+    utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, ShardSlice,
+    MANIFEST_FORMAT_VERSION,
 };
 pub use prepare::{prepare_output_dir, prepare_output_dir_for, Prepare};
 pub use spec_parts::{changed_parts, SpecIdentity};

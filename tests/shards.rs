@@ -228,3 +228,40 @@ fn kill_when(mut child: std::process::Child, ready: impl Fn() -> bool, bound: Du
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+#[test]
+fn an_external_models_program_files_are_fingerprinted_for_the_merge() {
+    // The spec hash covers the command line; the manifest also records the files it runs, so
+    // that shards run with different model code are told apart by `merge`.
+    // A copy laid out as in the repository (model.py finds ../../python/simsweep_worker.py).
+    let root = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = |from: &Path, to: &Path| {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    copy(&repo.join("python"), &root.path().join("python"));
+    let dir = root.path().join("examples/python-sir");
+    copy(&repo.join("examples/python-sir"), &dir);
+    let parts = |dir: &Path| {
+        let job = simsweep::load_job(&dir.join("job.toml")).unwrap();
+        simsweep::engine::output::SpecIdentity::of_job(&job).parts
+    };
+    let before = parts(&dir);
+    let files = before.get("model files").expect("model.py is fingerprinted").clone();
+    assert!(files.starts_with("model.py "), "{files}");
+    let mut code = fs::read_to_string(dir.join("model.py")).unwrap();
+    code.push_str("\n# an edit\n");
+    fs::write(dir.join("model.py"), code).unwrap();
+    let after = parts(&dir);
+    assert_ne!(after.get("model files"), Some(&files), "an edited model.py changes the record");
+    assert_eq!(
+        simsweep::engine::output::changed_parts(&before, &after),
+        vec!["model files".to_string()]
+    );
+}

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::layout::OutputLayout;
 use super::manifest::{utc_now_rfc3339, write_json_atomic, Manifest};
-use super::spec_parts::SpecIdentity;
+use super::spec_parts::{SpecIdentity, MODEL_FILES};
 use crate::error::{EngineError, Result};
 use crate::plan::Shard;
 use crate::progress::TargetSummary;
@@ -225,6 +225,16 @@ pub fn check_shards(root: &Path) -> Result<Vec<(Shard, Manifest)>> {
                     loaded[0].0.index,
                     &hash[..12.min(hash.len())]
                 ));
+            } else if m.spec_parts.get(MODEL_FILES) != reference.spec_parts.get(MODEL_FILES) {
+                problems.push(format!(
+                    "shard {} ran other model code than shard {} ({}: {} there, {} here); \
+                     rerun it with the others' model files",
+                    shard.index,
+                    loaded[0].0.index,
+                    MODEL_FILES,
+                    m.spec_parts.get(MODEL_FILES).map_or("none", String::as_str),
+                    reference.spec_parts.get(MODEL_FILES).map_or("none", String::as_str),
+                ));
             } else if m.engine_version != version {
                 problems.push(format!(
                     "shard {} was written by simsweep {}, shard {} by {}; rerun it with one version",
@@ -340,6 +350,22 @@ mod tests {
             assert!(text.contains(needle), "lacks {needle:?}: {text}");
         }
         assert!(!root.join("summary.json").exists() && !root.join(INDEX_FILE).exists());
+    }
+
+    #[test]
+    fn refuses_shards_run_with_other_model_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (i, points, code) in [(0, 0..20, "model.py 1111"), (1, 20..30, "model.py 2222")] {
+            let dir = finished_shard(tmp.path(), i, 2, points);
+            let mut m = Manifest::load(&dir.join("manifest.json")).unwrap().unwrap();
+            m.spec_parts.insert(MODEL_FILES.to_string(), code.to_string());
+            m.write_atomic(&OutputLayout::new(&dir)).unwrap();
+        }
+        let text = merge_shards(tmp.path(), 10).unwrap_err().to_string();
+        assert!(
+            text.contains("shard 1 ran other model code than shard 0 (model files: model.py 2222 there, model.py 1111 here)"),
+            "{text}"
+        );
     }
 
     #[test]

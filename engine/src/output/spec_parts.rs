@@ -84,6 +84,10 @@ impl SpecIdentity {
             format!("[{}]", job.model_outputs.join(", "))
         };
         parts.insert(MODEL_OUTPUTS.to_string(), written);
+        let resolved = job.model.resolved(job_dir);
+        if let Some(files) = resolved.external().and_then(model_files) {
+            parts.insert(MODEL_FILES.to_string(), files);
+        }
         SpecIdentity { hash: job.spec_hash.clone(), parts }
     }
 
@@ -91,6 +95,32 @@ impl SpecIdentity {
     pub fn target_names(parts: &BTreeMap<String, String>) -> Vec<String> {
         parts.keys().filter_map(|k| k.strip_prefix(TARGET_PREFIX)).map(str::to_string).collect()
     }
+}
+
+/// Key of the part naming an external model's program files and their contents' hashes.
+pub const MODEL_FILES: &str = "model files";
+
+/// The files an external model's command names (the program when given as a path, and any
+/// argument that is an existing file, relative to the worker's working directory), each as
+/// `name hash` of its contents; `None` when it names none. Recorded in the manifest so that
+/// `simsweep merge` can tell shards run with different model code apart (the spec hash covers
+/// the command line, not the files it runs).
+fn model_files(external: &crate::model::external::ExternalSettings) -> Option<String> {
+    let dir = external.working_dir.clone().unwrap_or_default();
+    let mut named = Vec::new();
+    for word in &external.command {
+        let path = dir.join(word);
+        if !path.is_file() {
+            continue;
+        }
+        let mut h = Hasher::default();
+        match std::fs::read(&path) {
+            Ok(bytes) => h.0.update(&bytes),
+            Err(e) => h.line(&format!("<unreadable: {e}>")),
+        }
+        named.push(format!("{word} {}", h.finish()));
+    }
+    (!named.is_empty()).then(|| named.join(", "))
 }
 
 /// What differs between the stored parts `before` and `now`, one phrase per part, e.g.

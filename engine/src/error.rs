@@ -122,6 +122,15 @@ impl EngineError {
         )
     }
 
+    /// The text of this error's source (for [`EngineError::Damaged`]: why the file does not
+    /// decode), or of the error itself when it has none.
+    pub fn source_text(&self) -> String {
+        match std::error::Error::source(self) {
+            Some(source) => source.to_string(),
+            None => self.to_string(),
+        }
+    }
+
     /// True when a file of the output directory is damaged ([`EngineError::Damaged`]):
     /// resuming cannot work; the file must be restored or the run started over.
     pub fn is_damaged_output(&self) -> bool {

@@ -138,6 +138,18 @@ impl CommittedBatch {
     }
 }
 
+/// True when `text` (of a `manifest.json` that does not decode) has the shape of
+/// simsweep's own manifest, truncated or altered: a JSON object naming simsweep's fields.
+/// Anything else — another tool's `manifest.json`, a text file — is not simsweep's.
+fn looks_like_our_manifest(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+        && ["\"format_version\"", "\"spec_hash\"", "\"engine_version\""]
+            .iter()
+            .filter(|field| text.contains(*field))
+            .count()
+            >= 2
+}
+
 /// `commits.log` in the folder of the manifest at `manifest_path`.
 fn commit_log_path_beside(manifest_path: &Path) -> std::path::PathBuf {
     manifest_path.with_file_name(super::layout::COMMIT_LOG_FILE)
@@ -233,12 +245,32 @@ impl Manifest {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(damaged("not UTF-8 text".into()))
+                // simsweep writes UTF-8 JSON: this file is someone else's.
+                return Err(EngineError::OutputConflict {
+                    dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    message: "holds a manifest.json that simsweep did not write (not UTF-8 \
+                              text): it is not a simsweep output; choose another --out \
+                              (simsweep deletes nothing there, --restart included)"
+                        .to_string(),
+                });
             }
             Err(e) => return Err(EngineError::io(path, e)),
         };
-        let mut manifest: Manifest =
-            serde_json::from_str(&text).map_err(|source| damaged(Box::new(source)))?;
+        let mut manifest: Manifest = match serde_json::from_str(&text) {
+            Ok(manifest) => manifest,
+            Err(source) if !looks_like_our_manifest(&text) => {
+                let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                return Err(EngineError::OutputConflict {
+                    dir,
+                    message: format!(
+                        "holds a manifest.json that simsweep did not write ({source}): it is not \
+                         a simsweep output; choose another --out (simsweep deletes nothing \
+                         there, --restart included)"
+                    ),
+                });
+            }
+            Err(source) => return Err(damaged(Box::new(source))),
+        };
         for batch in log?.records {
             manifest.record(batch);
         }
@@ -496,13 +528,27 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("manifest.json");
         assert!(Manifest::load(&path).unwrap().is_none());
-        std::fs::write(&path, "{ not json").unwrap();
+        // simsweep's own manifest, truncated: damaged, and --restart is the way out.
+        let ours =
+            serde_json::to_string_pretty(&Manifest::new("job", "abc", 4, 10, 2, 20, 3)).unwrap();
+        std::fs::write(&path, &ours[..ours.len() / 2]).unwrap();
         let err = Manifest::load(&path).unwrap_err();
         assert!(err.is_damaged_output() && !err.is_input_error(), "{err}");
         assert!(err.to_string().contains("the manifest is damaged"), "{err}");
         assert!(err.to_string().contains("--restart"), "{err}");
-        std::fs::write(&path, [0xffu8, 0xfe, b'{']).unwrap();
-        assert!(Manifest::load(&path).unwrap_err().is_damaged_output());
+        // Another tool's manifest.json, or not even text: not a simsweep output (exit 2).
+        for foreign in
+            [&b"{ not json"[..], br#"{"name": "my-app", "version": "1.0"}"#, &[0xffu8, 0xfe, b'{']]
+        {
+            std::fs::write(&path, foreign).unwrap();
+            let err = Manifest::load(&path).unwrap_err();
+            assert!(err.is_input_error() && !err.is_damaged_output(), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("not a simsweep output") && text.contains("deletes nothing"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -107,23 +107,34 @@ pub fn prepare_output_dir_for(
     }
 }
 
-/// Deletes simsweep's own files of an earlier run: summary, temporary files, dataset
-/// folders, then the manifest last, so that a crash in between leaves a manifest whose files
-/// are missing (refused with a hint to `--restart` again), never batch files without one.
-/// `manifest`: the earlier run's, `None` when it is damaged.
+/// Deletes simsweep's own files of an earlier run, and nothing else: `summary.json`, the
+/// temporary files, the batch files (`batch-NNNNN.parquet` and their temporary names) under
+/// the dataset folders, the folders this leaves empty, `commits.log`, then the manifest last,
+/// so that a crash in between leaves a manifest whose files are missing (refused with a hint
+/// to `--restart` again), never batch files without one. A file of any other name (the
+/// user's notes, a plot) stays where it is, with the folders holding it. `manifest`: the
+/// earlier run's, `None` when it is damaged.
 fn restart(layout: &OutputLayout, manifest: Option<&Manifest>) -> Result<()> {
     for file in [layout.summary_path(), layout.summary_tmp_path(), layout.manifest_tmp_path()] {
         remove_file_if_exists(&file)?;
     }
-    for top in layout.top_dirs() {
-        match std::fs::symlink_metadata(&top) {
-            Ok(meta) if meta.is_dir() => {
-                std::fs::remove_dir_all(&top).map_err(|e| EngineError::io(&top, e))?
-            }
-            Ok(_) => remove_file(&top)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(EngineError::io(&top, e)),
+    let tree = DatasetTree::scan(layout)?;
+    let mut kept = 0usize;
+    for (path, kind) in &tree.files {
+        match kind {
+            FileKind::Batch(_) | FileKind::Temp => remove_file(path)?,
+            FileKind::Other => kept += 1,
         }
+    }
+    for dir in &tree.dirs_deepest_first {
+        remove_dir_if_empty(dir)?;
+    }
+    if kept > 0 {
+        tracing::warn!(
+            out = %layout.root().display(),
+            files_kept = kept,
+            "restart: files simsweep did not write are left in place under the dataset folders"
+        );
     }
     remove_file_if_exists(&layout.commit_log_path())?;
     super::fsync_dir(layout.root())?;
@@ -333,6 +344,15 @@ fn check_parquet_tail(path: &Path) -> Result<()> {
         return Err(damaged(
             "it does not end with the Parquet footer: truncated or overwritten".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Removes the folder `dir` if it is empty; a folder still holding something stays.
+fn remove_dir_if_empty(dir: &Path) -> Result<()> {
+    let empty = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?.next().is_none();
+    if empty {
+        std::fs::remove_dir(dir).map_err(|e| EngineError::io(dir, e))?;
     }
     Ok(())
 }

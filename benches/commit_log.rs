@@ -44,6 +44,7 @@ fn batch(index: u32) -> CommittedBatch {
                 .collect(),
             rows: BATCH_SIZE,
             null_losses: 0,
+            ..TargetSummary::default()
         })
         .collect();
     CommittedBatch {

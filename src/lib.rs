@@ -142,12 +142,88 @@ pub fn check_output(job: &Job) -> Result<OutputState, Error> {
             }
             .into())
         }
-        Some(m) if m.finished => OutputState::Finished,
-        Some(m) => OutputState::Resumable {
+        Some(m) => {
+            // What a resume checks first: every committed file there and whole.
+            simsweep_engine::output::check_committed_files(&layout, &m)?;
+            state_of(m)
+        }
+    })
+}
+
+fn state_of(m: Manifest) -> OutputState {
+    match m {
+        m if m.finished => OutputState::Finished,
+        m => OutputState::Resumable {
             batches_committed: m.batches.len(),
             batches_planned: m.batches_planned,
         },
-    })
+    }
+}
+
+/// Most simulation worker threads a run takes (`RunOptions::workers`).
+pub const MAX_WORKERS: usize = 512;
+
+/// Most simulations in one batch (`batch_size × replicates`): a batch's replicates are held in
+/// memory until the batch is committed.
+pub const MAX_SIMULATIONS_PER_BATCH: u64 = 10_000_000;
+
+/// Checks `options` against the job and the machine before anything is written: what
+/// [`run`] checks first and `simsweep validate` reports.
+///
+/// # Errors
+/// [`Error::Engine`] with an input error ([`EngineError::OptionInvalid`]) naming the option
+/// (its command-line flag) and what to change: more workers than [`MAX_WORKERS`] or than the
+/// process may start threads or open files for; a batch of more than
+/// [`MAX_SIMULATIONS_PER_BATCH`] simulations.
+pub fn check_options(job: &Job, options: &RunOptions) -> Result<(), Error> {
+    let invalid = |option: &str, message: String| {
+        Error::Engine(EngineError::OptionInvalid { option: option.to_string(), message })
+    };
+    let workers = options.workers.get();
+    if workers > MAX_WORKERS {
+        return Err(invalid(
+            "--workers",
+            format!("{workers} is more than {MAX_WORKERS} simulation threads; give at most {MAX_WORKERS} (default: one per core)"),
+        ));
+    }
+    // An external model runs a process per worker, with three pipes each.
+    if job.model.external().is_some() {
+        if let Some(files) = open_files_limit() {
+            let needed = workers as u64 * 4 + 64;
+            if needed > files {
+                return Err(invalid(
+                    "--workers",
+                    format!(
+                        "{workers} external model workers need about {needed} open files, over \
+                         this process's limit of {files} (ulimit -n); give fewer workers or \
+                         raise the limit"
+                    ),
+                ));
+            }
+        }
+    }
+    let per_point = if job.sweep.has_fixed_seeds() { 1 } else { u64::from(job.replicates) };
+    let per_batch = options.batch_size.get() as u64 * per_point;
+    if per_batch > MAX_SIMULATIONS_PER_BATCH {
+        let fits = (MAX_SIMULATIONS_PER_BATCH / per_point).max(1);
+        return Err(invalid(
+            "--batch-size",
+            format!(
+                "{} parameter sets × {per_point} replicates = {per_batch} simulations per batch, \
+                 over the {MAX_SIMULATIONS_PER_BATCH} a batch may hold in memory; give a batch \
+                 size of at most {fits} (--batch-size, SIMSWEEP_BATCH_SIZE or `batch_size`)",
+                options.batch_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The soft limit of open files of this process, if known.
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Runs `job` to the end and returns what it did.
@@ -178,6 +254,7 @@ pub fn run(
     cancel: CancelToken,
 ) -> Result<Report, Error> {
     let started = Instant::now();
+    check_options(job, options)?;
     let mut job = job.clone();
     // A shard runs into its own folder, with its own lock and commit log.
     if let Some(shard) = options.shard {
@@ -400,4 +477,17 @@ pub fn merge(dir: &std::path::Path) -> Result<(MergeIndex, Vec<TargetSummary>), 
 pub fn merge_check(dir: &std::path::Path) -> Result<(), Error> {
     simsweep_engine::output::merge::check_shards(dir)?;
     Ok(())
+}
+
+/// The failed attempts committed in the output directory `dir` by kind, most frequent first,
+/// with the first message of each kind: what `simsweep run` prints when simulations failed.
+///
+/// # Errors
+/// [`Error::Engine`] when the manifest or a failure file cannot be read.
+pub fn failures(
+    dir: &std::path::Path,
+) -> Result<Vec<simsweep_engine::summary::FailureKind>, Error> {
+    let layout = OutputLayout::new(dir);
+    let Some(manifest) = Manifest::load(&layout.manifest_path())? else { return Ok(Vec::new()) };
+    Ok(simsweep_engine::summary::failures_by_kind(&layout, &manifest)?)
 }

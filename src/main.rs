@@ -146,18 +146,44 @@ fn main() -> ExitCode {
                 if let Some(out) = out {
                     job.output_dir = out;
                 }
+                // Every check `run` makes before its first simulation, with the same options.
+                let mut options = RunOptions::for_job(&job);
+                match batch_size_from_env(std::env::var_os(BATCH_SIZE_ENV)) {
+                    Ok(Some(b)) => options.batch_size = b,
+                    Ok(None) => {}
+                    Err(message) => {
+                        eprintln!("error: {message}");
+                        return ExitCode::from(EXIT_INPUT);
+                    }
+                }
+                if let Err(e) = simsweep::check_options(&job, &options) {
+                    return fail(&e, false);
+                }
                 let state = match simsweep::check_output(&job) {
                     Ok(state) => state,
                     Err(e) => return fail(&e, false),
                 };
+                let sweep = if job.sweep.has_fixed_seeds() {
+                    format!(
+                        "{} parameter set(s), each run once with its row's seed (the file's `seed` \
+                         column) = {} simulations",
+                        job.sweep.len(),
+                        job.simulations()
+                    )
+                } else {
+                    format!(
+                        "{} parameter set(s) × {} replicates = {} simulations",
+                        job.sweep.len(),
+                        job.replicates,
+                        job.simulations()
+                    )
+                };
                 println!(
-                    "{}: ok — {} parameter set(s) × {} replicates = {} simulations, model {}, {} target(s), output {}",
+                    "{}: ok — {sweep}, model {}, {} target(s), batches of {}, output {}",
                     job.spec_file.display(),
-                    job.sweep.len(),
-                    job.replicates,
-                    job.simulations(),
                     job.simulator.name(),
                     job.targets.len(),
+                    options.batch_size,
                     job.output_dir.display()
                 );
                 match state {
@@ -305,6 +331,9 @@ fn run(
     match result {
         Ok(report) => {
             print_report(&job, &report);
+            if report.progress.failed > 0 {
+                print_failures(&report);
+            }
             if report.cancelled {
                 eprintln!("simsweep: stopped; run the same command again to resume");
                 let signal = match first_signal.load(Ordering::SeqCst) {
@@ -327,6 +356,30 @@ fn run(
         }
         Err(e) => fail(&e, true),
     }
+}
+
+/// Why simulations failed, on stderr: failed attempts by kind with the first message of each,
+/// and where the whole table is.
+fn print_failures(report: &Report) {
+    let p = &report.progress;
+    eprintln!(
+        "simsweep: {} of {} simulations failed (their losses leave them out; `n_failed` counts them)",
+        p.failed, p.simulations_committed
+    );
+    match simsweep::failures(&report.output_dir) {
+        Ok(kinds) => {
+            for k in kinds.iter().take(8) {
+                let first = k.first_message.lines().next().unwrap_or("");
+                let first: String = first.chars().take(160).collect();
+                eprintln!("  {:>8} × {:<10} first: {first}", k.count, k.kind);
+            }
+        }
+        Err(e) => eprintln!("  (could not read the failures: {e})"),
+    }
+    eprintln!(
+        "  every failed attempt, with seed, exit code, signal and stderr: {}",
+        report.output_dir.join("failures").display()
+    );
 }
 
 /// True when the run simulated something and every simulation's last attempt failed.
@@ -579,6 +632,20 @@ fn print_report(job: &Job, report: &Report) {
                 target.null_losses, target.rows
             );
         }
+        if target.nan_losses > 0 {
+            println!(
+                "  note: {} of {} parameter sets have a NaN loss (computed but undefined, e.g. \
+                 a NaN in the model's output); they are not ranked",
+                target.nan_losses, target.rows
+            );
+        }
+        if target.infinite_losses > 0 {
+            println!(
+                "  note: {} of {} parameter sets have an infinite loss (infinitely bad, e.g. a \
+                 zero prediction where cases were observed); they rank after every finite loss",
+                target.infinite_losses, target.rows
+            );
+        }
         let mut header = format!("{:>4}  {:>14}", "rank", "loss");
         for n in &names {
             header.push_str(&format!("  {n:>12}"));
@@ -601,7 +668,11 @@ fn print_report(job: &Job, report: &Report) {
     }
     let root = report.output_dir.display();
     println!("\nfiles under {root}/:");
-    println!("  manifest.json, summary.json");
+    if report.cancelled {
+        println!("  manifest.json, commits.log (summary.json is written when the run finishes)");
+    } else {
+        println!("  manifest.json, summary.json");
+    }
     for o in &job.model_outputs {
         println!("  model_outputs/{o}/batch-*.parquet");
     }

@@ -279,4 +279,12 @@ fn a_run_where_every_simulation_fails_exits_4_and_says_where_to_look() {
     assert!(stderr.contains("failures"), "{stderr}");
     let failures = read_dataset(&dir.path().join("output/failures"));
     assert_eq!(failures.num_rows(), 250, "one row per failed attempt (errors are not retried)");
+    // Why, on stderr: the count by kind and the first message, without opening failures/.
+    let kinds = failures.column_by_name("kind").unwrap();
+    let kind = arrow::util::display::array_value_to_string(kinds, 0).unwrap();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("250 × {kind}")))
+        .unwrap_or_else(|| panic!("no line `250 × {kind}` in:\n{stderr}"));
+    assert!(line.contains("first:") && line.contains("broken on purpose"), "{line}");
 }

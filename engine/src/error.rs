@@ -21,6 +21,15 @@ pub enum EngineError {
         /// What is wrong and what to change.
         message: String,
     },
+    /// A run option (a command-line flag, or the [`crate::progress::RunOptions`] field behind
+    /// it) that this job or this machine cannot take.
+    #[error("{option}: {message}")]
+    OptionInvalid {
+        /// The option, as its command-line flag (e.g. `--workers`).
+        option: String,
+        /// What is wrong and what to change.
+        message: String,
+    },
     /// A field of the job spec has a value the engine refuses.
     #[error("{file}: field `{field}`: {message}")]
     SpecInvalid {
@@ -117,18 +126,10 @@ impl EngineError {
             self,
             EngineError::SpecSyntax { .. }
                 | EngineError::SpecInvalid { .. }
+                | EngineError::OptionInvalid { .. }
                 | EngineError::Data { .. }
                 | EngineError::OutputConflict { .. }
         )
-    }
-
-    /// The text of this error's source (for [`EngineError::Damaged`]: why the file does not
-    /// decode), or of the error itself when it has none.
-    pub fn source_text(&self) -> String {
-        match std::error::Error::source(self) {
-            Some(source) => source.to_string(),
-            None => self.to_string(),
-        }
     }
 
     /// True when a file of the output directory is damaged ([`EngineError::Damaged`]):

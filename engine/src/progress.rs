@@ -339,8 +339,9 @@ pub struct BestParameterSet {
     pub n_failed: u32,
 }
 
-/// The best parameter sets of one target, smallest loss first.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The best parameter sets of one target, smallest loss first; non-finite losses rank after
+/// every finite one (+inf after finite, NaN and null not ranked), and are counted.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TargetSummary {
     /// Target name.
     pub target: String,
@@ -348,9 +349,18 @@ pub struct TargetSummary {
     pub best: Vec<BestParameterSet>,
     /// Parameter sets scored so far (rows of the committed target files).
     pub rows: u64,
-    /// Of those, how many have a null (or NaN) loss: no replicate succeeded, or the model's
-    /// output could not be aligned with the observations (the log says why).
+    /// Of those, how many have no loss (null): no replicate succeeded, or the model's output
+    /// could not be aligned with the observations (the log says why).
     pub null_losses: u64,
+    /// Of those, how many have a NaN loss: the loss was computed but is undefined (e.g. a
+    /// model output that is NaN). Not ranked.
+    #[serde(default)]
+    pub nan_losses: u64,
+    /// Of those, how many have an infinite loss: infinitely bad (e.g. a zero prediction where
+    /// cases were observed, under a Poisson or negative-binomial likelihood). Ranked after every
+    /// finite loss.
+    #[serde(default)]
+    pub infinite_losses: u64,
 }
 
 /// What a run did.

@@ -76,6 +76,13 @@ use crate::params::space::{ParameterSpaceSpec, SamplerKind, SpaceEntry};
 use crate::params::{ParameterSet, Sweep};
 use crate::target::{Target, TargetSpec};
 
+/// Most replicates per parameter set (`replicates`): the replicates of a parameter set are
+/// held in memory together until all are in.
+pub const MAX_REPLICATES: u32 = 100_000;
+
+/// Longest target name, in bytes: it names a folder (file systems allow 255 bytes per name).
+pub const MAX_TARGET_NAME_BYTES: usize = 128;
+
 /// Output directory, relative to the job file, when the spec gives none.
 pub const DEFAULT_OUTPUT_DIR: &str = "output";
 
@@ -416,6 +423,26 @@ impl JobSpec {
         if self.replicates == 0 {
             return Err(invalid(file, "replicates", "must be at least 1"));
         }
+        if self.replicates > MAX_REPLICATES {
+            return Err(invalid(
+                file,
+                "replicates",
+                format!(
+                    "{} is more than simsweep runs per parameter set (at most {MAX_REPLICATES}: \
+                     a parameter set's replicates are held together until all are in); use \
+                     fewer, or repeat parameter sets in a parameter file with a `seed` column",
+                    self.replicates
+                ),
+            ));
+        }
+        if self.output.as_ref().is_some_and(|o| o.as_os_str().is_empty()) {
+            return Err(invalid(
+                file,
+                "output",
+                "is empty; give the output folder (relative to the job file, e.g. \"output\"), \
+                 or remove the field for the default",
+            ));
+        }
         let batch_size = match self.batch_size {
             None => None,
             Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| {
@@ -463,9 +490,34 @@ impl JobSpec {
             }
         };
 
-        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
         for (j, t) in self.targets.iter().enumerate() {
-            if let Some(i) = names.insert(t.name.as_str(), j) {
+            if t.name.len() > MAX_TARGET_NAME_BYTES {
+                return Err(invalid(
+                    file,
+                    format!("targets[{j}].name"),
+                    format!(
+                        "is {} bytes long; a target name names a folder, at most \
+                         {MAX_TARGET_NAME_BYTES} bytes: shorten it",
+                        t.name.len()
+                    ),
+                ));
+            }
+            // Folder names that differ only in case are one folder on macOS and Windows.
+            if let Some(i) = names.insert(t.name.to_lowercase(), j) {
+                let other = &self.targets[i].name;
+                if other != &t.name {
+                    return Err(invalid(
+                        file,
+                        format!("targets[{j}].name"),
+                        format!(
+                            "target name `{}` differs from targets[{i}]'s `{other}` only in case: \
+                             they would share one folder on case-insensitive file systems \
+                             (macOS, Windows); give the targets names that differ in letters",
+                            t.name
+                        ),
+                    ));
+                }
                 return Err(invalid(
                     file,
                     format!("targets[{j}].name"),

@@ -59,7 +59,7 @@ pub fn best_per_target(
 }
 
 fn empty_summary(target: &str) -> TargetSummary {
-    TargetSummary { target: target.to_string(), best: Vec::new(), rows: 0, null_losses: 0 }
+    TargetSummary { target: target.to_string(), ..TargetSummary::default() }
 }
 
 /// Folds `other` (summaries of batches not yet counted in `into`) into `into`, by target: rows
@@ -73,6 +73,8 @@ pub fn merge_summaries(into: &mut Vec<TargetSummary>, other: Vec<TargetSummary>,
         };
         existing.rows += summary.rows;
         existing.null_losses += summary.null_losses;
+        existing.nan_losses += summary.nan_losses;
+        existing.infinite_losses += summary.infinite_losses;
         for candidate in summary.best {
             insert_best(&mut existing.best, candidate, k);
         }
@@ -177,11 +179,18 @@ impl BestAccumulator {
         self.summary.rows += rb.num_rows() as u64;
         for row in 0..rb.num_rows() {
             let point = first_point + row as u64;
-            if losses.is_null(row) || losses.value(row).is_nan() {
+            if losses.is_null(row) {
                 self.summary.null_losses += 1;
                 continue;
             }
             let loss = losses.value(row);
+            if loss.is_nan() {
+                self.summary.nan_losses += 1;
+                continue;
+            }
+            if loss.is_infinite() {
+                self.summary.infinite_losses += 1;
+            }
             if let Some(last) = self.summary.best.get(self.k.wrapping_sub(1)) {
                 if (last.loss, last.point) < (loss, point) {
                     continue;
@@ -267,7 +276,13 @@ mod tests {
     }
 
     fn summary(target: &str, best: Vec<BestParameterSet>, rows: u64, nulls: u64) -> TargetSummary {
-        TargetSummary { target: target.to_string(), best, rows, null_losses: nulls }
+        TargetSummary {
+            target: target.to_string(),
+            best,
+            rows,
+            null_losses: nulls,
+            ..TargetSummary::default()
+        }
     }
 
     #[test]
@@ -285,6 +300,35 @@ mod tests {
             }
             assert_eq!(merged, vec![summary("t", expected.clone(), 12, 3)], "order {order:?}");
         }
+    }
+
+    #[test]
+    fn infinite_losses_rank_after_finite_ones_and_are_counted() {
+        use arrow::array::{Float64Array, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("param_id", DataType::Utf8, false),
+            Field::new("loss", DataType::Float64, true),
+        ]));
+        let rb = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d"])),
+                Arc::new(Float64Array::from(vec![
+                    f64::INFINITY,
+                    Some(7.0).unwrap(),
+                    f64::NAN,
+                    9.0,
+                ])),
+            ],
+        )
+        .unwrap();
+        let table = BatchTable { dataset: Dataset::Target("t".into()), schema, batches: vec![rb] };
+        let got = batch_summaries(&OutputLayout::new("o"), &[table], 0, 3).unwrap().remove(0);
+        let ranked: Vec<(u64, f64)> = got.best.iter().map(|b| (b.point, b.loss)).collect();
+        assert_eq!(ranked, vec![(1, 7.0), (3, 9.0), (0, f64::INFINITY)]);
+        assert_eq!((got.rows, got.null_losses, got.nan_losses, got.infinite_losses), (4, 0, 1, 1));
     }
 
     #[test]
@@ -336,9 +380,69 @@ mod tests {
             loss,
             n_failed,
         };
-        assert_eq!(
-            got,
-            vec![summary("t", vec![best(43, "d", 0.4, 1.5, 1), best(40, "a", 0.1, 2.0, 0)], 4, 2)]
-        );
+        let mut expected =
+            summary("t", vec![best(43, "d", 0.4, 1.5, 1), best(40, "a", 0.1, 2.0, 0)], 4, 1);
+        expected.nan_losses = 1;
+        assert_eq!(got, vec![expected]);
     }
+}
+
+/// Failed simulations of one kind (`crash`, `oom`, `timeout`, `panic`, …), as
+/// [`failures_by_kind`] counts them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailureKind {
+    /// The failure kind (the `kind` column of `failures/`).
+    pub kind: String,
+    /// Failed attempts of this kind.
+    pub count: u64,
+    /// The message of the first one in sweep order.
+    pub first_message: String,
+}
+
+/// The failed attempts of the committed batches by kind, most frequent first (ties by kind):
+/// what a user needs to know why simulations failed without opening `failures/`. Reads only
+/// the `kind` and `message` columns of the batches whose failure file has rows.
+///
+/// # Errors
+/// [`EngineError::Io`] / [`EngineError::Damaged`] naming a failure file that cannot be read.
+pub fn failures_by_kind(layout: &OutputLayout, manifest: &Manifest) -> Result<Vec<FailureKind>> {
+    let dataset = Dataset::Failures;
+    let key = dataset.relative_dir();
+    let mut batches: Vec<_> =
+        manifest.batches.iter().filter(|b| b.rows.get(&key).is_some_and(|&n| n > 0)).collect();
+    batches.sort_by_key(|b| b.first_point);
+    let mut kinds: Vec<FailureKind> = Vec::new();
+    for batch in batches {
+        let path = layout.batch_file(&dataset, batch.index);
+        let damaged = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Damaged {
+            path: path.clone(),
+            what: "this committed failure file".to_string(),
+            source,
+        };
+        let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| damaged(Box::new(e)))?;
+        for rb in reader {
+            let rb = rb.map_err(|e| damaged(Box::new(e)))?;
+            let column = |name: &str| {
+                rb.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            };
+            let (Some(kind), Some(message)) = (column("kind"), column("message")) else {
+                return Err(damaged("no `kind` and `message` (Utf8) columns".into()));
+            };
+            for row in 0..rb.num_rows() {
+                match kinds.iter_mut().find(|k| k.kind == kind.value(row)) {
+                    Some(k) => k.count += 1,
+                    None => kinds.push(FailureKind {
+                        kind: kind.value(row).to_string(),
+                        count: 1,
+                        first_message: message.value(row).to_string(),
+                    }),
+                }
+            }
+        }
+    }
+    kinds.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
+    Ok(kinds)
 }

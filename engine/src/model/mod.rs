@@ -364,6 +364,9 @@ fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, S
 /// Keys of `[model]` that belong to the retry policy rather than to the model.
 const RETRY_KEYS: [&str; 2] = ["max_attempts", "retry"];
 
+/// The `name`s of the built-in models (see [`BuiltInModel`]).
+pub const BUILT_IN_MODEL_NAMES: [&str; 5] = ["sir", "seir", "sir_bed", "seir_seasonal", "noop"];
+
 impl<'de> serde::Deserialize<'de> for ModelSpec {
     /// Reads the section as a table, takes out the retry keys, then dispatches on `command`
     /// (external) or `name` (built-in); each half refuses unknown keys with its own message.
@@ -377,6 +380,17 @@ impl<'de> serde::Deserialize<'de> for ModelSpec {
             }
         }
         let retry: RetryPolicy = from_table(retry_table).map_err(D::Error::custom)?;
+        if let (true, Some(name)) =
+            (table.contains_key("command"), table.get("name").and_then(|n| n.as_str()))
+        {
+            if BUILT_IN_MODEL_NAMES.contains(&name) {
+                return Err(D::Error::custom(format!(
+                    "`name = \"{name}\"` names a built-in model but `command` runs an external \
+                     one: remove `command` to use the built-in `{name}`, or give the external \
+                     model a name that is not a built-in's"
+                )));
+            }
+        }
         let model =
             if table.contains_key("command") {
                 ModelKind::External(from_table(table).map_err(|e| {

@@ -62,9 +62,22 @@ impl OutputLock {
     pub fn acquire(layout: &OutputLayout) -> Result<OutputLock> {
         let root = layout.root();
         check_output_path(root)?;
-        create_dir_durable(root)?;
+        // Nothing is written yet: a directory that cannot be made or written is the user's
+        // choice of place to fix (exit 2), not a failure of a run (exit 3).
+        let unwritable = |e: EngineError| match e {
+            EngineError::Io { path, source } => EngineError::OutputConflict {
+                dir: root.to_path_buf(),
+                message: format!(
+                    "cannot be created or written ({}: {source}); choose an output directory \
+                     where you can write (--out, or `output` in the job file)",
+                    path.display()
+                ),
+            },
+            other => other,
+        };
+        create_dir_durable(root).map_err(unwritable)?;
         let path = layout.lock_path();
-        let (mut file, created) = open_lock_file(&path)?;
+        let (mut file, created) = open_lock_file(&path).map_err(unwritable)?;
         let mut attempt = 1;
         loop {
             match FileExt::try_lock(&file) {

@@ -392,6 +392,7 @@ pub(crate) mod tests {
             }],
             rows: 4,
             null_losses: 1,
+            ..TargetSummary::default()
         }
     }
 
@@ -419,6 +420,7 @@ pub(crate) mod tests {
             best: vec![best_of("t", 4, 1.0).best[0].clone(), best_of("t", 0, 3.0).best[0].clone()],
             rows: 8,
             null_losses: 2,
+            ..TargetSummary::default()
         }];
         assert_eq!(loaded.best, expected_best);
         assert!(loaded.batches.iter().all(|b| b.best.is_empty()), "kept without their best");

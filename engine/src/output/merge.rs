@@ -136,6 +136,7 @@ pub fn merge_shards(root: &Path, k: usize) -> Result<(MergeIndex, Vec<TargetSumm
                 best: Vec::new(),
                 rows: 0,
                 null_losses: 0,
+                ..TargetSummary::default()
             });
             s.best.truncate(k);
             s

@@ -76,7 +76,7 @@ pub use manifest::{
     utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, ShardSlice,
     MANIFEST_FORMAT_VERSION,
 };
-pub use prepare::{prepare_output_dir, prepare_output_dir_for, Prepare};
+pub use prepare::{check_committed_files, prepare_output_dir, prepare_output_dir_for, Prepare};
 pub use spec_parts::{changed_parts, SpecIdentity};
 pub use status::{read_status, RunStatus};
 

@@ -184,6 +184,46 @@ fn resume(layout: &OutputLayout, spec: &SpecIdentity, manifest: Manifest) -> Res
         ));
     }
 
+    let listed = check_committed_files(layout, &manifest)?;
+
+    let tree = DatasetTree::scan(layout)?;
+    let mut removed = 0usize;
+    for (path, kind) in &tree.files {
+        let leftover = match kind {
+            FileKind::Temp => true,
+            FileKind::Batch(_) => !listed.contains(path),
+            FileKind::Other => false,
+        };
+        if leftover {
+            remove_file(path)?;
+            removed += 1;
+        }
+    }
+    for tmp in [layout.manifest_tmp_path(), layout.summary_tmp_path()] {
+        removed += usize::from(remove_file_if_exists(&tmp)?);
+    }
+    // The removals are not fsynced: if they are undone by a crash, the next resume redoes them.
+    tracing::info!(
+        out = %layout.root().display(),
+        batches_committed = manifest.batches.len(),
+        leftovers_removed = removed,
+        "resuming"
+    );
+    Ok(manifest)
+}
+
+/// Checks that every file the manifest lists is there and ends as a Parquet file does, reading
+/// nothing else and writing nothing; returns their paths. What a resume checks before it
+/// touches anything, and what `simsweep validate` checks of an existing output.
+///
+/// # Errors
+/// [`EngineError::OutputConflict`] when the manifest names an unknown dataset or a listed file
+/// is missing; [`EngineError::Damaged`] when a listed file is truncated or overwritten;
+/// [`EngineError::Io`] when one cannot be read.
+pub fn check_committed_files(
+    layout: &OutputLayout,
+    manifest: &Manifest,
+) -> Result<BTreeSet<PathBuf>> {
     let mut listed = BTreeSet::new();
     for batch in &manifest.batches {
         for dir in batch.rows.keys() {
@@ -214,30 +254,7 @@ fn resume(layout: &OutputLayout, spec: &SpecIdentity, manifest: Manifest) -> Res
         }
     }
 
-    let tree = DatasetTree::scan(layout)?;
-    let mut removed = 0usize;
-    for (path, kind) in &tree.files {
-        let leftover = match kind {
-            FileKind::Temp => true,
-            FileKind::Batch(_) => !listed.contains(path),
-            FileKind::Other => false,
-        };
-        if leftover {
-            remove_file(path)?;
-            removed += 1;
-        }
-    }
-    for tmp in [layout.manifest_tmp_path(), layout.summary_tmp_path()] {
-        removed += usize::from(remove_file_if_exists(&tmp)?);
-    }
-    // The removals are not fsynced: if they are undone by a crash, the next resume redoes them.
-    tracing::info!(
-        out = %layout.root().display(),
-        batches_committed = manifest.batches.len(),
-        leftovers_removed = removed,
-        "resuming"
-    );
-    Ok(manifest)
+    Ok(listed)
 }
 
 /// Accepts a directory without a manifest only if it holds nothing but simsweep's temporary

@@ -595,3 +595,106 @@ fn closed_stdout_ends_quietly_with_141_not_a_panic() {
     assert_eq!(out.status.code(), Some(141), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn run_and_validate_refuse_what_the_machine_cannot_hold_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let variants: [(SmallJob, &[&str], &[&str]); 5] = [
+        (
+            SmallJob { extra_top: "output = \"\"".into(), ..SmallJob::default() },
+            &[],
+            &["field `output`", "is empty"],
+        ),
+        (
+            SmallJob { replicates: 3_000_000, ..SmallJob::default() },
+            &[],
+            &["field `replicates`", "at most 100000"],
+        ),
+        (
+            SmallJob {
+                targets: format!("{TARGET_PREVALENCE}{}", TARGET_PREVALENCE.replace("\"prevalence\"\noutput", "\"Prevalence\"\noutput")),
+                ..SmallJob::default()
+            },
+            &[],
+            &["targets[1].name", "only in case"],
+        ),
+        (
+            SmallJob {
+                targets: TARGET_PREVALENCE.replace("name = \"prevalence\"", &format!("name = \"{}\"", "t".repeat(300))),
+                ..SmallJob::default()
+            },
+            &[],
+            &["targets[0].name", "300 bytes", "at most 128"],
+        ),
+        (SmallJob::default(), &["--workers", "1000"], &["--workers", "at most 512"]),
+    ];
+    for (job, flags, needles) in variants {
+        job.write(dir.path());
+        let mut run = vec!["run", "job.toml"];
+        run.extend_from_slice(flags);
+        fails_without_writing(dir.path(), &run, 2, needles);
+        if flags.is_empty() {
+            fails_without_writing(dir.path(), &["validate", "job.toml"], 2, needles);
+        }
+    }
+    // A batch past what memory holds: named with the flag and a size that fits.
+    SmallJob { replicates: 100_000, ..SmallJob::default() }.write(dir.path());
+    let needles = ["--batch-size", "20000000 simulations per batch", "at most 100"];
+    fails_without_writing(dir.path(), &["run", "job.toml", "--batch-size", "200"], 2, &needles);
+}
+
+#[test]
+fn validate_checks_what_run_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    // A bad SIMSWEEP_BATCH_SIZE: run refuses it, so validate does.
+    let out = Command::new(env!("CARGO_BIN_EXE_simsweep"))
+        .args(["validate", "job.toml"])
+        .current_dir(dir.path())
+        .env("SIMSWEEP_BATCH_SIZE", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIMSWEEP_BATCH_SIZE"));
+    // A damaged committed file: run refuses it (exit 3), so validate does.
+    let ok = simsweep(&["run", "job.toml", "--batch-size", "5"], dir.path());
+    assert_eq!(ok.status.code(), Some(0));
+    fs::write(dir.path().join("output/targets/prevalence/batch-00002.parquet"), b"garbage").unwrap();
+    let needles = ["batch-00002.parquet", "is damaged"];
+    fails_without_writing(dir.path(), &["run", "job.toml"], 3, &needles);
+    fails_without_writing(dir.path(), &["validate", "job.toml"], 3, &needles);
+    // An output directory that cannot be created: exit 2 naming it, for both.
+    let needles = ["/proc/simsweep-out", "cannot be created", "--out"];
+    fails_without_writing(dir.path(), &["run", "job.toml", "--out", "/proc/simsweep-out"], 2, &needles);
+}
+
+#[test]
+fn validate_counts_a_seed_column_sweep_as_one_simulation_per_row() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("params.csv"), "beta,gamma,seed\n0.5,0.2,1\n0.5,0.2,2\n0.7,0.3,9\n").unwrap();
+    let job = SmallJob::default().toml().replace(
+        "sampler = \"latin_hypercube\"\ncount = 23\n\n[parameters.space]\nbeta = { min = 0.3, max = 1.5 }\ngamma = { min = 0.1, max = 0.5, scale = \"log\" }",
+        "file = \"params.csv\"",
+    );
+    assert!(job.contains("params.csv"), "{job}");
+    SmallJob::default().write(dir.path());
+    fs::write(dir.path().join("job.toml"), job).unwrap();
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("3 parameter set(s), each run once with its row's seed (the file's `seed` column) = 3 simulations"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_built_in_model_name_with_a_command_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = SmallJob::default().toml().replace("name = \"sir\"", "name = \"sir\"\ncommand = [\"python3\", \"model.py\"]");
+    SmallJob::default().write(dir.path());
+    fs::write(dir.path().join("job.toml"), job).unwrap();
+    let needles = ["`name = \"sir\"` names a built-in model but `command` runs an external one"];
+    fails_without_writing(dir.path(), &["validate", "job.toml"], 2, &needles);
+    fails_without_writing(dir.path(), &["run", "job.toml"], 2, &needles);
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs beyond the Rust toolchain, on a fresh machine:
-#   - python3 packages: pyarrow (the Python model worker exchanges Arrow tables) and hyperqueue
-#     (a local HyperQueue cluster for the scheduler tests);
+#   - python3 packages: pyarrow (the Python model worker exchanges Arrow tables), hyperqueue
+#     (a local HyperQueue cluster for the scheduler tests), duckdb and polars (the README's
+#     reading snippets are run by tests/readme.rs);
 #   - a one-node Slurm cluster (Debian's slurm-wlm and munge), started on localhost.
 # Run as root (apt-get, the Slurm daemons). Idempotent: what is there already is kept. Fails
 # loudly, saying what, when a step cannot be done: the tests that need it would fail anyway.
@@ -10,8 +11,9 @@ cd "$(dirname "$0")/.."
 
 command -v python3 >/dev/null || { echo "setup: python3 is needed (3.9 or later)" >&2; exit 1; }
 python3 -m pip install --quiet --disable-pip-version-check 'pyarrow>=14' 'hyperqueue==0.27.0' \
-  || { echo "setup: pip could not install pyarrow and hyperqueue" >&2; exit 1; }
-python3 -c 'import pyarrow, hyperqueue; print("setup: pyarrow", pyarrow.__version__, "/ hyperqueue", hyperqueue.get_version())'
+  'duckdb>=1' 'polars>=1' \
+  || { echo "setup: pip could not install pyarrow, hyperqueue, duckdb and polars" >&2; exit 1; }
+python3 -c 'import pyarrow, hyperqueue, duckdb, polars; print("setup: pyarrow", pyarrow.__version__, "/ hyperqueue", hyperqueue.get_version(), "/ duckdb", duckdb.__version__, "/ polars", polars.__version__)'
 
 scripts/slurm-local.sh install
 scripts/slurm-local.sh start

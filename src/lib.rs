@@ -491,3 +491,8 @@ pub fn failures(
     let Some(manifest) = Manifest::load(&layout.manifest_path())? else { return Ok(Vec::new()) };
     Ok(simsweep_engine::summary::failures_by_kind(&layout, &manifest)?)
 }
+
+/// The README's Rust code blocks, compiled by `cargo test` (doc tests), so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -612,7 +612,10 @@ fn run_and_validate_refuse_what_the_machine_cannot_hold_before_writing() {
         ),
         (
             SmallJob {
-                targets: format!("{TARGET_PREVALENCE}{}", TARGET_PREVALENCE.replace("\"prevalence\"\noutput", "\"Prevalence\"\noutput")),
+                targets: format!(
+                    "{TARGET_PREVALENCE}{}",
+                    TARGET_PREVALENCE.replace("\"prevalence\"\noutput", "\"Prevalence\"\noutput")
+                ),
                 ..SmallJob::default()
             },
             &[],
@@ -620,7 +623,8 @@ fn run_and_validate_refuse_what_the_machine_cannot_hold_before_writing() {
         ),
         (
             SmallJob {
-                targets: TARGET_PREVALENCE.replace("name = \"prevalence\"", &format!("name = \"{}\"", "t".repeat(300))),
+                targets: TARGET_PREVALENCE
+                    .replace("name = \"prevalence\"", &format!("name = \"{}\"", "t".repeat(300))),
                 ..SmallJob::default()
             },
             &[],
@@ -659,19 +663,26 @@ fn validate_checks_what_run_checks() {
     // A damaged committed file: run refuses it (exit 3), so validate does.
     let ok = simsweep(&["run", "job.toml", "--batch-size", "5"], dir.path());
     assert_eq!(ok.status.code(), Some(0));
-    fs::write(dir.path().join("output/targets/prevalence/batch-00002.parquet"), b"garbage").unwrap();
+    fs::write(dir.path().join("output/targets/prevalence/batch-00002.parquet"), b"garbage")
+        .unwrap();
     let needles = ["batch-00002.parquet", "is damaged"];
     fails_without_writing(dir.path(), &["run", "job.toml"], 3, &needles);
     fails_without_writing(dir.path(), &["validate", "job.toml"], 3, &needles);
     // An output directory that cannot be created: exit 2 naming it, for both.
     let needles = ["/proc/simsweep-out", "cannot be created", "--out"];
-    fails_without_writing(dir.path(), &["run", "job.toml", "--out", "/proc/simsweep-out"], 2, &needles);
+    fails_without_writing(
+        dir.path(),
+        &["run", "job.toml", "--out", "/proc/simsweep-out"],
+        2,
+        &needles,
+    );
 }
 
 #[test]
 fn validate_counts_a_seed_column_sweep_as_one_simulation_per_row() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("params.csv"), "beta,gamma,seed\n0.5,0.2,1\n0.5,0.2,2\n0.7,0.3,9\n").unwrap();
+    fs::write(dir.path().join("params.csv"), "beta,gamma,seed\n0.5,0.2,1\n0.5,0.2,2\n0.7,0.3,9\n")
+        .unwrap();
     let job = SmallJob::default().toml().replace(
         "sampler = \"latin_hypercube\"\ncount = 23\n\n[parameters.space]\nbeta = { min = 0.3, max = 1.5 }\ngamma = { min = 0.1, max = 0.5, scale = \"log\" }",
         "file = \"params.csv\"",
@@ -691,7 +702,9 @@ fn validate_counts_a_seed_column_sweep_as_one_simulation_per_row() {
 #[test]
 fn a_built_in_model_name_with_a_command_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let job = SmallJob::default().toml().replace("name = \"sir\"", "name = \"sir\"\ncommand = [\"python3\", \"model.py\"]");
+    let job = SmallJob::default()
+        .toml()
+        .replace("name = \"sir\"", "name = \"sir\"\ncommand = [\"python3\", \"model.py\"]");
     SmallJob::default().write(dir.path());
     fs::write(dir.path().join("job.toml"), job).unwrap();
     let needles = ["`name = \"sir\"` names a built-in model but `command` runs an external one"];

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod progress_view;
 mod shard_env;
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -527,27 +528,37 @@ fn fail(error: &simsweep::Error, running: bool) -> ExitCode {
     }
 }
 
-/// Progress display: a bar on a terminal, plain lines (at most one a second) otherwise.
+/// Progress display: a bar on a terminal, redrawn 5 times a second, or a plain line every
+/// [`PLAIN_LINE_INTERVAL`] otherwise; what it shows is [`progress_view::ProgressView`].
 struct Bar {
     bar: Option<ProgressBar>,
     verbose: bool,
+    view: Mutex<progress_view::ProgressView>,
     last_line: Mutex<Option<Instant>>,
 }
+
+/// Writes `line` to stderr; a closed stderr is not worth a panic (the run goes on).
+fn stderr_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// How often a plain progress line is printed when stderr is not a terminal.
+const PLAIN_LINE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Bar {
     fn new(verbose: bool) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} simulations  {msg}  {per_sec}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
+            bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Bar { bar, verbose, last_line: Mutex::new(None) }
+        Bar { bar, verbose, view: Mutex::default(), last_line: Mutex::new(None) }
     }
 
     fn finish(&self) {
@@ -555,16 +566,50 @@ impl Bar {
             bar.finish_and_clear();
         }
     }
+
+    /// Shows the view: on the bar, or as a plain line when one is due (or `force`).
+    fn show(&self, view: &progress_view::ProgressView, force: bool) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(view.planned());
+            bar.set_position(view.position());
+            bar.set_message(view.line());
+            return;
+        }
+        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+        if force || last.is_none_or(|t| t.elapsed() >= PLAIN_LINE_INTERVAL) {
+            // A closed stderr is not worth a panic: the run goes on.
+            stderr_line(&view.line());
+            *last = Some(Instant::now());
+        }
+    }
 }
 
 impl ProgressObserver for Bar {
     fn on_event(&self, event: &ProgressEvent) {
-        let (p, started) = match event {
-            ProgressEvent::Started { progress, .. } => (progress, true),
-            ProgressEvent::BatchCommitted { progress, .. } => (progress, false),
-            ProgressEvent::InFlight { now, peaks, worker_busy, workers, elapsed }
-                if self.verbose =>
-            {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            ProgressEvent::Started { progress, .. } => {
+                view.started(progress);
+                self.show(&view, true);
+            }
+            ProgressEvent::BatchCommitted { progress, .. } => {
+                view.committed(progress);
+                let end = progress.batches_committed == progress.batches_planned;
+                self.show(&view, self.verbose || end);
+            }
+            ProgressEvent::InFlight {
+                now,
+                peaks,
+                worker_busy,
+                workers,
+                elapsed,
+                simulations_finished,
+            } => {
+                view.sample(*elapsed, *simulations_finished);
+                self.show(&view, false);
+                if !self.verbose {
+                    return;
+                }
                 let capacity = elapsed.as_secs_f64() * *workers as f64;
                 let idle = 1.0 - worker_busy.as_secs_f64() / capacity.max(f64::EPSILON);
                 let line = format!(
@@ -582,31 +627,12 @@ impl ProgressObserver for Bar {
                 );
                 match &self.bar {
                     Some(bar) => bar.println(line),
-                    None => eprintln!("{line}"),
+                    None => {
+                        stderr_line(&line);
+                    }
                 }
-                return;
             }
-            _ => return,
-        };
-        let msg = format!("batches {}/{}", p.batches_committed, p.batches_planned);
-        if let Some(bar) = &self.bar {
-            bar.set_length(p.simulations_planned);
-            if started {
-                bar.reset();
-            }
-            bar.set_position(p.simulations_committed);
-            bar.set_message(msg);
-            return;
-        }
-        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
-        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        let end = p.batches_committed == p.batches_planned;
-        if self.verbose || due || end || started {
-            eprintln!(
-                "{msg}, simulations {}/{}, failed {}",
-                p.simulations_committed, p.simulations_planned, p.failed
-            );
-            *last = Some(Instant::now());
+            _ => {}
         }
     }
 }

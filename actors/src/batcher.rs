@@ -238,6 +238,10 @@ impl Batcher {
             worker_busy: self.counters.worker_busy(),
             workers: self.workers_count,
             elapsed: self.started.elapsed(),
+            simulations_finished: self
+                .counters
+                .simulations_finished
+                .load(std::sync::atomic::Ordering::Relaxed),
         });
     }
 

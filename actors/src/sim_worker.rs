@@ -163,6 +163,7 @@ impl Handler<RunChunk> for SimWorker {
         }
         let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         counters.worker_busy_ns.fetch_add(busy, Ordering::Relaxed);
+        counters.simulations_finished.fetch_add(returns.len() as u64, Ordering::Relaxed);
         // Into both mailboxes without waiting for the handlers: this thread blocks only while a
         // mailbox is full (a stage is behind), so the worker goes on to its next chunk at once.
         deliver_blocking(&self.aggregator, Replicates(returns.clone()))?;

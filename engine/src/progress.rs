@@ -177,6 +177,9 @@ pub struct InFlightCounters {
     /// Nanoseconds the workers spent inside the model, summed over workers: with the run's wall
     /// time and worker count it gives the workers' idle fraction.
     pub worker_busy_ns: AtomicU64,
+    /// Simulations the workers finished in this run (see
+    /// [`ProgressEvent::InFlight::simulations_finished`]).
+    pub simulations_finished: AtomicU64,
     /// Batch commits started by the writer and not yet reported to the Batcher: a run does not
     /// end (and release its output directory) while one still writes.
     pub commits_running: Gauge,
@@ -281,6 +284,9 @@ pub enum ProgressEvent {
         workers: usize,
         /// Time since this run started.
         elapsed: Duration,
+        /// Simulations this run finished (returned by a worker, committed or not yet): the
+        /// progress within open batches, for a display. Not durable, see `BatchCommitted`.
+        simulations_finished: u64,
     },
 }
 

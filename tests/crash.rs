@@ -351,7 +351,15 @@ fn signal_then_resume(signal: &str, expected_code: i32) {
     let job = slow_job(dir.path());
     let reference = reference(&job, &dir.path().join("reference"), "100");
     let out = dir.path().join("out");
-    let child = spawn_run(bin(), &job, &out, &["--batch-size".into(), "100".into()]);
+    let child = Command::new(bin())
+        .args(["run".as_ref(), job.as_os_str(), "--out".as_ref(), out.as_os_str()])
+        .args(["--batch-size", "100"])
+        .env_remove("SIMSWEEP_BATCH_SIZE")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for_first_commit(&out);
     let sent = Instant::now();
     let kill = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
@@ -361,6 +369,10 @@ fn signal_then_resume(signal: &str, expected_code: i32) {
     assert_eq!(ended.status.code(), Some(expected_code), "{}", stderr(&ended));
     assert!(took < Duration::from_secs(10), "graceful stop took {took:?}");
     assert!(stderr(&ended).contains("resume"), "{}", stderr(&ended));
+    // The closing lines name only files that exist: no summary.json yet.
+    let printed = stdout(&ended);
+    assert!(printed.contains("summary.json is written when the run finishes"), "{printed}");
+    assert!(!out.join("summary.json").exists());
     let m = manifest(&out);
     assert_eq!(m["finished"], false, "stopped before the end");
     // Nothing but committed files (the open batches were dropped or committed).

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use common::*;
 use crash_common::*;
@@ -54,18 +53,6 @@ fn job_and_reference(dir: &Path, count: u32) -> (PathBuf, Vec<(String, RecordBat
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     (job, read_output(&whole))
-}
-
-/// The datasets of the `count` shards under `out`, concatenated per dataset in shard order.
-fn read_sharded(out: &Path, count: u32) -> Vec<(String, RecordBatch)> {
-    let parts: Vec<Vec<(String, RecordBatch)>> =
-        (0..count).map(|i| read_output(&out.join(format!("shard={i}-of-{count}")))).collect();
-    (0..parts[0].len())
-        .map(|d| {
-            let tables: Vec<RecordBatch> = parts.iter().map(|p| p[d].1.clone()).collect();
-            (parts[0][d].0.clone(), concat_batches(&tables[0].schema(), &tables).unwrap())
-        })
-        .collect()
 }
 
 fn shard_has_a_commit(out: &Path, shard: &str) -> bool {

@@ -11,8 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use arrow::compute::concat_batches;
-use arrow::record_batch::RecordBatch;
 use common::*;
 use crash_common::*;
 
@@ -40,21 +38,6 @@ fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// The datasets of every shard under `out`, in shard order, concatenated per dataset.
-fn read_sharded(out: &Path, count: u32) -> Vec<(String, RecordBatch)> {
-    let parts: Vec<Vec<(String, RecordBatch)>> =
-        (0..count).map(|i| read_output(&out.join(format!("shard={i}-of-{count}")))).collect();
-    parts[0]
-        .iter()
-        .enumerate()
-        .map(|(d, (name, first))| {
-            let tables: Vec<RecordBatch> = parts.iter().map(|p| p[d].1.clone()).collect();
-            assert!(parts.iter().all(|p| &p[d].0 == name), "same datasets in every shard");
-            (name.clone(), concat_batches(&first.schema(), &tables).unwrap())
-        })
-        .collect()
 }
 
 fn summary(dir: &Path) -> Vec<serde_json::Value> {

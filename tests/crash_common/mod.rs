@@ -151,3 +151,19 @@ pub fn assert_same_output(
     }
     rows
 }
+
+/// The datasets of the `count` shards under `out` (`shard=I-of-K/`), each read by
+/// [`read_output`] and concatenated per dataset in shard order: what an unsharded run of the
+/// same spec holds.
+pub fn read_sharded(out: &Path, count: u32) -> Vec<(String, RecordBatch)> {
+    let parts: Vec<Vec<(String, RecordBatch)>> =
+        (0..count).map(|i| read_output(&out.join(format!("shard={i}-of-{count}")))).collect();
+    (0..parts[0].len())
+        .map(|d| {
+            let name = &parts[0][d].0;
+            assert!(parts.iter().all(|p| &p[d].0 == name), "same datasets in every shard");
+            let tables: Vec<RecordBatch> = parts.iter().map(|p| p[d].1.clone()).collect();
+            (name.clone(), concat_batches(&tables[0].schema(), &tables).unwrap())
+        })
+        .collect()
+}

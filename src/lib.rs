@@ -356,6 +356,10 @@ pub fn run(
         simulations = progress.simulations_planned,
         "run starts"
     );
+    // The observer is the host's code: a panic in it stops the run (as a cancel does) and is
+    // returned as an error, never left to unwind through the dataflow's threads.
+    let guarded = Arc::new(GuardedObserver::new(observer, cancel.clone()));
+    let observer: Arc<dyn ProgressObserver> = guarded.clone();
     observer.on_event(&ProgressEvent::Started { progress, output_dir: job.output_dir.clone() });
 
     let mut cancelled = false;
@@ -372,6 +376,9 @@ pub fn run(
         )?;
         if let Some(error) = outcome.error {
             return Err(error.into());
+        }
+        if let Some(message) = guarded.panic_message() {
+            return Err(RunError::Internal { part: "the progress observer", message }.into());
         }
         progress = outcome.progress;
         manifest = outcome.manifest;
@@ -392,6 +399,46 @@ pub fn run(
         cancelled,
         summary,
     })
+}
+
+/// Calls the host's observer under `catch_unwind`: on its first panic the run is cancelled
+/// (committed batches stay, the run stops at its next batch boundary) and the observer is not
+/// called again; [`run`] then returns [`RunError::Internal`] with the panic's message.
+struct GuardedObserver {
+    inner: Arc<dyn ProgressObserver>,
+    cancel: CancelToken,
+    panic: std::sync::Mutex<Option<String>>,
+}
+
+impl GuardedObserver {
+    fn new(inner: Arc<dyn ProgressObserver>, cancel: CancelToken) -> Self {
+        GuardedObserver { inner, cancel, panic: std::sync::Mutex::new(None) }
+    }
+
+    fn panic_message(&self) -> Option<String> {
+        self.panic.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ProgressObserver for GuardedObserver {
+    fn on_event(&self, event: &ProgressEvent) {
+        let mut panic = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+        if panic.is_some() {
+            return;
+        }
+        let call =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.on_event(event)));
+        if let Err(payload) = call {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            tracing::error!(%message, "the progress observer panicked; stopping the run");
+            *panic = Some(message);
+            self.cancel.cancel();
+        }
+    }
 }
 
 /// The slice of the sweep this run covers: `None` unsharded; for a shard, the slice its

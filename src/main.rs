@@ -44,6 +44,15 @@ macro_rules! println {
     }};
 }
 
+/// `eprintln!` that ignores a closed standard error instead of the standard macro's panic: a
+/// message lost to a closed pipe must not take the run down (`simsweep run … 2>&1 | head -1`).
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The environment variable giving the batch size when `--batch-size` is not given.
 const BATCH_SIZE_ENV: &str = "SIMSWEEP_BATCH_SIZE";
 /// Exit code for bad input.
@@ -55,6 +64,8 @@ const EXIT_SIGNAL_BASE: i32 = 128;
 /// Exit code of a run that finished but in which every simulation failed (the model is broken,
 /// or cannot run these parameter sets): results are written, but a script should not go on.
 const EXIT_ALL_FAILED: u8 = 4;
+/// Exit code when a part of the run panicked (a defect): committed batches are kept.
+const EXIT_INTERNAL: u8 = 5;
 /// After the first SIGINT/SIGTERM, the longest wait for the simulations in flight and the
 /// batches they complete; past it the process exits as after a second signal.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
@@ -513,7 +524,9 @@ fn fail(error: &simsweep::Error, running: bool) -> ExitCode {
         }
         source = s.source();
     }
-    if error.is_input_error() {
+    if matches!(error, simsweep::Error::Run(simsweep::RunError::Internal { .. })) {
+        ExitCode::from(EXIT_INTERNAL)
+    } else if error.is_input_error() {
         ExitCode::from(EXIT_INPUT)
     } else if error.is_damaged_output() {
         // The message says what to do: running again would meet the same damaged file.

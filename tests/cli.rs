@@ -711,3 +711,25 @@ fn a_built_in_model_name_with_a_command_is_refused() {
     fails_without_writing(dir.path(), &["validate", "job.toml"], 2, &needles);
     fails_without_writing(dir.path(), &["run", "job.toml"], 2, &needles);
 }
+
+#[test]
+fn closed_pipes_end_the_command_quietly_never_hang_or_panic() {
+    // `simsweep run … 2>&1 | head -1`: stdout and stderr closed after the first line. The run
+    // ends (141, as a SIGPIPE'd Unix tool), without a panic, and what it committed is kept.
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob { count: 3000, ..SmallJob::default() }.write(dir.path());
+    let script = format!(
+        "{} run job.toml --batch-size 100 2>&1 | head -1; echo \"rc=${{PIPESTATUS[0]}}\" >&2",
+        env!("CARGO_BIN_EXE_simsweep")
+    );
+    let out = Command::new("timeout")
+        .args(["120", "bash", "-c", &script])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rc=141") || stderr.contains("rc=0"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(dir.path().join("output/manifest.json").exists());
+}

@@ -57,6 +57,17 @@ pub enum RunError {
     /// The actor system could not start or ended without an outcome.
     #[error("actor system: {0}")]
     System(#[source] std::io::Error),
+    /// A part of the run panicked (a defect, of simsweep or of the code it calls back). The run
+    /// stopped as on a cancel: committed batches are kept and a rerun resumes after them.
+    #[error(
+        "{part} panicked: {message} (the run stopped; committed batches are kept, rerun to resume)"
+    )]
+    Internal {
+        /// What panicked, e.g. `the progress observer`.
+        part: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// Runs `job` from where `manifest` says it is to the end (or until `cancel`), on an actix

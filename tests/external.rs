@@ -288,3 +288,49 @@ fn a_run_where_every_simulation_fails_exits_4_and_says_where_to_look() {
         .unwrap_or_else(|| panic!("no line `250 × {kind}` in:\n{stderr}"));
     assert!(line.contains("first:") && line.contains("broken on purpose"), "{line}");
 }
+
+#[test]
+fn reserved_names_are_refused_as_parameters_and_output_columns() {
+    // A parameter named `loss` would sit beside the `loss` column of the target files (the
+    // summary ranked by it, Parquet with duplicate columns); an output column `seed` beside the
+    // one simsweep adds. Both are refused before anything is written.
+    let dir = tempfile::tempdir().unwrap();
+    copy_python_example(dir.path());
+    let model = std::fs::read_to_string(dir.path().join("model.py")).unwrap();
+    let job = std::fs::read_to_string(dir.path().join("job.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("model.py"),
+        model.replace(
+            "parameters=[\"beta\", \"gamma\"]",
+            "parameters=[\"beta\", \"gamma\", \"loss\"]",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("job.toml"),
+        job.replace(
+            "gamma = { min = 0.3, max = 1.0 }",
+            "gamma = { min = 0.3, max = 1.0 }\nloss = 1.0",
+        ),
+    )
+    .unwrap();
+    let out = simsweep(&["run", "job.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("field `parameters.space.loss`") && stderr.contains("is taken by a column"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("output").exists());
+
+    std::fs::write(dir.path().join("job.toml"), &job).unwrap();
+    std::fs::write(
+        dir.path().join("model.py"),
+        model.replace("\"infected\": \"int64\"}}", "\"seed\": \"int64\"}}"),
+    )
+    .unwrap();
+    let out = simsweep(&["validate", "job.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("model output `prevalence` has a column `seed`"), "{stderr}");
+}

@@ -76,6 +76,16 @@ use crate::params::space::{ParameterSpaceSpec, SamplerKind, SpaceEntry};
 use crate::params::{ParameterSet, Sweep};
 use crate::target::{Target, TargetSpec};
 
+/// Names a parameter cannot have: the columns written beside the parameters in the target
+/// files (`param_id`, `loss`, `n_replicates`, `n_failed`, `seeds`), and `shard`, the column a
+/// sharded output's folders give readers (hive partitioning).
+pub const RESERVED_PARAMETER_NAMES: [&str; 6] =
+    ["param_id", "loss", "n_replicates", "n_failed", "seeds", "shard"];
+
+/// Column names a model output cannot have: those simsweep adds to every model output row
+/// (`param_id`, `replicate`, `seed`), and `shard`.
+pub const RESERVED_OUTPUT_COLUMNS: [&str; 4] = ["param_id", "replicate", "seed", "shard"];
+
 /// Most replicates per parameter set (`replicates`): the replicates of a parameter set are
 /// held in memory together until all are in.
 pub const MAX_REPLICATES: u32 = 100_000;
@@ -467,7 +477,9 @@ impl JobSpec {
         let mut model_params = simulator.parameter_names();
         model_params.sort();
 
-        let sweep = match self.parameters.source(file)? {
+        let source = self.parameters.source(file)?;
+        let from_file = matches!(source, ParameterSource::File(_));
+        let sweep = match source {
             ParameterSource::Space(space) => {
                 let check = |p: &ParameterSet| simulator.check_parameters(p);
                 space_sweep(&space, self.seed, file, simulator.name(), &model_params, &check)?
@@ -490,6 +502,41 @@ impl JobSpec {
             }
         };
 
+        for (name, _) in sweep.columns() {
+            if RESERVED_PARAMETER_NAMES.contains(&name.as_str()) {
+                let field = if from_file {
+                    "parameters.file".to_string()
+                } else {
+                    format!("parameters.space.{name}")
+                };
+                return Err(invalid(
+                    file,
+                    field,
+                    format!(
+                        "parameter name `{name}` is taken by a column simsweep writes beside the \
+                         parameters ({}); rename the parameter (and the model's use of it)",
+                        RESERVED_PARAMETER_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+        for output in &simulator.outputs() {
+            for field in output.schema.fields() {
+                if RESERVED_OUTPUT_COLUMNS.contains(&field.name().as_str()) {
+                    return Err(invalid(
+                        file,
+                        "model",
+                        format!(
+                            "model output `{}` has a column `{}`, a name simsweep adds to every \
+                             model output row ({}); rename that column in the model",
+                            output.name,
+                            field.name(),
+                            RESERVED_OUTPUT_COLUMNS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         let mut names: HashMap<String, usize> = HashMap::new();
         for (j, t) in self.targets.iter().enumerate() {
             if t.name.len() > MAX_TARGET_NAME_BYTES {

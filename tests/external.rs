@@ -334,3 +334,33 @@ fn reserved_names_are_refused_as_parameters_and_output_columns() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("model output `prevalence` has a column `seed`"), "{stderr}");
 }
+
+#[test]
+fn slow_tasks_spread_over_every_worker() {
+    // Tasks of 0.2 s: the chunk handed to a worker is sized from the measured task time (one
+    // task per chunk here), so both workers' processes run tasks (it used to be one chunk of
+    // every task, on one worker).
+    let dir = tempfile::tempdir().unwrap();
+    copy_python_example(dir.path());
+    let model = std::fs::read_to_string(dir.path().join("model.py")).unwrap();
+    let slow = model.replace(
+        "def simulate(params, seed):\n",
+        "def simulate(params, seed):\n    import time\n    time.sleep(0.2)\n    \
+         open(\"pids.txt\", \"a\").write(f\"{os.getpid()}\\n\")\n",
+    );
+    assert_ne!(slow, model);
+    std::fs::write(dir.path().join("model.py"), slow).unwrap();
+    let job = std::fs::read_to_string(dir.path().join("job.toml")).unwrap();
+    let job = job.replace("count = 50", "count = 6").replace("replicates = 5", "replicates = 2");
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let out = simsweep(&["run", "job.toml", "--workers", "2"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pids = std::fs::read_to_string(dir.path().join("pids.txt")).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for pid in pids.lines() {
+        *counts.entry(pid.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.values().sum::<u32>(), 12, "{counts:?}");
+    assert_eq!(counts.len(), 2, "both workers ran tasks: {counts:?}");
+    assert!(counts.values().all(|&n| n >= 3), "spread over both: {counts:?}");
+}

@@ -6,6 +6,7 @@
 //! ([`ProgressEvent::InFlight`]) and writes their peaks to the manifest.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,8 +74,8 @@ pub struct Batcher {
     cancel: CancelToken,
     max_in_flight: usize,
     chunk_len: usize,
-    /// Chunk length for the batch being released (see `next_task`).
-    batch_chunk_len: usize,
+    /// Tasks of the batch being released (for the chunk length, see `next_chunk_len`).
+    batch_tasks: usize,
     pending: VecDeque<SimTask>,
     /// Tasks of each released batch still in `pending`.
     unreleased: BTreeMap<u32, usize>,
@@ -133,7 +134,7 @@ impl Batcher {
             cancel: parts.cancel,
             max_in_flight: parts.max_in_flight.max(1),
             chunk_len: parts.chunk_len.max(1),
-            batch_chunk_len: parts.chunk_len.max(1),
+            batch_tasks: 0,
             pending: VecDeque::new(),
             unreleased: BTreeMap::new(),
             fully_released: BTreeSet::new(),
@@ -160,10 +161,7 @@ impl Batcher {
             self.pending.extend(tasks_of(&self.job.sweep, &batch, self.job.replicates));
             let tasks = self.pending.len() - before;
             self.unreleased.insert(batch.index, tasks);
-            // Small batches (or slow models with few tasks) get smaller chunks, so that every
-            // worker has work: about four chunks per worker per batch, at most `chunk_len`.
-            self.batch_chunk_len =
-                (tasks / (self.workers_count.max(1) * 4)).clamp(1, self.chunk_len);
+            self.batch_tasks = tasks;
         }
         let task = self.pending.pop_front()?;
         let index = task.batch.index;
@@ -180,9 +178,30 @@ impl Batcher {
     /// Releases chunks of tasks while the bounds allow, and ends the run when nothing is left
     /// to wait for.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while !self.winding_down() && self.in_flight < self.max_in_flight {
-            let room = (self.max_in_flight - self.in_flight).min(self.batch_chunk_len);
-            let chunk: Vec<SimTask> = std::iter::from_fn(|| self.next_task()).take(room).collect();
+        while !self.winding_down() {
+            // Until a task has been timed, one probe task per worker; then the in-flight bound.
+            let timed = self.counters.simulations_finished.load(Ordering::Relaxed) > 0;
+            let limit = if timed {
+                self.max_in_flight
+            } else {
+                self.workers_count.clamp(1, self.max_in_flight)
+            };
+            if self.in_flight >= limit {
+                break;
+            }
+            let room = limit - self.in_flight;
+            // Wait for a whole chunk's room while work is in flight: refilling each freed slot
+            // with a chunk of one would keep chunks at one task for the rest of the run.
+            if room < self.next_chunk_len() && self.in_flight > 0 {
+                break;
+            }
+            // The first task first: it may release a batch, which the chunk length depends on.
+            let Some(first) = self.next_task() else { break };
+            let room = room.min(self.next_chunk_len());
+            let chunk: Vec<SimTask> = std::iter::once(first)
+                .chain(std::iter::from_fn(|| self.next_task()))
+                .take(room)
+                .collect();
             if chunk.is_empty() {
                 break;
             }
@@ -231,6 +250,20 @@ impl Batcher {
         }
     }
 
+    /// Tasks in the next chunk: the dispatch policy of [`simsweep_engine::plan::chunk_len`]
+    /// over the current batch and the time per task measured so far in this run.
+    fn next_chunk_len(&self) -> usize {
+        let finished = self.counters.simulations_finished.load(Ordering::Relaxed);
+        let busy_ns = self.counters.worker_busy_ns.load(Ordering::Relaxed);
+        let mean_task = (finished > 0).then(|| Duration::from_nanos(busy_ns / finished));
+        simsweep_engine::plan::chunk_len(
+            self.batch_tasks,
+            self.workers_count,
+            self.chunk_len,
+            mean_task,
+        )
+    }
+
     fn report_in_flight(&self) {
         self.observer.on_event(&ProgressEvent::InFlight {
             now: self.counters.now(),
@@ -238,10 +271,7 @@ impl Batcher {
             worker_busy: self.counters.worker_busy(),
             workers: self.workers_count,
             elapsed: self.started.elapsed(),
-            simulations_finished: self
-                .counters
-                .simulations_finished
-                .load(std::sync::atomic::Ordering::Relaxed),
+            simulations_finished: self.counters.simulations_finished.load(Ordering::Relaxed),
         });
     }
 

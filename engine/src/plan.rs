@@ -98,6 +98,39 @@ pub enum PlanError {
     },
 }
 
+/// How long a chunk of tasks handed to a worker should take, once the time per task is known:
+/// long enough that the per-message cost (a thread hand-off, ~10–50 µs) is negligible, short
+/// enough that the last chunks of a batch do not leave workers idle.
+pub const TARGET_CHUNK_DURATION: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Tasks in the next chunk handed to a worker (the dispatch policy; the Batcher applies it).
+///
+/// - `batch_tasks`: tasks of the batch being released; about four chunks per worker per batch
+///   at most, so every worker gets work even in a small batch;
+/// - `mean_task`: the measured time per task so far (`None` before the first chunk returns):
+///   a chunk lasts about [`TARGET_CHUNK_DURATION`]; before anything is measured, one task per
+///   chunk, so that slow tasks (seconds) spread over every worker from the start;
+/// - `cap`: never more (`RunOptions::chunk_len`).
+///
+/// Fast tasks (10 µs) get `cap`-sized chunks after the first measurement; slow tasks (≥ 50 ms)
+/// one task per chunk, so no worker waits while another holds a queue of them.
+pub fn chunk_len(
+    batch_tasks: usize,
+    workers: usize,
+    cap: usize,
+    mean_task: Option<std::time::Duration>,
+) -> usize {
+    let spread = (batch_tasks / (workers.max(1) * 4)).max(1);
+    let by_time = match mean_task {
+        Some(t) if !t.is_zero() => {
+            (TARGET_CHUNK_DURATION.as_nanos() / t.as_nanos()).clamp(1, usize::MAX as u128) as usize
+        }
+        Some(_) => usize::MAX,
+        None => 1,
+    };
+    spread.min(by_time).clamp(1, cap.max(1))
+}
+
 /// One of `count` shards of a sweep: a contiguous slice of whole batches that one process runs
 /// into its own folder (`shard=I-of-K`), for a scheduler's array of jobs (Slurm, Kubernetes
 /// Indexed Jobs, HyperQueue). Rows are the same as an unsharded run's; the shard only decides
@@ -354,6 +387,22 @@ mod tests {
 
     fn nz(n: usize) -> NonZeroUsize {
         NonZeroUsize::new(n).unwrap()
+    }
+
+    #[test]
+    fn chunks_are_one_task_until_timed_then_sized_to_the_target_duration() {
+        use std::time::Duration;
+        // Nothing measured yet: one task per chunk, whatever the batch.
+        assert_eq!(chunk_len(4000, 2, 64, None), 1);
+        // 10 µs tasks: 5,000 would fit in 50 ms; capped at 64.
+        assert_eq!(chunk_len(4000, 2, 64, Some(Duration::from_micros(10))), 64);
+        // 2 ms tasks: 25 per chunk.
+        assert_eq!(chunk_len(4000, 2, 64, Some(Duration::from_millis(2))), 25);
+        // 2 s tasks: one per chunk.
+        assert_eq!(chunk_len(4000, 2, 64, Some(Duration::from_secs(2))), 1);
+        // A small batch spreads over the workers: 40 tasks, 2 workers → at most 5 per chunk.
+        assert_eq!(chunk_len(40, 2, 64, Some(Duration::from_micros(10))), 5);
+        assert_eq!(chunk_len(3, 8, 64, Some(Duration::ZERO)), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use simsweep_engine::collect::ReplicateCollector;
-use simsweep_engine::progress::InFlightCounters;
+use simsweep_engine::progress::{InFlightCounters, PanicPoint};
 use simsweep_engine::spec::Job;
 
 use crate::messages::{PointsScored, Replicates};
@@ -18,6 +18,7 @@ pub struct Aggregator {
     writer: Addr<ParquetWriter>,
     mailbox_capacity: usize,
     counters: Arc<InFlightCounters>,
+    panic_in: Option<PanicPoint>,
 }
 
 impl Aggregator {
@@ -28,8 +29,16 @@ impl Aggregator {
         writer: Addr<ParquetWriter>,
         mailbox_capacity: usize,
         counters: Arc<InFlightCounters>,
+        panic_in: Option<PanicPoint>,
     ) -> Self {
-        Aggregator { job, collector: ReplicateCollector::new(), writer, mailbox_capacity, counters }
+        Aggregator {
+            job,
+            collector: ReplicateCollector::new(),
+            writer,
+            mailbox_capacity,
+            counters,
+            panic_in,
+        }
     }
 }
 
@@ -47,6 +56,9 @@ impl Handler<Replicates> for Aggregator {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Replicates, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(ret) = msg.0.first() {
+            PanicPoint::check(self.panic_in, PanicPoint::Aggregator, ret.task.batch.index);
+        }
         let job = &self.job;
         let scored: Vec<_> = msg
             .0

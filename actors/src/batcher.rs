@@ -15,12 +15,13 @@ use simsweep_engine::collect::{tasks_of, SimTask};
 use simsweep_engine::output::{utc_now_rfc3339, CommittedBatch, Dataset, Manifest, OutputLayout};
 use simsweep_engine::plan::{BatchRange, Planner};
 use simsweep_engine::progress::{
-    CancelToken, InFlightCounters, Progress, ProgressEvent, ProgressObserver, TargetSummary,
-    IN_FLIGHT_REPORT_INTERVAL,
+    CancelToken, InFlightCounters, PanicPoint, Progress, ProgressEvent, ProgressObserver,
+    TargetSummary, IN_FLIGHT_REPORT_INTERVAL,
 };
 use simsweep_engine::spec::Job;
 use simsweep_engine::EngineError;
 
+use crate::messages::StageStopped;
 use crate::sim_worker::{RunChunk, SimWorker};
 use crate::RunError;
 
@@ -76,6 +77,7 @@ pub struct Batcher {
     chunk_len: usize,
     /// Tasks of the batch being released (for the chunk length, see `next_chunk_len`).
     batch_tasks: usize,
+    panic_in: Option<PanicPoint>,
     pending: VecDeque<SimTask>,
     /// Tasks of each released batch still in `pending`.
     unreleased: BTreeMap<u32, usize>,
@@ -119,6 +121,8 @@ pub struct BatcherParts {
     pub progress: Progress,
     /// Where the outcome goes (capacity 1).
     pub done: crossbeam_channel::Sender<Outcome>,
+    /// Test support: see `RunOptions::panic_in`.
+    pub panic_in: Option<PanicPoint>,
 }
 
 impl Batcher {
@@ -135,6 +139,7 @@ impl Batcher {
             max_in_flight: parts.max_in_flight.max(1),
             chunk_len: parts.chunk_len.max(1),
             batch_tasks: 0,
+            panic_in: parts.panic_in,
             pending: VecDeque::new(),
             unreleased: BTreeMap::new(),
             fully_released: BTreeSet::new(),
@@ -222,11 +227,16 @@ impl Batcher {
                             }
                             None
                         }
-                        Ok(Err(e)) | Err(e) => Some(e),
+                        Ok(Err(StageStopped(part))) => Some(RunError::Internal {
+                            part,
+                            message: "it stopped unexpectedly (a panic; its message is on stderr)"
+                                .to_string(),
+                        }),
+                        Err(e) => Some(RunError::Mailbox(e)),
                     };
                     if let Some(e) = error {
                         if act.error.is_none() {
-                            act.error = Some(RunError::Mailbox(e));
+                            act.error = Some(e);
                         }
                     }
                     act.pump(ctx);
@@ -333,6 +343,7 @@ impl Handler<BatchFlushed> for Batcher {
 
     fn handle(&mut self, msg: BatchFlushed, ctx: &mut Context<Self>) {
         let index = msg.batch.index;
+        PanicPoint::check(self.panic_in, PanicPoint::Batcher, index);
         if let Err(e) = self.planner.on_committed(index) {
             tracing::error!(batch = index, error = %e, "commit of a batch that was not open");
         }

@@ -90,8 +90,10 @@ pub fn run_dataflow(
     cancel: CancelToken,
 ) -> Result<Outcome, RunError> {
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let watchdog: Arc<std::sync::Mutex<Option<&'static str>>> = Arc::default();
     let system = System::new();
     let options = options.clone();
+    let watched = watchdog.clone();
     system.block_on(async move {
         let batcher_ctx: Context<batcher::Batcher> = Context::new();
         let batcher_addr = batcher_ctx.address();
@@ -119,10 +121,37 @@ pub fn run_dataflow(
         let agg_job = job.clone();
         let agg_writer = writer.clone();
         let agg_counters = counters.clone();
+        let panic_in = options.panic_in;
         let aggregator =
             aggregator::Aggregator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                aggregator::Aggregator::new(agg_job, agg_writer, capacity, agg_counters)
+                aggregator::Aggregator::new(agg_job, agg_writer, capacity, agg_counters, panic_in)
             });
+        watch(
+            &watched,
+            [
+                (
+                    "the Batcher",
+                    Box::new({
+                        let a = batcher_addr.clone();
+                        move || a.connected()
+                    }) as Box<dyn Fn() -> bool>,
+                ),
+                (
+                    "the Aggregator",
+                    Box::new({
+                        let a = aggregator.clone();
+                        move || a.connected()
+                    }),
+                ),
+                (
+                    "the ParquetWriter",
+                    Box::new({
+                        let a = writer.clone();
+                        move || a.connected()
+                    }),
+                ),
+            ],
+        );
         let worker_job = job.clone();
         let worker_counters = counters.clone();
         let worker_cancel = cancel.clone();
@@ -133,6 +162,7 @@ pub fn run_dataflow(
                 writer.clone(),
                 worker_counters.clone(),
                 worker_cancel.clone(),
+                panic_in,
             )
         });
         batcher_ctx.run(batcher::Batcher::new(batcher::BatcherParts {
@@ -149,10 +179,47 @@ pub fn run_dataflow(
             workers_count: options.workers.get(),
             progress,
             done: done_tx,
+            panic_in,
         }));
     });
     system.run().map_err(RunError::System)?;
-    done_rx.try_recv().map_err(|_| {
-        RunError::System(std::io::Error::other("the dataflow ended without reporting an outcome"))
-    })
+    let died = watchdog.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let internal = |part: &'static str| RunError::Internal {
+        part,
+        message: "it stopped unexpectedly (a panic; its message is on stderr)".to_string(),
+    };
+    match done_rx.try_recv() {
+        // A stage that died shows in the outcome as an unreachable mailbox: name it.
+        Ok(mut outcome) => {
+            if let (Some(RunError::Mailbox(_)), Some(part)) = (&outcome.error, died) {
+                outcome.error = Some(internal(part));
+            }
+            Ok(outcome)
+        }
+        Err(_) => Err(internal(died.unwrap_or("the Batcher"))),
+    }
+}
+
+/// How often the watchdog looks at the stages.
+const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Watches the stages from the system's own arbiter: when one stops without the run ending (a
+/// panic inside it — tokio keeps the runtime going), records which and stops the system, so
+/// that `run` returns an error within [`WATCHDOG_INTERVAL`] instead of waiting forever.
+fn watch<const N: usize>(
+    died: &Arc<std::sync::Mutex<Option<&'static str>>>,
+    stages: [(&'static str, Box<dyn Fn() -> bool>); N],
+) {
+    let died = died.clone();
+    actix::spawn(async move {
+        loop {
+            actix::clock::sleep(WATCHDOG_INTERVAL).await;
+            if let Some((part, _)) = stages.iter().find(|(_, alive)| !alive()) {
+                let mut slot = died.lock().unwrap_or_else(|e| e.into_inner());
+                slot.get_or_insert(part);
+                System::current().stop();
+                return;
+            }
+        }
+    });
 }

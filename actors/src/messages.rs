@@ -20,6 +20,11 @@ pub struct Replicates(pub Vec<SimReturn>);
 #[rtype(result = "()")]
 pub struct PointsScored(pub Vec<PointLosses>);
 
+/// A stage's mailbox closed while the run still needed it: the stage stopped (it panicked, or
+/// the run is being torn down). Names the stage, e.g. `the Aggregator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageStopped(pub &'static str);
+
 /// Puts `msg` in `addr`'s bounded mailbox without waiting for it to be handled; waits (blocking
 /// the calling thread) only while the mailbox is full.
 ///

@@ -21,7 +21,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use simsweep_engine::collect::{oom_guidance, BatchAssembler, CompleteBatch};
 use simsweep_engine::output::{commit_batch, OutputLayout};
-use simsweep_engine::progress::{InFlightCounters, RunOptions};
+use simsweep_engine::progress::{InFlightCounters, PanicPoint, RunOptions};
 use simsweep_engine::spec::Job;
 use simsweep_engine::summary::{batch_summaries, BEST_PER_TARGET};
 use simsweep_engine::EngineError;
@@ -47,6 +47,7 @@ pub struct ParquetWriter {
     oom_context: (Option<u64>, usize, usize, u32),
     /// Set after a failed commit: later rows are dropped, the run is ending.
     broken: bool,
+    panic_in: Option<PanicPoint>,
 }
 
 impl ParquetWriter {
@@ -87,6 +88,7 @@ impl ParquetWriter {
             committing: false,
             oom_context,
             broken: false,
+            panic_in: options.panic_in,
         }
     }
 
@@ -216,6 +218,9 @@ impl Handler<Replicates> for ParquetWriter {
     type Result = ();
 
     fn handle(&mut self, msg: Replicates, ctx: &mut Context<Self>) {
+        if let Some(ret) = msg.0.first() {
+            PanicPoint::check(self.panic_in, PanicPoint::ParquetWriter, ret.task.batch.index);
+        }
         for ret in msg.0 {
             if self.broken {
                 return;

@@ -24,11 +24,11 @@ use actix::{Actor, Addr, Handler, Message, SyncContext};
 use simsweep_engine::collect::{SimReturn, SimTask};
 use simsweep_engine::model::{Attempts, OutputSpec, SimError, SimOutput};
 use simsweep_engine::params::ParameterSet;
-use simsweep_engine::progress::{CancelToken, InFlightCounters};
+use simsweep_engine::progress::{CancelToken, InFlightCounters, PanicPoint};
 use simsweep_engine::spec::Job;
 
 use crate::aggregator::Aggregator;
-use crate::messages::{deliver_blocking, Replicates};
+use crate::messages::{deliver_blocking, Replicates, StageStopped};
 use crate::parquet_writer::ParquetWriter;
 
 /// Run a chunk of replicates, in order. Answered once their returns are in the Aggregator's and
@@ -36,7 +36,7 @@ use crate::parquet_writer::ParquetWriter;
 /// lists the batches whose tasks were skipped because the run is being stopped (those batches
 /// cannot complete).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<u32>, actix::MailboxError>")]
+#[rtype(result = "Result<Vec<u32>, StageStopped>")]
 pub struct RunChunk(pub Vec<SimTask>);
 
 /// A simulation worker.
@@ -51,6 +51,7 @@ pub struct SimWorker {
     params_point: Option<u64>,
     /// The parameter set of `params_point`.
     params: ParameterSet,
+    panic_in: Option<PanicPoint>,
 }
 
 impl SimWorker {
@@ -63,6 +64,7 @@ impl SimWorker {
         writer: Addr<ParquetWriter>,
         counters: Arc<InFlightCounters>,
         cancel: CancelToken,
+        panic_in: Option<PanicPoint>,
     ) -> Self {
         let outputs = job.simulator.outputs();
         SimWorker {
@@ -74,6 +76,7 @@ impl SimWorker {
             cancel,
             params_point: None,
             params: ParameterSet::new(),
+            panic_in,
         }
     }
 
@@ -136,9 +139,12 @@ impl Actor for SimWorker {
 }
 
 impl Handler<RunChunk> for SimWorker {
-    type Result = Result<Vec<u32>, actix::MailboxError>;
+    type Result = Result<Vec<u32>, StageStopped>;
 
     fn handle(&mut self, msg: RunChunk, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        if let Some(task) = msg.0.first() {
+            PanicPoint::check(self.panic_in, PanicPoint::SimWorker, task.batch.index);
+        }
         let counters = &self.counters;
         let start = Instant::now();
         let mut returns = Vec::with_capacity(msg.0.len());
@@ -166,8 +172,16 @@ impl Handler<RunChunk> for SimWorker {
         counters.simulations_finished.fetch_add(returns.len() as u64, Ordering::Relaxed);
         // Into both mailboxes without waiting for the handlers: this thread blocks only while a
         // mailbox is full (a stage is behind), so the worker goes on to its next chunk at once.
-        deliver_blocking(&self.aggregator, Replicates(returns.clone()))?;
-        deliver_blocking(&self.writer, Replicates(returns))?;
+        // The Aggregator stops when the writer it feeds has gone: name the writer then.
+        deliver_blocking(&self.aggregator, Replicates(returns.clone())).map_err(|_| {
+            StageStopped(if self.writer.connected() {
+                "the Aggregator"
+            } else {
+                "the ParquetWriter"
+            })
+        })?;
+        deliver_blocking(&self.writer, Replicates(returns))
+            .map_err(|_| StageStopped("the ParquetWriter"))?;
         Ok(skipped)
     }
 }

@@ -29,6 +29,29 @@ pub const DEFAULT_TASKS_PER_CHUNK: usize = 64;
 /// Default capacity of the Aggregator's and ParquetWriter's mailboxes, in messages.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
 
+/// An actor of the dataflow, for [`RunOptions::panic_in`]. Test support only.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicPoint {
+    /// The Batcher, on a batch's commit.
+    Batcher,
+    /// A SimWorker, on a chunk of tasks.
+    SimWorker,
+    /// The Aggregator, on returns.
+    Aggregator,
+    /// The ParquetWriter, on returns.
+    ParquetWriter,
+}
+
+impl PanicPoint {
+    /// Panics (test support) when `at` is this point and `batch` is 2 or later.
+    pub fn check(at: Option<PanicPoint>, this: PanicPoint, batch: u32) {
+        if at == Some(this) && batch >= 2 {
+            panic!("injected panic in {this:?} at batch {batch} (test support)");
+        }
+    }
+}
+
 /// How a run is executed; none of this changes its results (`restart` only decides what
 /// happens to an earlier run's results).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +76,10 @@ pub struct RunOptions {
     pub fault: Option<(crate::output::FaultPoint, Option<u32>)>,
     /// Tasks per message to a worker (see [`DEFAULT_TASKS_PER_CHUNK`]).
     pub tasks_per_chunk: NonZeroUsize,
+    /// Test support: make this actor panic when it handles work of batch 2 or later, as a
+    /// defect would. Not part of the stable interface.
+    #[doc(hidden)]
+    pub panic_in: Option<PanicPoint>,
     /// Run only this shard of the sweep, into `<output>/shard=I-of-K/` (see
     /// [`crate::plan::Shard`]); `None` runs the whole sweep into `<output>/`.
     pub shard: Option<crate::plan::Shard>,
@@ -71,6 +98,7 @@ impl Default for RunOptions {
             fault: None,
             tasks_per_chunk: nz(DEFAULT_TASKS_PER_CHUNK),
             shard: None,
+            panic_in: None,
         }
     }
 }

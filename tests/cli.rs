@@ -154,7 +154,9 @@ fn duplicate_parameter_sets_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("params.csv"), "{stderr}");
-    assert!(stderr.contains('2') && stderr.contains('4'), "names both lines: {stderr}");
+    // Names both lines (a bare digit check would be met by the hex param_id in the message).
+    assert!(stderr.contains("params.csv:4:"), "names the later line: {stderr}");
+    assert!(stderr.contains("same parameter values as line 2"), "names the earlier: {stderr}");
     assert!(!dir.path().join("output").exists());
 }
 

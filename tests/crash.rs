@@ -435,8 +435,12 @@ fn an_io_error_names_the_path_exits_3_and_a_rerun_after_the_fix_resumes() {
     // Committed batches kept, no partial file under a final name.
     let m = manifest(&dir.path().join("output"));
     assert!(m["batches"].as_array().unwrap().len() >= committed_before.as_array().unwrap().len());
-    for f in tree(&dir.path().join("output")) {
-        assert!(!f.ends_with(".parquet") || f.contains("batch-"), "{f}");
+    // Every file under a final name is a whole Parquet file: its footer reads.
+    let output = dir.path().join("output");
+    for f in tree(&output).into_iter().filter(|f| f.ends_with(".parquet")) {
+        let file = fs::File::open(output.join(&f)).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file);
+        assert!(reader.is_ok(), "{f} under its final name is not a whole Parquet file");
     }
 
     // Fixed: the same command resumes to the rows of an uninterrupted run.

@@ -461,7 +461,17 @@ pub(crate) mod tests {
     fn list_column_roundtrips_nulls() {
         let tmp = tempfile::tempdir().unwrap();
         let layout = OutputLayout::new(tmp.path());
-        let b = sample_batch(0, 9);
+        // The list column (4) holds a null list, a list with a null element, an empty list.
+        let base = sample_batch(0, 4);
+        let lists = ListArray::from_iter_primitive::<UInt32Type, _, _>(vec![
+            Some(vec![Some(1), None, Some(3)]),
+            None,
+            Some(vec![]),
+            Some(vec![None]),
+        ]);
+        let mut columns = base.columns().to_vec();
+        columns[4] = Arc::new(lists);
+        let b = RecordBatch::try_new(sample_schema(), columns).unwrap();
         commit_batch(
             &layout,
             0,
@@ -473,7 +483,13 @@ pub(crate) mod tests {
         )
         .unwrap();
         let (_, batches, _) = read_back(&layout.batch_file(&Dataset::Failures, 0));
-        assert_eq!(batches[0].column(3).null_count(), b.column(3).null_count());
+        let got = batches[0].column(4).as_any().downcast_ref::<ListArray>().unwrap();
+        assert_eq!(got.null_count(), 1, "one null list");
+        assert!(got.is_null(1) && got.value(2).is_empty());
+        let first = got.value(0);
+        let first = first.as_any().downcast_ref::<UInt32Array>().unwrap();
+        assert_eq!(first.iter().collect::<Vec<_>>(), vec![Some(1), None, Some(3)]);
+        assert_eq!(got.value(3).null_count(), 1, "a null element");
         assert_eq!(batches[0], b);
     }
 }

@@ -67,8 +67,11 @@ const EXIT_ALL_FAILED: u8 = 4;
 /// Exit code when a part of the run panicked (a defect): committed batches are kept.
 const EXIT_INTERNAL: u8 = 5;
 /// After the first SIGINT/SIGTERM, the longest wait for the simulations in flight and the
-/// batches they complete; past it the process exits as after a second signal.
+/// batches they complete; past it the run is stopped hard, as on a second signal.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
+/// After a hard stop, when the process exits if the run has not returned (it returns within
+/// `HARD_STOP_SECONDS`, 2 s, unless something is badly stuck).
+const HARD_STOP_EXIT_AFTER: Duration = Duration::from_secs(5);
 /// Rows of the best-parameter-set table per target.
 const BEST_SHOWN: usize = 5;
 
@@ -400,35 +403,51 @@ fn all_failed(report: &Report) -> bool {
     p.simulations_committed > 0 && p.failed == p.simulations_committed
 }
 
-/// On the first SIGINT or SIGTERM: remember which, cancel the run (no new work; the batches
-/// that complete are committed), and exit after [`CANCEL_GRACE`] if the run has not ended by
-/// then. On a second: exit at once. Exit code 128 + the signal; the run stays resumable
-/// either way, since only committed batches count.
+/// On the first SIGINT or SIGTERM: remember which and stop gracefully (no new work; the batches
+/// that complete are committed); after [`CANCEL_GRACE`], or on a second signal, stop hard
+/// ([`CancelToken::cancel_now`]: the simulations running are killed, their batches dropped). If
+/// the run has still not returned [`HARD_STOP_EXIT_AFTER`] later, exit. Exit code 128 + the
+/// first signal; the run stays resumable either way, since only committed batches count.
 fn handle_signals(cancel: CancelToken, first_signal: Arc<AtomicI32>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let stop_hard = move |cancel: &CancelToken, code: i32| {
+        cancel.cancel_now();
+        std::thread::spawn(move || {
+            std::thread::sleep(HARD_STOP_EXIT_AFTER);
+            eprintln!("simsweep: the run did not stop in time; exiting (resumable)");
+            std::process::exit(code);
+        });
+    };
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         for signal in signals.forever() {
-            let code = EXIT_SIGNAL_BASE + signal;
+            let first = first_signal.load(Ordering::SeqCst);
+            let code = EXIT_SIGNAL_BASE + if first == 0 { signal } else { first };
             if first_signal.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok()
             {
                 let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
                 eprintln!(
-                    "simsweep: {name}: stopping after the batches in flight (again to stop at \
+                    "simsweep: {name}: stopping after the simulations running (again to stop at \
                      once; the run stays resumable)"
                 );
                 cancel.cancel();
+                let cancel = cancel.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(CANCEL_GRACE);
-                    eprintln!(
-                        "simsweep: the simulations in flight did not end within {} s; stopping \
-                         now (resumable)",
-                        CANCEL_GRACE.as_secs()
-                    );
-                    std::process::exit(code);
+                    if !cancel.is_cancelled_now() {
+                        eprintln!(
+                            "simsweep: the simulations running did not end within {} s; stopping \
+                             them (resumable)",
+                            CANCEL_GRACE.as_secs()
+                        );
+                        stop_hard(&cancel, code);
+                    }
                 });
-            } else {
-                eprintln!("simsweep: stopping at once; run the same command again to resume");
-                std::process::exit(code);
+            } else if !cancel.is_cancelled_now() {
+                eprintln!(
+                    "simsweep: stopping now: killing the simulations running; run the same \
+                     command again to resume"
+                );
+                stop_hard(&cancel, code);
             }
         }
     })?;

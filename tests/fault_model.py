@@ -7,12 +7,17 @@ Modes: ok; error (raises ValueError); segfault (SIGSEGV to itself); hang (sleeps
 exit137 (exits with 137); oom (allocates 8 GiB: MemoryError under a memory limit); garbage
 (writes non-frames to the protocol stream); too_large (announces a frame over the limit);
 crash_once (exits with 3 the first time it sees a seed, then succeeds; remembers seeds as files
-in $FAULT_STATE_DIR).
+in $FAULT_STATE_DIR); sigkill (SIGKILL to itself: not memory, a crash); alloc_abort (writes
+Rust's allocation-failure message to stderr and aborts); hang_with_child (while the file
+$FAULT_STATE_DIR/hang exists: starts `sleep 3600` in its process group, writes its pid to
+$FAULT_STATE_DIR/child-<seed>, then hangs; else writes
+$FAULT_STATE_DIR/started-<seed> and goes on as ok); slow (sleeps x seconds, then returns).
 """
 
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 
@@ -44,6 +49,24 @@ def simulate(params, seed):
         simsweep_worker._protocol_out.write(b"Content-Length: 999999999999\r\n\r\n")
         simsweep_worker._protocol_out.flush()
         time.sleep(3600)
+    if mode == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "alloc_abort":
+        print("memory allocation of 1073741824 bytes failed", file=sys.stderr, flush=True)
+        os.abort()
+    if mode == "hang_with_child" and not os.path.exists(
+        os.path.join(os.environ["FAULT_STATE_DIR"], "hang")
+    ):
+        open(os.path.join(os.environ["FAULT_STATE_DIR"], "started-%d" % seed), "w").close()
+    elif mode == "hang_with_child":
+        child = subprocess.Popen(["sleep", "3600"])
+        path = os.path.join(os.environ["FAULT_STATE_DIR"], "child-%d" % seed)
+        with open(path + ".tmp", "w") as f:
+            f.write(str(child.pid))
+        os.rename(path + ".tmp", path)
+        time.sleep(3600)
+    if mode == "slow":
+        time.sleep(float(params["x"]))
     if mode == "crash_once":
         marker = os.path.join(os.environ["FAULT_STATE_DIR"], "crashed-%d" % seed)
         if not os.path.exists(marker):

@@ -27,6 +27,12 @@ use crate::RunError;
 
 /// How often the Batcher looks at the cancel token when nothing else wakes it.
 pub const CANCEL_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// After a hard stop, how long the Batcher waits for the chunks in flight to come back (an
+/// aborted external simulation returns in milliseconds; a built-in one cannot be killed) before
+/// it ends the run without them. Part of [`HARD_STOP_SECONDS`].
+///
+/// [`HARD_STOP_SECONDS`]: simsweep_engine::progress::HARD_STOP_SECONDS
+pub const HARD_STOP_WAIT: Duration = Duration::from_millis(1000);
 
 /// Batch `batch` is committed: its files are in place and synced.
 #[derive(Debug, Message)]
@@ -89,6 +95,8 @@ pub struct Batcher {
     workers_count: usize,
     progress: Progress,
     started: Instant,
+    /// When the Batcher first saw a hard stop.
+    hard_stop_seen: Option<Instant>,
     error: Option<RunError>,
     done: Option<crossbeam_channel::Sender<Outcome>>,
 }
@@ -148,6 +156,7 @@ impl Batcher {
             workers_count: parts.workers_count,
             progress: parts.progress,
             started: Instant::now(),
+            hard_stop_seen: None,
             error: None,
             done: Some(parts.done),
         }
@@ -246,12 +255,17 @@ impl Batcher {
         let finished = self.planner.is_finished() && self.pending.is_empty();
         // On a stop, batches whose tasks have all run are still committed (unless a commit
         // already failed): wait for them.
-        let commits_due = self.error.is_none() && !self.fully_released.is_empty();
+        // On a hard stop they are not waited for either, nor (after HARD_STOP_WAIT) the chunks
+        // still running.
+        let hard = self.cancel.is_cancelled_now();
+        let commits_due = self.error.is_none() && !self.fully_released.is_empty() && !hard;
+        let abandon_in_flight = self.hard_stop_seen.is_some_and(|t| t.elapsed() >= HARD_STOP_WAIT);
         // Never end while a commit still writes: its files would outlive the run (and its lock).
         // Returns still in the stages' mailboxes may complete a batch later: once the run is
         // ending no new commit may start (`close_commits`), and one that started is waited for
         // (its `BatchFlushed` pumps again).
-        let quiet = self.in_flight == 0 && self.counters.commits_running.get() == 0;
+        let quiet =
+            (self.in_flight == 0 || abandon_in_flight) && self.counters.commits_running.get() == 0;
         if quiet
             && (finished || (self.winding_down() && !commits_due))
             && self.counters.close_commits()
@@ -329,6 +343,16 @@ impl Actor for Batcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(CANCEL_POLL_INTERVAL, |act, ctx| {
+            if act.cancel.is_cancelled_now() {
+                if act.hard_stop_seen.is_none() {
+                    tracing::info!(in_flight = act.in_flight, "hard stop");
+                    act.hard_stop_seen = Some(Instant::now());
+                }
+                // Again at every poll: a simulation may have started after the last call.
+                if act.in_flight > 0 {
+                    act.job.simulator.abort();
+                }
+            }
             if act.winding_down() {
                 act.pump(ctx);
             }

@@ -90,6 +90,10 @@ pub fn run_dataflow(
     cancel: CancelToken,
 ) -> Result<Outcome, RunError> {
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    // Each SimWorker holds a sender; all dropped = every worker thread has released what it held.
+    let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
+    let simulator = job.simulator.clone();
+    let hard_stop = cancel.clone();
     let watchdog: Arc<std::sync::Mutex<Option<&'static str>>> = Arc::default();
     let system = System::new();
     let options = options.clone();
@@ -155,16 +159,21 @@ pub fn run_dataflow(
         let worker_job = job.clone();
         let worker_counters = counters.clone();
         let worker_cancel = cancel.clone();
-        let workers = SyncArbiter::start(options.workers.get(), move || {
-            sim_worker::SimWorker::new(
-                worker_job.clone(),
-                aggregator.clone(),
-                writer.clone(),
-                worker_counters.clone(),
-                worker_cancel.clone(),
-                panic_in,
-            )
-        });
+        let workers = SyncArbiter::start_with_thread_builder(
+            options.workers.get(),
+            || std::thread::Builder::new().name("simsweep-sim-worker".into()),
+            move || {
+                sim_worker::SimWorker::new(
+                    worker_job.clone(),
+                    aggregator.clone(),
+                    writer.clone(),
+                    worker_counters.clone(),
+                    worker_cancel.clone(),
+                    panic_in,
+                    alive_tx.clone(),
+                )
+            },
+        );
         batcher_ctx.run(batcher::Batcher::new(batcher::BatcherParts {
             job,
             planner,
@@ -184,11 +193,27 @@ pub fn run_dataflow(
     });
     system.run().map_err(RunError::System)?;
     let died = watchdog.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let outcome = done_rx.try_recv();
+    // The system has stopped: its worker threads end once idle, each releasing what it held
+    // (an external model's worker process). Wait for them, so nothing of the run outlives it —
+    // except, after a hard stop or a failure, a simulation that cannot be killed (a built-in
+    // one): its thread ends on its own, its result discarded.
+    let clean = matches!(&outcome, Ok(o) if o.error.is_none()) && !hard_stop.is_cancelled_now();
+    if !clean {
+        simulator.abort();
+    }
+    let wait = if clean { WORKERS_END_WAIT } else { WORKERS_END_WAIT_HARD };
+    if alive_rx.recv_timeout(wait) != Err(crossbeam_channel::RecvTimeoutError::Disconnected) {
+        tracing::warn!(
+            seconds = wait.as_secs_f64(),
+            "a simulation thread has not ended; it is left to end on its own"
+        );
+    }
     let internal = |part: &'static str| RunError::Internal {
         part,
         message: "it stopped unexpectedly (a panic; its message is on stderr)".to_string(),
     };
-    match done_rx.try_recv() {
+    match outcome {
         // A stage that died shows in the outcome as an unreachable mailbox: name it.
         Ok(mut outcome) => {
             if let (Some(RunError::Mailbox(_)), Some(part)) = (&outcome.error, died) {
@@ -199,6 +224,13 @@ pub fn run_dataflow(
         Err(_) => Err(internal(died.unwrap_or("the Batcher"))),
     }
 }
+
+/// After a run that ended cleanly, the longest wait for its worker threads to end (they are idle;
+/// each gives its external worker process up to its shutdown grace).
+const WORKERS_END_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The same after a hard stop or a failure (the rest of
+/// [`simsweep_engine::progress::HARD_STOP_SECONDS`]).
+const WORKERS_END_WAIT_HARD: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often the watchdog looks at the stages.
 const WATCHDOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);

@@ -52,6 +52,9 @@ pub struct SimWorker {
     /// The parameter set of `params_point`.
     params: ParameterSet,
     panic_in: Option<PanicPoint>,
+    /// Dropped with the worker: the run waits for every worker's to be dropped (see
+    /// [`crate::run_dataflow`]).
+    _alive: crossbeam_channel::Sender<()>,
 }
 
 impl SimWorker {
@@ -65,6 +68,7 @@ impl SimWorker {
         counters: Arc<InFlightCounters>,
         cancel: CancelToken,
         panic_in: Option<PanicPoint>,
+        alive: crossbeam_channel::Sender<()>,
     ) -> Self {
         let outputs = job.simulator.outputs();
         SimWorker {
@@ -77,6 +81,7 @@ impl SimWorker {
             params_point: None,
             params: ParameterSet::new(),
             panic_in,
+            _alive: alive,
         }
     }
 
@@ -138,6 +143,14 @@ impl Actor for SimWorker {
     type Context = SyncContext<Self>;
 }
 
+impl Drop for SimWorker {
+    /// Releases what this thread holds for the model (an external model's worker process), so
+    /// that nothing the run started outlives it.
+    fn drop(&mut self) {
+        self.job.simulator.release_thread();
+    }
+}
+
 impl Handler<RunChunk> for SimWorker {
     type Result = Result<Vec<u32>, StageStopped>;
 
@@ -166,6 +179,16 @@ impl Handler<RunChunk> for SimWorker {
             let Attempts { result, failed_attempts } = self.run(&task, &self.params);
             counters.tasks_running.sub(1);
             returns.push(SimReturn { task, result, failed_attempts });
+        }
+        if self.cancel.is_cancelled_now() {
+            // A hard stop: the simulations that ran may have been killed by it; their batches
+            // are dropped, not committed.
+            for r in returns.drain(..) {
+                if !skipped.contains(&r.task.batch.index) {
+                    skipped.push(r.task.batch.index);
+                }
+            }
+            return Ok(skipped);
         }
         let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         counters.worker_busy_ns.fetch_add(busy, Ordering::Relaxed);

@@ -335,24 +335,54 @@ impl ProgressObserver for NoProgress {
     fn on_event(&self, _event: &ProgressEvent) {}
 }
 
-/// Asks a run to stop: no new work is released, open batches that complete are committed, the
-/// others are dropped, and the run returns a [`Report`] with `cancelled` set. The output stays
-/// resumable. Clones share one flag.
+/// Asks a run to stop. Clones share one state.
+///
+/// - [`cancel`](Self::cancel), the graceful stop: no new work is released, the simulations
+///   running finish, open batches that complete are committed, the others are dropped.
+/// - [`cancel_now`](Self::cancel_now), the hard stop: also kills the simulations running (an
+///   external model's worker process groups, see [`Simulator::abort`]); their batches are
+///   dropped, and the run returns within [`HARD_STOP_SECONDS`].
+///
+/// Either way the run returns a [`Report`] with `cancelled` set, and the output stays
+/// resumable: only committed batches count.
+///
+/// [`Simulator::abort`]: crate::model::Simulator::abort
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken(Arc<CancelState>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    now: AtomicBool,
+}
+
+/// The longest a run takes to return after [`CancelToken::cancel_now`], in seconds. A built-in
+/// simulation still running then (it cannot be killed; they take milliseconds) is left to end
+/// on its own thread and its result is discarded.
+pub const HARD_STOP_SECONDS: f64 = 2.0;
 
 impl CancelToken {
     /// A token not yet cancelled.
     pub fn new() -> Self {
         Self::default()
     }
-    /// Asks the run to stop.
+    /// Asks the run to stop gracefully (see the type's docs).
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.cancelled.store(true, Ordering::SeqCst);
     }
-    /// Whether [`cancel`](Self::cancel) was called.
+    /// Asks the run to stop at once (see the type's docs); also a graceful stop already under
+    /// way.
+    pub fn cancel_now(&self) {
+        self.0.now.store(true, Ordering::SeqCst);
+        self.0.cancelled.store(true, Ordering::SeqCst);
+    }
+    /// Whether [`cancel`](Self::cancel) or [`cancel_now`](Self::cancel_now) was called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.cancelled.load(Ordering::SeqCst)
+    }
+    /// Whether [`cancel_now`](Self::cancel_now) was called.
+    pub fn is_cancelled_now(&self) -> bool {
+        self.0.now.load(Ordering::SeqCst)
     }
 }
 

@@ -168,3 +168,38 @@ pub fn simsweep(args: &[&str], dir: &Path) -> Output {
         .output()
         .expect("the binary runs")
 }
+
+/// `tests/fault_model.py`, the model that misbehaves on purpose.
+pub fn fault_model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fault_model.py")
+}
+
+/// Writes `params.csv` (one parameter set per `(mode, x)` row) and `job.toml` running
+/// `tests/fault_model.py` on them into `dir`, with `state` as its `FAULT_STATE_DIR`, one
+/// replicate each, no retries and no timeout; returns the job file.
+pub fn write_fault_job(dir: &Path, state: &Path, rows: &[(&str, f64)]) -> PathBuf {
+    let mut csv = String::from("mode,x\n");
+    for (mode, x) in rows {
+        csv.push_str(&format!("{mode},{x:.1}\n"));
+    }
+    fs::write(dir.join("params.csv"), csv).unwrap();
+    let job = format!(
+        r#"name = "faults"
+replicates = 1
+output = "output"
+
+[parameters]
+file = "params.csv"
+
+[model]
+command = ["python3", "{model}"]
+max_attempts = 1
+env = {{ FAULT_STATE_DIR = "{state}" }}
+"#,
+        model = fault_model_path().display(),
+        state = state.display(),
+    );
+    let path = dir.join("job.toml");
+    fs::write(&path, job).unwrap();
+    path
+}

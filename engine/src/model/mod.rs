@@ -64,8 +64,10 @@ pub enum SimError {
         /// The last bytes the worker wrote to stderr.
         stderr_tail: String,
     },
-    /// The worker ran out of memory: killed by `SIGKILL` not sent by simsweep (the kernel's
-    /// OOM killer), exited with 137, or reported it (e.g. Python's `MemoryError`).
+    /// The worker ran out of memory, on evidence: it reported it (e.g. Python's `MemoryError`),
+    /// the memory cgroup counted an OOM kill as it died by `SIGKILL` (or exited 137), or it
+    /// died under `memory_limit_mb` having written an allocation failure to stderr. The rules
+    /// are in `docs/worker-protocol.md`, "Failures"; any other death is a [`SimError::Crash`].
     #[error("out of memory: {message}")]
     Oom {
         /// Exit status, when it exited.
@@ -242,6 +244,18 @@ pub trait Simulator: Send + Sync {
     fn output_times(&self, _output: &str) -> Option<Vec<f64>> {
         None
     }
+
+    /// Ends the simulations running now on other threads as soon as it can: the hard stop of
+    /// [`CancelToken::cancel_now`](crate::progress::CancelToken::cancel_now). Each returns an
+    /// error promptly, which the run discards. Called from another thread, possibly several
+    /// times (a simulation may start just after a call). The default does nothing: a built-in
+    /// simulation runs to its end.
+    fn abort(&self) {}
+
+    /// Releases what the calling thread holds for this simulator between simulations (an
+    /// external model's worker process). The engine calls it on each worker thread as a run
+    /// ends, so that nothing a run started outlives it. The default does nothing.
+    fn release_thread(&self) {}
 }
 
 /// A shared simulator.

@@ -22,11 +22,12 @@
 //! Limits are per worker process: `timeout_seconds` per task (then `SIGKILL` to the worker's
 //! process group), `memory_limit_mb` as `RLIMIT_AS` (Unix only; refused elsewhere).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -42,7 +43,7 @@ mod process;
 
 use frame::{Frame, ARROW_STREAM};
 pub use process::STDERR_TAIL_BYTES;
-use process::{Fault, WorkerProcess};
+use process::{Fault, LiveWorkers, WorkerProcess};
 
 /// Version of the worker protocol spoken here.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -189,7 +190,12 @@ pub struct ExternalModel {
     name: String,
     handshake: Handshake,
     outputs: Vec<OutputSpec>,
-    idle: Mutex<Vec<WorkerProcess>>,
+    /// Idle workers, by the thread that started them: a thread uses only its own worker (on
+    /// Linux a worker dies with the thread that started it, `PR_SET_PDEATHSIG`), and gives it
+    /// back in [`Simulator::release_thread`] as its run ends.
+    idle: Mutex<HashMap<ThreadId, WorkerProcess>>,
+    /// Workers alive, idle or busy, for [`Simulator::abort`].
+    live: Arc<LiveWorkers>,
     next_id: AtomicU64,
 }
 
@@ -248,7 +254,8 @@ impl ExternalModel {
             .name
             .clone()
             .unwrap_or_else(|| settings.command.last().cloned().unwrap_or_default());
-        let (worker, handshake) = start(&settings).map_err(|error| {
+        let live = Arc::new(LiveWorkers::default());
+        let (worker, handshake) = start(&settings, &live).map_err(|error| {
             let mut message = format!("`{command}`: {error}");
             if let Some(tail) = error.stderr_tail().filter(|t| !t.trim().is_empty()) {
                 message.push_str(&format!("\n--- stderr (last bytes) ---\n{}", tail.trim_end()));
@@ -266,7 +273,8 @@ impl ExternalModel {
             name,
             handshake,
             outputs,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(HashMap::new()),
+            live,
             next_id: AtomicU64::new(1),
         })
     }
@@ -276,16 +284,23 @@ impl ExternalModel {
         &self.settings
     }
 
-    /// Workers idle in the pool.
+    /// Workers idle in the pool (at most one per thread that ran a task and has not released
+    /// it).
     pub fn idle_workers(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
+    /// Worker processes alive, idle or running a task.
+    pub fn live_workers(&self) -> usize {
+        self.live.len()
+    }
+
     fn checkout(&self) -> Result<WorkerProcess, SimError> {
-        if let Some(worker) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+        let me = std::thread::current().id();
+        if let Some(worker) = self.idle.lock().ok().and_then(|mut v| v.remove(&me)) {
             return Ok(worker);
         }
-        let (worker, handshake) = start(&self.settings)?;
+        let (worker, handshake) = start(&self.settings, &self.live)?;
         if handshake != self.handshake {
             return Err(worker.into_error(Fault::Protocol(format!(
                 "a new worker answered `initialize` differently from the first one: \
@@ -298,7 +313,7 @@ impl ExternalModel {
 
     fn checkin(&self, worker: WorkerProcess) {
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(worker);
+            idle.insert(std::thread::current().id(), worker);
         }
     }
 
@@ -390,12 +405,32 @@ impl Simulator for ExternalModel {
             Err(fault) => Err(worker.into_error(fault)),
         }
     }
+
+    /// SIGKILLs the process group of every live worker (the model's children included); the
+    /// tasks they ran fail at once. A worker started after the call is not affected (the engine
+    /// calls again while a hard stop waits).
+    fn abort(&self) {
+        let killed = self.live.kill_all();
+        if killed > 0 {
+            tracing::debug!(killed, "hard stop: killed the external model's workers");
+        }
+    }
+
+    /// Shuts down the calling thread's idle worker (`shutdown`, then SIGKILL after
+    /// [`SHUTDOWN_GRACE_SECONDS`]) and reaps it.
+    fn release_thread(&self) {
+        let me = std::thread::current().id();
+        let worker = self.idle.lock().ok().and_then(|mut v| v.remove(&me));
+        if let Some(worker) = worker {
+            worker.shutdown(Duration::from_secs(SHUTDOWN_GRACE_SECONDS));
+        }
+    }
 }
 
 impl Drop for ExternalModel {
     fn drop(&mut self) {
         if let Ok(idle) = self.idle.get_mut() {
-            for worker in idle.drain(..) {
+            for (_, worker) in idle.drain() {
                 worker.shutdown(Duration::from_secs(SHUTDOWN_GRACE_SECONDS));
             }
         }
@@ -403,8 +438,11 @@ impl Drop for ExternalModel {
 }
 
 /// Starts a worker and does the handshake.
-fn start(settings: &ExternalSettings) -> Result<(WorkerProcess, Handshake), SimError> {
-    let mut worker = WorkerProcess::spawn(settings).map_err(|e| SimError::Protocol {
+fn start(
+    settings: &ExternalSettings,
+    live: &Arc<LiveWorkers>,
+) -> Result<(WorkerProcess, Handshake), SimError> {
+    let mut worker = WorkerProcess::spawn(settings, live).map_err(|e| SimError::Protocol {
         message: format!("could not start `{}`: {e}", settings.command_line()),
         stderr_tail: String::new(),
     })?;

@@ -6,12 +6,12 @@
 //! when it passes; killing closes stdout, which ends the thread. stderr is read by another
 //! thread into a ring buffer of [`STDERR_TAIL_BYTES`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::frame::{read_frame, write_frame, Frame, FrameError, JSON};
@@ -24,9 +24,49 @@ pub const STDERR_TAIL_BYTES: usize = 4096;
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long the stderr reader gets to drain what a dead worker wrote.
 const STDERR_DRAIN: Duration = Duration::from_millis(500);
+/// How long dropping a worker waits for its reader threads to end.
+const READERS_JOIN: Duration = Duration::from_secs(1);
 /// Exit status of a process killed by SIGKILL as reported by shells and container runtimes.
 const EXIT_CODE_KILLED: i32 = 137;
 const SIGKILL: i32 = 9;
+/// What a process writes to stderr when an allocation fails, by language: Python, Rust, C++,
+/// C (`strerror(ENOMEM)`), and the JVM/R/Julia wording. With a `memory_limit_mb` set, a worker
+/// that dies having written one of these ran out of memory.
+const ALLOCATION_FAILURE_MESSAGES: &[&str] = &[
+    "MemoryError",
+    "memory allocation of",
+    "std::bad_alloc",
+    "Cannot allocate memory",
+    "OutOfMemoryError",
+    "cannot allocate vector of size",
+];
+
+/// The worker processes of one model that are alive (idle or running a task), by pid, so that a
+/// hard stop can kill them from another thread. A pid leaves the set under the same lock as it
+/// is reaped, so a pid signalled here is never one the system has reused.
+#[derive(Debug, Default)]
+pub(crate) struct LiveWorkers {
+    /// pid → whether [`kill_all`](Self::kill_all) signalled it.
+    pids: Mutex<HashMap<u32, bool>>,
+}
+
+impl LiveWorkers {
+    /// SIGKILLs every live worker's process group (the worker and what it started); returns
+    /// how many.
+    pub(crate) fn kill_all(&self) -> usize {
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        for (pid, signalled) in pids.iter_mut() {
+            limits::kill_pid_group(*pid);
+            *signalled = true;
+        }
+        pids.len()
+    }
+
+    /// Workers alive.
+    pub(crate) fn len(&self) -> usize {
+        self.pids.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
 
 /// What the stdout reader hands over.
 enum Read_ {
@@ -82,7 +122,15 @@ pub(crate) struct WorkerProcess {
     stderr_closed: Receiver<()>,
     /// Set once the child has been waited for: its pid must not be signalled after that.
     status: Option<ExitStatus>,
+    /// simsweep killed it (a timeout, a protocol violation, a drop).
     killed: bool,
+    /// A hard stop killed it ([`LiveWorkers::kill_all`]).
+    aborted: bool,
+    live: Arc<LiveWorkers>,
+    /// The memory cgroup's OOM-kill count when the worker started (Linux, cgroup v2).
+    oom_kills_at_start: Option<u64>,
+    memory_limited: bool,
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl WorkerProcess {
@@ -90,7 +138,7 @@ impl WorkerProcess {
     ///
     /// # Errors
     /// The error of `spawn` (command not found, not executable, bad working directory, ...).
-    pub(crate) fn spawn(settings: &ExternalSettings) -> io::Result<Self> {
+    pub(crate) fn spawn(settings: &ExternalSettings, live: &Arc<LiveWorkers>) -> io::Result<Self> {
         let (program, args) = settings
             .command
             .split_first()
@@ -106,40 +154,48 @@ impl WorkerProcess {
             command.current_dir(dir);
         }
         limits::apply(&mut command, settings.memory_limit_mb);
-        let mut child = command.spawn()?;
+        let oom_kills_at_start = limits::oom_kills();
+        let mut child = {
+            let mut pids = live.pids.lock().unwrap_or_else(|e| e.into_inner());
+            let child = command.spawn()?;
+            pids.insert(child.id(), false);
+            child
+        };
         let missing = || io::Error::other("child without a pipe");
         let stdin = child.stdin.take().ok_or_else(missing)?;
         let stdout = child.stdout.take().ok_or_else(missing)?;
         let mut stderr = child.stderr.take().ok_or_else(missing)?;
 
         let (frames_tx, frames) = mpsc::sync_channel(1);
-        thread::Builder::new().name("simsweep-worker-stdout".into()).spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            loop {
-                let read = match read_frame(&mut reader) {
-                    Ok(Some(frame)) => Read_::Frame(frame),
-                    Ok(None) | Err(FrameError::Io(_)) => Read_::End,
-                    Err(e) => Read_::Bad(e),
-                };
-                let last = !matches!(read, Read_::Frame(_));
-                if frames_tx.send(read).is_err() || last {
-                    return;
+        let stdout_reader =
+            thread::Builder::new().name("simsweep-worker-stdout".into()).spawn(move || {
+                let mut reader = BufReader::new(stdout);
+                loop {
+                    let read = match read_frame(&mut reader) {
+                        Ok(Some(frame)) => Read_::Frame(frame),
+                        Ok(None) | Err(FrameError::Io(_)) => Read_::End,
+                        Err(e) => Read_::Bad(e),
+                    };
+                    let last = !matches!(read, Read_::Frame(_));
+                    if frames_tx.send(read).is_err() || last {
+                        return;
+                    }
                 }
-            }
-        })?;
+            })?;
 
         let tail = Arc::new(Mutex::new(Tail::default()));
         let (closed_tx, stderr_closed) = mpsc::sync_channel(1);
         let sink = Arc::clone(&tail);
-        thread::Builder::new().name("simsweep-worker-stderr".into()).spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                if let Ok(mut t) = sink.lock() {
-                    t.push(&buf[..n]);
+        let stderr_reader =
+            thread::Builder::new().name("simsweep-worker-stderr".into()).spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                    if let Ok(mut t) = sink.lock() {
+                        t.push(&buf[..n]);
+                    }
                 }
-            }
-            let _ = closed_tx.send(());
-        })?;
+                let _ = closed_tx.send(());
+            })?;
 
         Ok(WorkerProcess {
             child,
@@ -149,6 +205,11 @@ impl WorkerProcess {
             stderr_closed,
             status: None,
             killed: false,
+            aborted: false,
+            live: Arc::clone(live),
+            oom_kills_at_start,
+            memory_limited: settings.memory_limit_mb.is_some(),
+            readers: vec![stdout_reader, stderr_reader],
         })
     }
 
@@ -211,7 +272,15 @@ impl WorkerProcess {
             Fault::Oom(message) => {
                 SimError::Oom { exit_code: None, signal: None, message, stderr_tail }
             }
-            Fault::Died => classify_exit(exit.flatten(), self.killed, stderr_tail),
+            Fault::Died => {
+                let evidence = Evidence {
+                    killed_by_us: self.killed,
+                    aborted: self.aborted,
+                    memory_limited: self.memory_limited,
+                    oom_kills: self.oom_kills_at_start.zip(limits::oom_kills()),
+                };
+                classify_exit(exit.flatten(), &evidence, stderr_tail)
+            }
         }
     }
 
@@ -221,18 +290,34 @@ impl WorkerProcess {
             return;
         }
         self.killed = true;
+        let mut pids = self.live.pids.lock().unwrap_or_else(|e| e.into_inner());
         limits::kill_group(&mut self.child);
         self.status = self.child.wait().ok();
+        self.aborted |= pids.remove(&self.child.id()).unwrap_or(false);
+    }
+
+    /// Reaps the worker if it has exited (under the live set's lock, see [`LiveWorkers`]).
+    fn try_reap(&mut self) -> Result<Option<ExitStatus>, ()> {
+        let mut pids = self.live.pids.lock().unwrap_or_else(|e| e.into_inner());
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.status = Some(status);
+                self.aborted |= pids.remove(&self.child.id()).unwrap_or(false);
+                Ok(Some(status))
+            }
+            Ok(None) => Ok(None),
+            Err(_) => Err(()),
+        }
     }
 
     /// Waits up to `grace` for the worker to exit, then kills it.
     fn wait_for_exit(&mut self, grace: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + grace;
         while self.status.is_none() && Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(status)) => self.status = Some(status),
+            match self.try_reap() {
+                Ok(Some(_)) => {}
                 Ok(None) => thread::sleep(Duration::from_millis(2)),
-                Err(_) => break,
+                Err(()) => break,
             }
         }
         self.kill();
@@ -249,37 +334,79 @@ impl WorkerProcess {
 }
 
 impl Drop for WorkerProcess {
+    /// Kills the worker if it still runs, reaps it, and waits up to [`READERS_JOIN`] for its
+    /// reader threads (they end when its pipes close), so that no thread or pipe of a worker
+    /// outlives it.
     fn drop(&mut self) {
         self.stdin = None;
-        if self.status.is_none() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.status = Some(status);
-            } else {
-                self.kill();
+        if self.status.is_none() && !matches!(self.try_reap(), Ok(Some(_))) {
+            self.kill();
+        }
+        // The stdout reader may wait to hand over a frame: let it go.
+        let (_, closed) = mpsc::sync_channel(1);
+        drop(std::mem::replace(&mut self.frames, closed));
+        let deadline = Instant::now() + READERS_JOIN;
+        for reader in self.readers.drain(..) {
+            while !reader.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(1));
+            }
+            if reader.is_finished() {
+                let _ = reader.join();
             }
         }
     }
 }
 
-/// A dead worker's failure: `oom` for a SIGKILL simsweep did not send or exit code 137,
-/// else `crash`.
-fn classify_exit(status: Option<ExitStatus>, killed_by_us: bool, stderr_tail: String) -> SimError {
+/// What is known about how a worker died besides its exit status.
+#[derive(Debug, Clone, Copy)]
+struct Evidence {
+    /// simsweep killed it (after a timeout or a protocol violation).
+    killed_by_us: bool,
+    /// A hard stop killed it.
+    aborted: bool,
+    /// It ran under a `memory_limit_mb`.
+    memory_limited: bool,
+    /// The memory cgroup's OOM-kill count when it started and now (cgroup v2 `memory.events`).
+    oom_kills: Option<(u64, u64)>,
+}
+
+/// A dead worker's failure kind. The rules (also in docs/worker-protocol.md, "Failures"):
+///
+/// - `oom` only on evidence of memory: the memory cgroup counted an OOM kill while the worker
+///   ran and it died by SIGKILL or exited 137; or it ran under `memory_limit_mb` and its stderr
+///   shows an allocation failure ([`ALLOCATION_FAILURE_MESSAGES`]). (A model that reports it
+///   itself, `kind: "oom"`, is handled before this.)
+/// - Otherwise `crash`, with the exit code or the signal: a SIGKILL from another source (an
+///   administrator, a scheduler's kill, a hard stop) is a crash with signal 9.
+fn classify_exit(status: Option<ExitStatus>, evidence: &Evidence, stderr_tail: String) -> SimError {
     let (exit_code, signal) = match status {
         Some(s) => (s.code(), limits::signal_of(&s)),
         None => (None, None),
     };
-    if killed_by_us {
+    if evidence.killed_by_us && !evidence.aborted {
         return SimError::Protocol {
             message: "closed its stdout without exiting; killed".to_string(),
             stderr_tail,
         };
     }
-    if signal == Some(SIGKILL) || exit_code == Some(EXIT_CODE_KILLED) {
+    let sigkilled = signal == Some(SIGKILL) || exit_code == Some(EXIT_CODE_KILLED);
+    let oom_killed = evidence.oom_kills.is_some_and(|(before, after)| after > before);
+    if sigkilled && oom_killed && !evidence.aborted {
         let how = match signal {
-            Some(_) => "killed by SIGKILL (likely the kernel's OOM killer)",
-            None => "exited with 137 (killed by SIGKILL, likely for memory)",
+            Some(_) => "killed by SIGKILL while the memory cgroup counted an OOM kill",
+            None => "exited with 137 while the memory cgroup counted an OOM kill",
         };
         return SimError::Oom { exit_code, signal, message: how.to_string(), stderr_tail };
+    }
+    if evidence.memory_limited {
+        if let Some(seen) = ALLOCATION_FAILURE_MESSAGES.iter().find(|m| stderr_tail.contains(**m)) {
+            return SimError::Oom {
+                exit_code,
+                signal,
+                message: format!("an allocation failed under memory_limit_mb (stderr: `{seen}`)"),
+                stderr_tail,
+            };
+        }
     }
     SimError::Crash { exit_code, signal, stderr_tail }
 }
@@ -321,6 +448,27 @@ mod limits {
         }
     }
 
+    /// SIGKILL to the process group `pid` leads. The caller makes sure the leader is not reaped.
+    pub(super) fn kill_pid_group(pid: u32) {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: plain syscall; see `LiveWorkers` for why the group is still the worker's.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// The OOM kills counted by the memory cgroup simsweep runs in (which its workers inherit):
+    /// `oom_kill` of cgroup v2's `memory.events`. `None` where that is not available.
+    pub(super) fn oom_kills() -> Option<u64> {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let events =
+            std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", path.trim_end()))
+                .ok()?;
+        events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok())
+    }
+
     /// SIGKILL to the worker's process group, and to the worker itself.
     pub(super) fn kill_group(child: &mut Child) {
         if let Ok(pid) = i32::try_from(child.id()) {
@@ -348,6 +496,12 @@ mod limits {
         let _ = child.kill();
     }
 
+    pub(super) fn kill_pid_group(_pid: u32) {}
+
+    pub(super) fn oom_kills() -> Option<u64> {
+        None
+    }
+
     pub(super) fn signal_of(_status: &ExitStatus) -> Option<i32> {
         None
     }
@@ -356,6 +510,51 @@ mod limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    fn kind_of(raw_wait_status: i32, evidence: Evidence, stderr: &str) -> (&'static str, String) {
+        use std::os::unix::process::ExitStatusExt;
+        let e = classify_exit(
+            Some(ExitStatus::from_raw(raw_wait_status)),
+            &evidence,
+            stderr.to_string(),
+        );
+        (e.kind(), e.to_string())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn oom_only_on_evidence_of_memory() {
+        let none = Evidence {
+            killed_by_us: false,
+            aborted: false,
+            memory_limited: false,
+            oom_kills: Some((3, 3)),
+        };
+        let sigkill = SIGKILL; // raw wait status of a death by signal 9
+        let exit137 = 137 << 8;
+        // A SIGKILL or exit 137 alone: a crash with its signal or code.
+        assert_eq!(kind_of(sigkill, none, "").0, "crash");
+        assert_eq!(kind_of(sigkill, none, "").1, "worker crashed: killed by signal 9 (SIGKILL)");
+        assert_eq!(kind_of(exit137, none, "").0, "crash");
+        assert_eq!(kind_of(exit137, Evidence { oom_kills: None, ..none }, "").0, "crash");
+        // The cgroup counted an OOM kill meanwhile: oom.
+        let counted = Evidence { oom_kills: Some((3, 4)), ..none };
+        assert_eq!(kind_of(sigkill, counted, "").0, "oom");
+        assert_eq!(kind_of(exit137, counted, "").0, "oom");
+        // ... but not for another death, nor for a hard stop's SIGKILL.
+        assert_eq!(kind_of(11, counted, "").0, "crash");
+        assert_eq!(kind_of(sigkill, Evidence { aborted: true, ..counted }, "").0, "crash");
+        // An allocation failure on stderr counts only under a memory limit.
+        let limited = Evidence { memory_limited: true, ..none };
+        let rust = "thread 'main' panicked\nmemory allocation of 4096 bytes failed\n";
+        assert_eq!(kind_of(6, limited, rust).0, "oom");
+        assert_eq!(kind_of(1 << 8, limited, "MemoryError\n").0, "oom");
+        assert_eq!(kind_of(6, none, rust).0, "crash");
+        assert_eq!(kind_of(1 << 8, limited, "ValueError: x\n").0, "crash");
+        // simsweep's own kill after a closed stdout is a protocol violation.
+        assert_eq!(kind_of(sigkill, Evidence { killed_by_us: true, ..none }, "").0, "protocol");
+    }
 
     #[test]
     fn tail_keeps_the_last_bytes() {

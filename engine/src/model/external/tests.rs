@@ -94,8 +94,16 @@ fn each_failure_has_its_kind_exit_code_signal_and_stderr() {
     assert_eq!(e.to_string(), "worker crashed: killed by signal 11 (SIGSEGV)");
     assert_eq!(m.idle_workers(), 0, "a crashed worker is dropped");
 
+    // Exit 137 or a SIGKILL is not evidence of memory by itself (the memory cgroup counted no
+    // OOM kill): a crash with its code or signal.
     let e = run("exit137");
-    assert_eq!((e.kind(), e.exit_code(), e.signal()), ("oom", Some(137), None), "{e}");
+    assert_eq!((e.kind(), e.exit_code(), e.signal()), ("crash", Some(137), None), "{e}");
+    let e = run("sigkill");
+    assert_eq!((e.kind(), e.exit_code(), e.signal()), ("crash", None, Some(9)), "{e}");
+    // An allocation failure on stderr under memory_limit_mb is.
+    let e = run("alloc_abort");
+    assert_eq!((e.kind(), e.exit_code(), e.signal()), ("oom", None, Some(6)), "{e}");
+    assert!(e.to_string().contains("memory allocation of"), "{e}");
 
     let e = run("oom");
     assert_eq!((e.kind(), e.exit_code(), e.signal()), ("oom", None, None), "{e}");
@@ -157,9 +165,12 @@ fn concurrent_callers_get_one_worker_each() {
         let handles: Vec<_> = (0..3)
             .map(|_| {
                 scope.spawn(|| {
-                    (0..8)
+                    let tables = (0..8)
                         .map(|s| m.simulate(&params("ok", 1.0), s).expect("runs").tables)
-                        .collect::<Vec<_>>()
+                        .collect::<Vec<_>>();
+                    // Each thread used its own worker, and gives it back as it ends.
+                    m.release_thread();
+                    tables
                 })
             })
             .collect();
@@ -167,8 +178,11 @@ fn concurrent_callers_get_one_worker_each() {
             assert_eq!(h.join().expect("thread"), reference);
         }
     });
-    let idle = m.idle_workers();
-    assert!((1..=3).contains(&idle), "{idle} workers for 3 callers");
+    // Only the main thread's worker is left, idle and alive.
+    assert_eq!(m.idle_workers(), 1);
+    assert_eq!(m.live_workers(), 1);
+    m.release_thread();
+    assert_eq!((m.idle_workers(), m.live_workers()), (0, 0));
 }
 
 #[test]

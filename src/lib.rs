@@ -262,7 +262,13 @@ pub fn run(
     }
     let job = Arc::new(job);
     let mut layout = OutputLayout::new(&job.output_dir);
-    let span = tracing::info_span!("job", job = %job.name);
+    let job_id: Arc<str> = match &options.job_id {
+        Some(id) => id.as_str().into(),
+        None => job.output_dir.display().to_string().into(),
+    };
+    let options = &RunOptions { job_id: Some(job_id.to_string()), ..options.clone() };
+    // Entered here and by every actor of the run: each log line names the job.
+    let span = tracing::info_span!("job", id = %job_id, name = %job.name);
     let _entered = span.enter();
 
     // The job is validated (a `Job` only comes from `load_job`/`parse_job`), so the directory
@@ -360,7 +366,11 @@ pub fn run(
     // returned as an error, never left to unwind through the dataflow's threads.
     let guarded = Arc::new(GuardedObserver::new(observer, cancel.clone()));
     let observer: Arc<dyn ProgressObserver> = guarded.clone();
-    observer.on_event(&ProgressEvent::Started { progress, output_dir: job.output_dir.clone() });
+    observer.on_event(&ProgressEvent::Started {
+        job_id: job_id.clone(),
+        progress,
+        output_dir: job.output_dir.clone(),
+    });
 
     let mut cancelled = false;
     if !planner.is_finished() || !manifest.finished {

@@ -636,6 +636,7 @@ impl ProgressObserver for Bar {
                 workers,
                 elapsed,
                 simulations_finished,
+                ..
             } => {
                 view.sample(*elapsed, *simulations_finished);
                 self.show(&view, false);

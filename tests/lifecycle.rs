@@ -148,21 +148,52 @@ fn a_job_runs_twice_in_one_process_with_no_spurious_failures() {
     assert_eq!(outputs[0], outputs[1]);
 }
 
-/// The most tasks running at once, from the run's `InFlight` events.
+/// The most tasks running at once, from the run's `InFlight` events, and the job ids the
+/// events carried.
 #[derive(Default)]
-struct PeakRunning(Mutex<u64>);
+struct PeakRunning {
+    peak: Mutex<u64>,
+    job_ids: Mutex<std::collections::BTreeSet<String>>,
+}
 
 impl ProgressObserver for PeakRunning {
     fn on_event(&self, event: &ProgressEvent) {
+        self.job_ids.lock().unwrap().insert(event.job_id().to_string());
         if let ProgressEvent::InFlight { peaks, .. } = event {
-            let mut peak = self.0.lock().unwrap();
+            let mut peak = self.peak.lock().unwrap();
             *peak = (*peak).max(peaks.tasks_running);
         }
     }
 }
 
+/// Log lines of every thread at INFO and above (one global subscriber per test binary).
+fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct Sink(&'static Mutex<Vec<u8>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Sink(buffer))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buffer
+    })
+}
+
 #[test]
-fn two_jobs_at_once_each_within_its_worker_budget() {
+fn two_jobs_at_once_each_within_its_worker_budget_and_named_in_events_and_logs() {
+    let logs = logs();
     // Tasks of 0.1–0.8 s: both runs are busy at the same time for seconds.
     let rows: Vec<(&str, f64)> = (1..=8).map(|i| ("slow", f64::from(i) / 10.0)).collect();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
@@ -175,9 +206,9 @@ fn two_jobs_at_once_each_within_its_worker_budget() {
         let runs: Vec<_> = (0..2)
             .map(|i| {
                 let (job, observer) = (&jobs[i], observers[i].clone());
-                scope.spawn(move || {
-                    simsweep::run(job, &options(budgets[i], 2), observer, CancelToken::new())
-                })
+                let options =
+                    RunOptions { job_id: Some(format!("job-{i}")), ..options(budgets[i], 2) };
+                scope.spawn(move || simsweep::run(job, &options, observer, CancelToken::new()))
             })
             .collect();
         for run in runs {
@@ -186,9 +217,27 @@ fn two_jobs_at_once_each_within_its_worker_budget() {
         }
     });
     for (i, observer) in observers.iter().enumerate() {
-        let peak = *observer.0.lock().unwrap();
+        let peak = *observer.peak.lock().unwrap();
         assert!((1..=budgets[i] as u64).contains(&peak), "job {i}: {peak} tasks running at once");
+        let ids: Vec<_> = observer.job_ids.lock().unwrap().iter().cloned().collect();
+        assert_eq!(ids, [format!("job-{i}")], "every event of job {i} carries its id");
     }
+    // Every log line of the two runs names its job: 4 batches each, committed on the writer's
+    // and the Batcher's threads.
+    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    for i in 0..2 {
+        let committed = logged
+            .lines()
+            .filter(|l| l.contains(&format!("job{{id=job-{i} ")) && l.contains("batch committed"))
+            .count();
+        assert_eq!(committed, 4, "job {i}:\n{logged}");
+    }
+    let unnamed: Vec<_> = logged
+        .lines()
+        .filter(|l| l.contains("job-") || l.contains("batch committed") || l.contains("run starts"))
+        .filter(|l| !l.contains("job{id="))
+        .collect();
+    assert!(unnamed.is_empty(), "log lines without the job's id: {unnamed:?}");
     // The same rows as each run alone would write (the seeds are the job's, not the process's).
     assert_eq!(
         read_dataset(&dirs[0].path().join("output/model_outputs/values")),

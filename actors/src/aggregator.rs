@@ -19,6 +19,8 @@ pub struct Aggregator {
     mailbox_capacity: usize,
     counters: Arc<InFlightCounters>,
     panic_in: Option<PanicPoint>,
+    /// The run's `job` span, entered while handling (log lines name the job).
+    span: tracing::Span,
 }
 
 impl Aggregator {
@@ -30,6 +32,7 @@ impl Aggregator {
         mailbox_capacity: usize,
         counters: Arc<InFlightCounters>,
         panic_in: Option<PanicPoint>,
+        span: tracing::Span,
     ) -> Self {
         Aggregator {
             job,
@@ -38,6 +41,7 @@ impl Aggregator {
             mailbox_capacity,
             counters,
             panic_in,
+            span,
         }
     }
 }
@@ -56,6 +60,7 @@ impl Handler<Replicates> for Aggregator {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Replicates, _ctx: &mut Context<Self>) -> Self::Result {
+        let _entered = self.span.clone().entered();
         if let Some(ret) = msg.0.first() {
             PanicPoint::check(self.panic_in, PanicPoint::Aggregator, ret.task.batch.index);
         }

@@ -95,6 +95,8 @@ pub struct Batcher {
     workers_count: usize,
     progress: Progress,
     started: Instant,
+    /// The run's id, for the events.
+    job_id: Arc<str>,
     /// When the Batcher first saw a hard stop.
     hard_stop_seen: Option<Instant>,
     error: Option<RunError>,
@@ -131,6 +133,8 @@ pub struct BatcherParts {
     pub done: crossbeam_channel::Sender<Outcome>,
     /// Test support: see `RunOptions::panic_in`.
     pub panic_in: Option<PanicPoint>,
+    /// The run's id, for the events (`RunOptions::job_id`).
+    pub job_id: Arc<str>,
 }
 
 impl Batcher {
@@ -157,6 +161,7 @@ impl Batcher {
             progress: parts.progress,
             started: Instant::now(),
             hard_stop_seen: None,
+            job_id: parts.job_id,
             error: None,
             done: Some(parts.done),
         }
@@ -290,6 +295,7 @@ impl Batcher {
 
     fn report_in_flight(&self) {
         self.observer.on_event(&ProgressEvent::InFlight {
+            job_id: self.job_id.clone(),
             now: self.counters.now(),
             peaks: self.counters.peaks(),
             worker_busy: self.counters.worker_busy(),
@@ -403,6 +409,7 @@ impl Handler<BatchFlushed> for Batcher {
                 "batch committed"
             );
             self.observer.on_event(&ProgressEvent::BatchCommitted {
+                job_id: self.job_id.clone(),
                 index,
                 progress: self.progress,
                 elapsed: self.started.elapsed(),

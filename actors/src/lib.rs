@@ -94,6 +94,8 @@ pub fn run_dataflow(
     let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
     let simulator = job.simulator.clone();
     let hard_stop = cancel.clone();
+    // The caller's `job` span: every actor enters it, so every log line names the job.
+    let span = tracing::Span::current();
     let watchdog: Arc<std::sync::Mutex<Option<&'static str>>> = Arc::default();
     let system = System::new();
     let options = options.clone();
@@ -110,6 +112,7 @@ pub fn run_dataflow(
         let failed = batcher_addr.clone().recipient();
         let writer_options = options.clone();
         let writer_counters = counters.clone();
+        let writer_span = span.clone();
         let writer =
             parquet_writer::ParquetWriter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
                 parquet_writer::ParquetWriter::new(
@@ -120,15 +123,24 @@ pub fn run_dataflow(
                     capacity,
                     &writer_options,
                     writer_counters,
+                    writer_span,
                 )
             });
         let agg_job = job.clone();
         let agg_writer = writer.clone();
         let agg_counters = counters.clone();
+        let agg_span = span.clone();
         let panic_in = options.panic_in;
         let aggregator =
             aggregator::Aggregator::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                aggregator::Aggregator::new(agg_job, agg_writer, capacity, agg_counters, panic_in)
+                aggregator::Aggregator::new(
+                    agg_job,
+                    agg_writer,
+                    capacity,
+                    agg_counters,
+                    panic_in,
+                    agg_span,
+                )
             });
         watch(
             &watched,
@@ -171,6 +183,7 @@ pub fn run_dataflow(
                     worker_cancel.clone(),
                     panic_in,
                     alive_tx.clone(),
+                    span.clone(),
                 )
             },
         );
@@ -189,6 +202,7 @@ pub fn run_dataflow(
             progress,
             done: done_tx,
             panic_in,
+            job_id: options.job_id.as_deref().unwrap_or_default().into(),
         }));
     });
     system.run().map_err(RunError::System)?;

@@ -48,6 +48,8 @@ pub struct ParquetWriter {
     /// Set after a failed commit: later rows are dropped, the run is ending.
     broken: bool,
     panic_in: Option<PanicPoint>,
+    /// The run's `job` span, entered while handling (log lines name the job).
+    span: tracing::Span,
 }
 
 impl ParquetWriter {
@@ -62,6 +64,7 @@ impl ParquetWriter {
         mailbox_capacity: usize,
         options: &RunOptions,
         counters: Arc<InFlightCounters>,
+        span: tracing::Span,
     ) -> Self {
         let assembler = BatchAssembler::new(
             job.sweep.clone(),
@@ -89,6 +92,7 @@ impl ParquetWriter {
             oom_context,
             broken: false,
             panic_in: options.panic_in,
+            span,
         }
     }
 
@@ -149,8 +153,9 @@ impl ParquetWriter {
         self.committing = true;
         // Building the tables (concatenating the replicates' columns) is done off the writer's
         // thread too: the writer only sorts rows in, so workers are not held up by its mailbox.
+        let job_span = self.span.clone();
         let work = actix_rt::task::spawn_blocking(move || {
-            let span = tracing::info_span!("commit", batch = index);
+            let span = tracing::info_span!(parent: &job_span, "commit", batch = index);
             let _entered = span.enter();
             let first_point = complete.batch.points.start;
             let tables = complete.into_tables()?;
@@ -163,6 +168,7 @@ impl ParquetWriter {
             committed
         });
         let done = fut::wrap_future::<_, Self>(work).map(move |joined, act, ctx| {
+            let _entered = act.span.clone().entered();
             act.counters.commits_running.sub(1);
             act.committing = false;
             act.rows_committing -= rows;
@@ -218,6 +224,7 @@ impl Handler<Replicates> for ParquetWriter {
     type Result = ();
 
     fn handle(&mut self, msg: Replicates, ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
         if let Some(ret) = msg.0.first() {
             PanicPoint::check(self.panic_in, PanicPoint::ParquetWriter, ret.task.batch.index);
         }
@@ -236,6 +243,7 @@ impl Handler<PointsScored> for ParquetWriter {
     type Result = ();
 
     fn handle(&mut self, msg: PointsScored, ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
         for losses in msg.0 {
             if self.broken {
                 return;

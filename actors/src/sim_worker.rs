@@ -52,6 +52,8 @@ pub struct SimWorker {
     /// The parameter set of `params_point`.
     params: ParameterSet,
     panic_in: Option<PanicPoint>,
+    /// The run's `job` span, entered while handling (log lines name the job).
+    span: tracing::Span,
     /// Dropped with the worker: the run waits for every worker's to be dropped (see
     /// [`crate::run_dataflow`]).
     _alive: crossbeam_channel::Sender<()>,
@@ -69,6 +71,7 @@ impl SimWorker {
         cancel: CancelToken,
         panic_in: Option<PanicPoint>,
         alive: crossbeam_channel::Sender<()>,
+        span: tracing::Span,
     ) -> Self {
         let outputs = job.simulator.outputs();
         SimWorker {
@@ -82,6 +85,7 @@ impl SimWorker {
             params: ParameterSet::new(),
             panic_in,
             _alive: alive,
+            span,
         }
     }
 
@@ -147,6 +151,7 @@ impl Drop for SimWorker {
     /// Releases what this thread holds for the model (an external model's worker process), so
     /// that nothing the run started outlives it.
     fn drop(&mut self) {
+        let _entered = self.span.clone().entered();
         self.job.simulator.release_thread();
     }
 }
@@ -155,6 +160,7 @@ impl Handler<RunChunk> for SimWorker {
     type Result = Result<Vec<u32>, StageStopped>;
 
     fn handle(&mut self, msg: RunChunk, _ctx: &mut SyncContext<Self>) -> Self::Result {
+        let _entered = self.span.clone().entered();
         if let Some(task) = msg.0.first() {
             PanicPoint::check(self.panic_in, PanicPoint::SimWorker, task.batch.index);
         }

@@ -83,6 +83,11 @@ pub struct RunOptions {
     /// Run only this shard of the sweep, into `<output>/shard=I-of-K/` (see
     /// [`crate::plan::Shard`]); `None` runs the whole sweep into `<output>/`.
     pub shard: Option<crate::plan::Shard>,
+    /// The id the run's log lines (a `job` span with field `id`) and events
+    /// ([`ProgressEvent::job_id`]) carry, so that a process running several jobs can tell them
+    /// apart: a daemon's job id, say. `None`: the output directory (unique among the runs of one
+    /// machine, since each holds its lock).
+    pub job_id: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -99,6 +104,7 @@ impl Default for RunOptions {
             tasks_per_chunk: nz(DEFAULT_TASKS_PER_CHUNK),
             shard: None,
             panic_in: None,
+            job_id: None,
         }
     }
 }
@@ -284,6 +290,8 @@ pub struct Progress {
 pub enum ProgressEvent {
     /// The run started; `progress` counts what earlier runs already committed.
     Started {
+        /// The run's id ([`RunOptions::job_id`]).
+        job_id: Arc<str>,
         /// Progress at start.
         progress: Progress,
         /// Where the files go.
@@ -291,6 +299,8 @@ pub enum ProgressEvent {
     },
     /// Batch `index` was committed (its files are in place and the manifest lists it).
     BatchCommitted {
+        /// The run's id ([`RunOptions::job_id`]).
+        job_id: Arc<str>,
         /// Batch index.
         index: u32,
         /// Progress after the commit.
@@ -302,6 +312,8 @@ pub enum ProgressEvent {
     /// dataflow. Diagnostic: unlike [`ProgressEvent::BatchCommitted`] it says nothing about what
     /// is durable.
     InFlight {
+        /// The run's id ([`RunOptions::job_id`]).
+        job_id: Arc<str>,
         /// Current values.
         now: InFlight,
         /// Highest values since this run started.
@@ -316,6 +328,17 @@ pub enum ProgressEvent {
         /// progress within open batches, for a display. Not durable, see `BatchCommitted`.
         simulations_finished: u64,
     },
+}
+
+impl ProgressEvent {
+    /// The id of the run that sent it ([`RunOptions::job_id`]).
+    pub fn job_id(&self) -> &str {
+        match self {
+            ProgressEvent::Started { job_id, .. }
+            | ProgressEvent::BatchCommitted { job_id, .. }
+            | ProgressEvent::InFlight { job_id, .. } => job_id,
+        }
+    }
 }
 
 /// How often [`ProgressEvent::InFlight`] is sent.

@@ -75,6 +75,7 @@ const ROWS: [(&str, f64); 10] = [
 
 #[test]
 fn cancel_now_kills_a_hung_model_and_its_children_and_the_output_resumes() {
+    logs(); // one subscriber for the whole binary, before any run makes a span
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("hang"), "").unwrap();
@@ -131,6 +132,7 @@ fn cancel_now_kills_a_hung_model_and_its_children_and_the_output_resumes() {
 
 #[test]
 fn a_job_runs_twice_in_one_process_with_no_spurious_failures() {
+    logs(); // one subscriber for the whole binary, before any run makes a span
     // The first run's worker processes belong to it: the second run starts its own (they used to
     // be kept in a pool the first run's threads took down with them, as `oom` failures).
     let dir = tempfile::tempdir().unwrap();
@@ -247,6 +249,7 @@ fn two_jobs_at_once_each_within_its_worker_budget_and_named_in_events_and_logs()
 
 #[test]
 fn a_second_sigint_stops_a_hung_model_at_once_and_the_output_resumes() {
+    logs(); // one subscriber for the whole binary, before any run makes a span
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("hang"), "").unwrap();

@@ -9,13 +9,12 @@ use simsweep_engine::progress::{InFlightCounters, PanicPoint};
 use simsweep_engine::spec::Job;
 
 use crate::messages::{PointsScored, Replicates};
-use crate::parquet_writer::ParquetWriter;
 
 /// The aggregator of replicates into losses.
 pub struct Aggregator {
     job: Arc<Job>,
     collector: ReplicateCollector,
-    writer: Addr<ParquetWriter>,
+    writer: Recipient<PointsScored>,
     mailbox_capacity: usize,
     counters: Arc<InFlightCounters>,
     panic_in: Option<PanicPoint>,
@@ -28,7 +27,7 @@ impl Aggregator {
     /// `counters.replicates_awaiting_aggregation`.
     pub fn new(
         job: Arc<Job>,
-        writer: Addr<ParquetWriter>,
+        writer: Recipient<PointsScored>,
         mailbox_capacity: usize,
         counters: Arc<InFlightCounters>,
         panic_in: Option<PanicPoint>,

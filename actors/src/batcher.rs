@@ -12,18 +12,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use simsweep_engine::collect::{tasks_of, SimTask};
-use simsweep_engine::output::{utc_now_rfc3339, CommittedBatch, Dataset, Manifest, OutputLayout};
-use simsweep_engine::plan::{BatchRange, Planner};
+use simsweep_engine::output::{utc_now_rfc3339, CommittedBatch, Manifest, OutputLayout};
+use simsweep_engine::plan::Planner;
 use simsweep_engine::progress::{
     CancelToken, InFlightCounters, PanicPoint, Progress, ProgressEvent, ProgressObserver,
-    TargetSummary, IN_FLIGHT_REPORT_INTERVAL,
+    IN_FLIGHT_REPORT_INTERVAL,
 };
 use simsweep_engine::spec::Job;
-use simsweep_engine::EngineError;
 
-use crate::messages::StageStopped;
-use crate::sim_worker::{RunChunk, SimWorker};
-use crate::RunError;
+use crate::messages::{BatchFailed, BatchFlushed, RunChunk, StageStopped};
+use crate::error::RunError;
 
 /// How often the Batcher looks at the cancel token when nothing else wakes it.
 pub const CANCEL_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -33,29 +31,6 @@ pub const CANCEL_POLL_INTERVAL: Duration = Duration::from_millis(50);
 ///
 /// [`HARD_STOP_SECONDS`]: simsweep_engine::progress::HARD_STOP_SECONDS
 pub const HARD_STOP_WAIT: Duration = Duration::from_millis(1000);
-
-/// Batch `batch` is committed: its files are in place and synced.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct BatchFlushed {
-    /// The batch.
-    pub batch: BatchRange,
-    /// Rows written per dataset.
-    pub rows: Vec<(Dataset, u64)>,
-    /// The batch's best parameter sets per target (for its commit record).
-    pub best: Vec<TargetSummary>,
-    /// Replicates in the batch.
-    pub simulations: u64,
-    /// Failed replicates in the batch.
-    pub failed: u64,
-    /// Time spent writing and committing, in seconds.
-    pub seconds: f64,
-}
-
-/// Committing a batch failed; the run stops.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct BatchFailed(pub EngineError);
 
 /// How the dataflow ended, sent once to the caller of the run.
 #[derive(Debug)]
@@ -74,7 +49,7 @@ pub struct Outcome {
 pub struct Batcher {
     job: Arc<Job>,
     planner: Planner,
-    workers: Addr<SimWorker>,
+    workers: Recipient<RunChunk>,
     layout: OutputLayout,
     manifest: Manifest,
     observer: Arc<dyn ProgressObserver>,
@@ -110,7 +85,7 @@ pub struct BatcherParts {
     /// The plan (already told what an earlier run committed).
     pub planner: Planner,
     /// The workers.
-    pub workers: Addr<SimWorker>,
+    pub workers: Recipient<RunChunk>,
     /// Where files go.
     pub layout: OutputLayout,
     /// The manifest to extend.

@@ -6,7 +6,8 @@
 //! | [`sim_worker`] | SimWorker ×W: runs the model on a SyncArbiter thread |
 //! | [`aggregator`] | Aggregator: replicates → one loss per parameter set and target |
 //! | [`parquet_writer`] | ParquetWriter: buffers a batch's rows, commits its files |
-//! | [`messages`] | messages several actors share |
+//! | [`messages`] | every message between the actors; each actor depends on it, not on the others |
+//! | [`error`] | [`RunError`] |
 //!
 //! [`run_dataflow`] wires them and runs them to the end on an actix `System` of its own.
 //!
@@ -27,6 +28,7 @@
 
 pub mod aggregator;
 pub mod batcher;
+pub mod error;
 pub mod messages;
 pub mod parquet_writer;
 pub mod sim_worker;
@@ -40,35 +42,9 @@ use simsweep_engine::progress::{
     CancelToken, InFlightCounters, Progress, ProgressObserver, RunOptions,
 };
 use simsweep_engine::spec::Job;
-use simsweep_engine::EngineError;
 
 pub use batcher::Outcome;
-
-/// Why the dataflow stopped early.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RunError {
-    /// Writing files or the manifest failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// An actor was unreachable (it stopped after an earlier failure).
-    #[error("an actor of the dataflow stopped: {0}")]
-    Mailbox(#[source] actix::MailboxError),
-    /// The actor system could not start or ended without an outcome.
-    #[error("actor system: {0}")]
-    System(#[source] std::io::Error),
-    /// A part of the run panicked (a defect, of simsweep or of the code it calls back). The run
-    /// stopped as on a cancel: committed batches are kept and a rerun resumes after them.
-    #[error(
-        "{part} panicked: {message} (the run stopped; committed batches are kept, rerun to resume)"
-    )]
-    Internal {
-        /// What panicked, e.g. `the progress observer`.
-        part: &'static str,
-        /// The panic's message.
-        message: String,
-    },
-}
+pub use error::RunError;
 
 /// Runs `job` from where `manifest` says it is to the end (or until `cancel`), on an actix
 /// `System` started for the purpose on the calling thread.
@@ -127,7 +103,7 @@ pub fn run_dataflow(
                 )
             });
         let agg_job = job.clone();
-        let agg_writer = writer.clone();
+        let agg_writer = writer.clone().recipient();
         let agg_counters = counters.clone();
         let agg_span = span.clone();
         let panic_in = options.panic_in;
@@ -177,8 +153,8 @@ pub fn run_dataflow(
             move || {
                 sim_worker::SimWorker::new(
                     worker_job.clone(),
-                    aggregator.clone(),
-                    writer.clone(),
+                    aggregator.clone().recipient(),
+                    writer.clone().recipient(),
                     worker_counters.clone(),
                     worker_cancel.clone(),
                     panic_in,
@@ -190,7 +166,7 @@ pub fn run_dataflow(
         batcher_ctx.run(batcher::Batcher::new(batcher::BatcherParts {
             job,
             planner,
-            workers,
+            workers: workers.recipient(),
             layout,
             manifest,
             observer,

@@ -1,12 +1,48 @@
-//! Messages that more than one actor handles or sends.
+//! The messages between the actors, in one place: each actor depends on this module (and
+//! sends to [`Recipient`]s of these messages), never on another actor's module. Only
+//! [`crate::run_dataflow`] knows all the actors, to wire them.
 //!
 //! Data moves in chunks: one message carries the returns of one worker chunk (or the losses
 //! they completed), so the cost of a message — a thread hand-off — is paid per chunk, not per
 //! simulation.
 
-use actix::dev::ToEnvelope;
 use actix::prelude::*;
-use simsweep_engine::collect::{PointLosses, SimReturn};
+use simsweep_engine::collect::{PointLosses, SimReturn, SimTask};
+use simsweep_engine::output::Dataset;
+use simsweep_engine::plan::BatchRange;
+use simsweep_engine::progress::TargetSummary;
+use simsweep_engine::EngineError;
+
+/// Run a chunk of replicates, in order. Answered once their returns are in the Aggregator's and
+/// the ParquetWriter's mailboxes (not yet handled); the answer says whether both took them and
+/// lists the batches whose tasks were skipped because the run is being stopped (those batches
+/// cannot complete).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<u32>, StageStopped>")]
+pub struct RunChunk(pub Vec<SimTask>);
+
+/// Batch `batch` is committed: its files are in place and synced.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct BatchFlushed {
+    /// The batch.
+    pub batch: BatchRange,
+    /// Rows written per dataset.
+    pub rows: Vec<(Dataset, u64)>,
+    /// The batch's best parameter sets per target (for its commit record).
+    pub best: Vec<TargetSummary>,
+    /// Replicates in the batch.
+    pub simulations: u64,
+    /// Failed replicates in the batch.
+    pub failed: u64,
+    /// Time spent writing and committing, in seconds.
+    pub seconds: f64,
+}
+
+/// Committing a batch failed; the run stops.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct BatchFailed(pub EngineError);
 
 /// The returns of one chunk of tasks, sent by a SimWorker to the Aggregator and to the
 /// ParquetWriter.
@@ -25,8 +61,8 @@ pub struct PointsScored(pub Vec<PointLosses>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StageStopped(pub &'static str);
 
-/// Puts `msg` in `addr`'s bounded mailbox without waiting for it to be handled; waits (blocking
-/// the calling thread) only while the mailbox is full.
+/// Puts `msg` in the bounded mailbox of the actor behind `to` without waiting for it to be
+/// handled; blocks the calling thread only while that mailbox is full, until there is room.
 ///
 /// This is the dataflow's backpressure: a sender is held up by a stage that is behind, not by
 /// the thread hand-off of every message. The mailbox holds at most its capacity plus one
@@ -34,17 +70,19 @@ pub struct StageStopped(pub &'static str);
 /// sender until there is room). (`Addr::send` would wait for the handler to finish,
 /// and the sender — a worker — would sit idle for a scheduling round trip per chunk.)
 ///
+/// Returns once the message is in the mailbox (not once it is handled). Call it from a thread
+/// that is not an actor's async arbiter (a SyncArbiter worker): blocking there would stall
+/// that arbiter's other actors.
+///
 /// # Errors
-/// [`MailboxError::Closed`] when the actor has stopped.
-pub fn deliver_blocking<A, M>(addr: &Addr<A>, msg: M) -> Result<(), MailboxError>
+/// [`MailboxError::Closed`] when the actor has stopped (before or while waiting for room).
+pub fn deliver_blocking<M>(to: &Recipient<M>, msg: M) -> Result<(), MailboxError>
 where
-    A: Actor + Handler<M>,
-    A::Context: ToEnvelope<A, M>,
     M: Message<Result = ()> + Send + 'static,
 {
-    match addr.try_send(msg) {
+    match to.try_send(msg) {
         Ok(()) => Ok(()),
-        Err(SendError::Full(msg)) => futures_executor::block_on(addr.send(msg)),
+        Err(SendError::Full(msg)) => futures_executor::block_on(to.send(msg)),
         Err(SendError::Closed(_)) => Err(MailboxError::Closed),
     }
 }
@@ -111,14 +149,13 @@ mod tests {
             let (started_tx, started) = crossbeam_channel::bounded(1);
             let handled = Arc::new(AtomicUsize::new(0));
             let counted = handled.clone();
-            let addr = Gated::start_in_arbiter(&Arbiter::new().handle(), move |_| Gated {
-                gate,
-                started: started_tx,
-                handled: counted,
+            let addr: Addr<Gated> = Gated::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                Gated { gate, started: started_tx, handled: counted }
             });
             started.recv_timeout(Duration::from_secs(10)).expect("the actor starts");
             let delivered = Arc::new(AtomicUsize::new(0));
             let counter = delivered.clone();
+            let addr = addr.recipient();
             let sender = std::thread::spawn(move || {
                 for _ in 0..MESSAGES {
                     deliver_blocking(&addr, Work).expect("the actor is alive");

@@ -26,8 +26,7 @@ use simsweep_engine::spec::Job;
 use simsweep_engine::summary::{batch_summaries, BEST_PER_TARGET};
 use simsweep_engine::EngineError;
 
-use crate::batcher::{BatchFailed, BatchFlushed};
-use crate::messages::{PointsScored, Replicates};
+use crate::messages::{BatchFailed, BatchFlushed, PointsScored, Replicates};
 
 /// The Parquet writer.
 pub struct ParquetWriter {

@@ -20,31 +20,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, Addr, Handler, Message, SyncContext};
+use actix::{Actor, Handler, Recipient, SyncContext};
 use simsweep_engine::collect::{SimReturn, SimTask};
 use simsweep_engine::model::{Attempts, OutputSpec, SimError, SimOutput};
 use simsweep_engine::params::ParameterSet;
 use simsweep_engine::progress::{CancelToken, InFlightCounters, PanicPoint};
 use simsweep_engine::spec::Job;
 
-use crate::aggregator::Aggregator;
-use crate::messages::{deliver_blocking, Replicates, StageStopped};
-use crate::parquet_writer::ParquetWriter;
-
-/// Run a chunk of replicates, in order. Answered once their returns are in the Aggregator's and
-/// the ParquetWriter's mailboxes (not yet handled); the answer says whether both took them and
-/// lists the batches whose tasks were skipped because the run is being stopped (those batches
-/// cannot complete).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<u32>, StageStopped>")]
-pub struct RunChunk(pub Vec<SimTask>);
+use crate::messages::{deliver_blocking, Replicates, RunChunk, StageStopped};
 
 /// A simulation worker.
 pub struct SimWorker {
     job: Arc<Job>,
     outputs: Vec<OutputSpec>,
-    aggregator: Addr<Aggregator>,
-    writer: Addr<ParquetWriter>,
+    aggregator: Recipient<Replicates>,
+    writer: Recipient<Replicates>,
     counters: Arc<InFlightCounters>,
     cancel: CancelToken,
     /// The point whose parameter set `params` is (the last point run), if any.
@@ -65,8 +55,8 @@ impl SimWorker {
     /// `cancel` is set it starts no new task and no new attempt.
     pub fn new(
         job: Arc<Job>,
-        aggregator: Addr<Aggregator>,
-        writer: Addr<ParquetWriter>,
+        aggregator: Recipient<Replicates>,
+        writer: Recipient<Replicates>,
         counters: Arc<InFlightCounters>,
         cancel: CancelToken,
         panic_in: Option<PanicPoint>,

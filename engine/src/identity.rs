@@ -16,7 +16,7 @@ use blake2::{Blake2b, Blake2bVar, Digest};
 use serde::ser::{SerializeMap, Serializer};
 use std::fmt;
 
-use crate::params::{ParamValueRef, ParameterSet};
+use crate::value::{ParamValueRef, ParameterSet};
 
 /// Domain-separation prefix hashed before the parameters' JSON.
 pub const PARAM_ID_PREFIX: &str = "contracts:param:v1|";
@@ -229,7 +229,7 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::ParamValue;
+    use crate::value::ParamValue;
 
     fn set(pairs: &[(&str, ParamValue)]) -> ParameterSet {
         pairs.iter().cloned().map(|(k, v)| (k.to_string(), v)).collect()

@@ -29,5 +29,6 @@ pub mod progress;
 pub mod spec;
 pub mod summary;
 pub mod target;
+pub mod value;
 
 pub use error::{EngineError, Result};

@@ -102,6 +102,10 @@ enum Command {
         /// Simulation worker threads (default: one per core).
         #[arg(long)]
         workers: Option<NonZeroUsize>,
+        /// The most model outputs held in memory, in MB (10^6 bytes) [default: 1074, 1 GiB]; a
+        /// batch larger than it runs alone, with a warning.
+        #[arg(long, value_name = "MB")]
+        max_buffer_mb: Option<std::num::NonZeroU64>,
         /// Start over: delete the results of an earlier run in the output directory (only
         /// simsweep's own files), even of another job, instead of resuming or refusing them.
         #[arg(long)]
@@ -216,7 +220,17 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&simsweep::Error::Engine(e), false),
         },
-        Command::Run { job, out, batch_size, workers, restart, verbose, shards, shard } => {
+        Command::Run {
+            job,
+            out,
+            batch_size,
+            workers,
+            max_buffer_mb,
+            restart,
+            verbose,
+            shards,
+            shard,
+        } => {
             let shard = match shard_env::choose_shard(shards, shard, |name| {
                 std::env::var(name).ok().filter(|v| !v.is_empty())
             }) {
@@ -246,7 +260,16 @@ fn main() -> ExitCode {
                 Ok(job) => job,
                 Err(e) => return fail(&simsweep::Error::Engine(e), false),
             };
-            run(job, out, batch_size, workers, restart, verbose, shard.map(|c| c.shard))
+            let settings = RunSettings {
+                out,
+                batch_size,
+                workers,
+                max_buffer_bytes: max_buffer_mb.map(|mb| mb.get().saturating_mul(1_000_000)),
+                restart,
+                verbose,
+                shard: shard.map(|c| c.shard),
+            };
+            run(job, settings)
         }
         Command::Merge { dir } => match simsweep::merge(&dir) {
             Ok((index, summary)) => {
@@ -311,15 +334,20 @@ fn batch_size_from_env(value: Option<std::ffi::OsString>) -> Result<Option<NonZe
     })
 }
 
-fn run(
-    mut job: Job,
+/// The `run` flags that become [`RunOptions`].
+struct RunSettings {
     out: Option<PathBuf>,
     batch_size: Option<NonZeroUsize>,
     workers: Option<NonZeroUsize>,
+    max_buffer_bytes: Option<u64>,
     restart: bool,
     verbose: bool,
     shard: Option<simsweep::Shard>,
-) -> ExitCode {
+}
+
+fn run(mut job: Job, settings: RunSettings) -> ExitCode {
+    let RunSettings { out, batch_size, workers, max_buffer_bytes, restart, verbose, shard } =
+        settings;
     if let Some(out) = out {
         job.output_dir = out;
     }
@@ -329,6 +357,9 @@ fn run(
     }
     if let Some(w) = workers {
         options.workers = w;
+    }
+    if let Some(bytes) = max_buffer_bytes {
+        options.max_buffer_bytes = bytes;
     }
 
     options.restart = restart;

@@ -133,8 +133,8 @@ fn cancel_now_kills_a_hung_model_and_its_children_and_the_output_resumes() {
 #[test]
 fn a_job_runs_twice_in_one_process_with_no_spurious_failures() {
     logs(); // one subscriber for the whole binary, before any run makes a span
-    // The first run's worker processes belong to it: the second run starts its own (they used to
-    // be kept in a pool the first run's threads took down with them, as `oom` failures).
+            // The first run's worker processes belong to it: the second run starts its own (they used to
+            // be kept in a pool the first run's threads took down with them, as `oom` failures).
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let rows: Vec<(&str, f64)> = (1..=8).map(|i| ("ok", f64::from(i))).collect();

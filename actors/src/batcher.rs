@@ -20,8 +20,8 @@ use simsweep_engine::progress::{
 };
 use simsweep_engine::spec::Job;
 
-use crate::messages::{BatchFailed, BatchFlushed, RunChunk, StageStopped};
 use crate::error::RunError;
+use crate::messages::{BatchFailed, BatchFlushed, RunChunk, StageStopped};
 
 /// How often the Batcher looks at the cancel token when nothing else wakes it.
 pub const CANCEL_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -55,6 +55,7 @@ pub struct Batcher {
     observer: Arc<dyn ProgressObserver>,
     cancel: CancelToken,
     max_in_flight: usize,
+    max_buffer_bytes: u64,
     chunk_len: usize,
     /// Tasks of the batch being released (for the chunk length, see `next_chunk_len`).
     batch_tasks: usize,
@@ -98,6 +99,8 @@ pub struct BatcherParts {
     pub max_in_flight: usize,
     /// Most tasks in one message to a worker.
     pub chunk_len: usize,
+    /// `RunOptions::max_buffer_bytes`.
+    pub max_buffer_bytes: u64,
     /// The run's in-flight counters.
     pub counters: Arc<InFlightCounters>,
     /// Number of workers (for the idle fraction in [`ProgressEvent::InFlight`]).
@@ -124,6 +127,7 @@ impl Batcher {
             observer: parts.observer,
             cancel: parts.cancel,
             max_in_flight: parts.max_in_flight.max(1),
+            max_buffer_bytes: parts.max_buffer_bytes,
             chunk_len: parts.chunk_len.max(1),
             batch_tasks: 0,
             panic_in: parts.panic_in,
@@ -149,6 +153,9 @@ impl Batcher {
     /// Takes the next task to hand out, releasing a new batch when the bounds allow.
     fn next_task(&mut self) -> Option<SimTask> {
         if self.pending.is_empty() {
+            if !self.fits_memory_budget() {
+                return None;
+            }
             let batch = self.planner.next_batch()?;
             tracing::debug!(batch = batch.index, points = ?batch.points, "batch released");
             let before = self.pending.len();
@@ -167,6 +174,24 @@ impl Batcher {
             }
         }
         Some(task)
+    }
+
+    /// The memory budget (`max_buffer_bytes`): another batch may be released when none is open
+    /// (so the run always goes on), or when what the writer holds plus the next batch's
+    /// expected outputs (its tasks × the mean bytes of a replicate's outputs so far) fits.
+    /// Until a replicate has reached the writer there is no estimate: one batch at a time.
+    fn fits_memory_budget(&self) -> bool {
+        if self.planner.open() == 0 {
+            return true;
+        }
+        let taken = self.counters.outputs_taken.load(Ordering::Relaxed);
+        if taken == 0 {
+            return false;
+        }
+        let mean = self.counters.output_bytes_taken.load(Ordering::Relaxed) / taken;
+        let next_tasks = self.batch_tasks.max(1) as u64;
+        let held = self.counters.bytes_buffered.get();
+        held.saturating_add(mean.saturating_mul(next_tasks)) <= self.max_buffer_bytes
     }
 
     /// Releases chunks of tasks while the bounds allow, and ends the run when nothing is left

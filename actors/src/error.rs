@@ -27,4 +27,3 @@ pub enum RunError {
         message: String,
     },
 }
-

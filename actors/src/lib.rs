@@ -173,6 +173,7 @@ pub fn run_dataflow(
             cancel,
             max_in_flight: options.max_tasks_in_flight(),
             chunk_len: options.chunk_len(),
+            max_buffer_bytes: options.max_buffer_bytes,
             counters,
             workers_count: options.workers.get(),
             progress,

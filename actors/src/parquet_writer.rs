@@ -15,11 +15,12 @@
 //! `InFlightCounters::rows_buffered`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use simsweep_engine::collect::{oom_guidance, BatchAssembler, CompleteBatch};
+use simsweep_engine::collect::{oom_guidance, output_bytes, BatchAssembler, CompleteBatch};
 use simsweep_engine::output::{commit_batch, OutputLayout};
 use simsweep_engine::progress::{InFlightCounters, PanicPoint, RunOptions};
 use simsweep_engine::spec::Job;
@@ -38,6 +39,14 @@ pub struct ParquetWriter {
     counters: Arc<InFlightCounters>,
     /// Model-output rows of the batches being committed or queued for commit.
     rows_committing: u64,
+    /// Bytes of model outputs of those batches.
+    bytes_committing: u64,
+    /// `RunOptions::max_buffer_bytes`.
+    max_buffer_bytes: u64,
+    /// The warning that a batch is over `max_buffer_bytes` was given.
+    warned_batch_bytes: bool,
+    /// Batch size and replicates, for that warning.
+    batch_shape: (usize, u32),
     /// Complete batches waiting for the running commit to end.
     queued: VecDeque<CompleteBatch>,
     /// A commit is running.
@@ -86,6 +95,10 @@ impl ParquetWriter {
             mailbox_capacity,
             counters,
             rows_committing: 0,
+            bytes_committing: 0,
+            max_buffer_bytes: options.max_buffer_bytes,
+            warned_batch_bytes: false,
+            batch_shape: (options.batch_size.get(), job.replicates),
             queued: VecDeque::new(),
             committing: false,
             oom_context,
@@ -97,6 +110,7 @@ impl ParquetWriter {
 
     fn report_rows(&self) {
         self.counters.rows_buffered.set(self.assembler.rows_buffered() + self.rows_committing);
+        self.counters.bytes_buffered.set(self.assembler.bytes_buffered() + self.bytes_committing);
     }
 
     /// Queues a complete batch for commit and starts the next commit if none is running.
@@ -107,7 +121,9 @@ impl ParquetWriter {
     ) {
         match complete {
             Ok(Some(c)) => {
+                self.warn_if_over_budget(&c);
                 self.rows_committing += c.model_output_rows;
+                self.bytes_committing += c.model_output_bytes;
                 self.queued.push_back(c);
                 self.start_next_commit(ctx);
             }
@@ -140,6 +156,7 @@ impl ParquetWriter {
         let (batch, simulations, failed) =
             (complete.batch.clone(), complete.simulations, complete.failed);
         let rows = complete.model_output_rows;
+        let bytes = complete.model_output_bytes;
         let layout = self.layout.clone();
         let index = batch.index;
         // The Batcher never sees a quiet dataflow while a commit still writes, and once it has
@@ -147,6 +164,7 @@ impl ParquetWriter {
         if !self.counters.begin_commit() {
             tracing::debug!(batch = index, "run ending: batch not committed");
             self.rows_committing -= rows;
+            self.bytes_committing -= bytes;
             return;
         }
         self.committing = true;
@@ -171,6 +189,7 @@ impl ParquetWriter {
             act.counters.commits_running.sub(1);
             act.committing = false;
             act.rows_committing -= rows;
+            act.bytes_committing -= bytes;
             act.report_rows();
             let result = joined.unwrap_or_else(|join| {
                 Err(EngineError::io(
@@ -203,6 +222,52 @@ impl ParquetWriter {
         ctx.spawn(done);
     }
 
+    /// Once per run: a batch holds more than `max_buffer_bytes` (the Batcher then keeps one
+    /// batch open at a time; memory is still over the budget by that batch).
+    fn warn_if_over_budget(&mut self, complete: &CompleteBatch) {
+        if self.warned_batch_bytes || complete.model_output_bytes <= self.max_buffer_bytes {
+            return;
+        }
+        self.warned_batch_bytes = true;
+        let (batch_size, replicates) = self.batch_shape;
+        let points = complete.batch.points.end - complete.batch.points.start;
+        let per_set = complete.model_output_bytes / points.max(1);
+        let fits = (self.max_buffer_bytes / per_set.max(1)).max(1);
+        tracing::warn!(
+            batch = complete.batch.index,
+            bytes = complete.model_output_bytes,
+            max_buffer_bytes = self.max_buffer_bytes,
+            "one batch of {batch_size} parameter sets × {replicates} replicates holds {} MB of \
+             model outputs, over the {} MB buffer limit (max_buffer_bytes); batches now run one \
+             at a time. A batch size of at most {fits} fits the limit; or select fewer model \
+             outputs, or raise the limit if the machine has the memory",
+            complete.model_output_bytes / 1_000_000,
+            self.max_buffer_bytes / 1_000_000,
+        );
+    }
+
+    /// A replicate whose outputs alone are over `max_buffer_bytes` stops the run: no batch
+    /// size fits it.
+    fn check_return_size(
+        &self,
+        ret: &simsweep_engine::collect::SimReturn,
+    ) -> Result<(), EngineError> {
+        let Ok(output) = &ret.result else { return Ok(()) };
+        let bytes = output_bytes(output);
+        if bytes <= self.max_buffer_bytes {
+            return Ok(());
+        }
+        Err(EngineError::OptionInvalid {
+            option: "max_buffer_bytes".to_string(),
+            message: format!(
+                "one replicate (parameter set {}, replicate {}) returned {bytes} bytes of model \
+                 outputs, more than the {} bytes the run may buffer; raise `max_buffer_bytes` \
+                 above one replicate's outputs, or select fewer outputs (`model_outputs`)",
+                ret.task.point, ret.task.replicate, self.max_buffer_bytes
+            ),
+        })
+    }
+
     fn fail(&mut self, error: EngineError, ctx: &mut Context<Self>) {
         tracing::error!(%error, "commit failed; writer stops taking rows");
         self.broken = true;
@@ -231,6 +296,14 @@ impl Handler<Replicates> for ParquetWriter {
             if self.broken {
                 return;
             }
+            if let Err(error) = self.check_return_size(&ret) {
+                self.fail(error, ctx);
+                return;
+            }
+            // Every return counts (a failed one with no bytes) for the mean size per replicate.
+            let bytes = ret.result.as_ref().map_or(0, output_bytes);
+            self.counters.output_bytes_taken.fetch_add(bytes, Ordering::Relaxed);
+            self.counters.outputs_taken.fetch_add(1, Ordering::Relaxed);
             let complete = self.assembler.add_return(ret);
             self.commit(complete, ctx);
         }

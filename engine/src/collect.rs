@@ -322,6 +322,13 @@ struct OpenBatch {
     /// Replicates whose last attempt failed.
     failed_replicates: u64,
     rows_buffered: u64,
+    bytes_buffered: u64,
+}
+
+/// Bytes of Arrow memory one replicate's output tables hold (`RecordBatch::get_array_memory_size`
+/// summed: buffers with their capacity; a buffer two tables share counts twice).
+pub fn output_bytes(output: &SimOutput) -> u64 {
+    output.tables.iter().map(|t| t.get_array_memory_size() as u64).sum()
 }
 
 /// A batch whose rows are all in, not yet turned into tables: [`CompleteBatch::into_tables`]
@@ -338,6 +345,8 @@ pub struct CompleteBatch {
     pub oom_failures: u64,
     /// Model-output rows the batch holds (the selected outputs only).
     pub model_output_rows: u64,
+    /// Bytes of Arrow memory those rows hold ([`output_bytes`]).
+    pub model_output_bytes: u64,
     open: OpenBatch,
     tables: Arc<TableBuilder>,
 }
@@ -462,6 +471,11 @@ impl BatchAssembler {
         self.open.values().map(|b| b.rows_buffered).sum()
     }
 
+    /// Bytes of model outputs held in open batches ([`output_bytes`] of each return).
+    pub fn bytes_buffered(&self) -> u64 {
+        self.open.values().map(|b| b.bytes_buffered).sum()
+    }
+
     /// Batches with rows held.
     pub fn open_batches(&self) -> usize {
         self.open.len()
@@ -489,6 +503,7 @@ impl BatchAssembler {
             Ok(output) => {
                 open.rows_buffered +=
                     output.tables.iter().map(|t| t.num_rows() as u64).sum::<u64>();
+                open.bytes_buffered += output_bytes(&output);
                 open.outputs.insert(key, (ret.task.seed, output));
             }
             Err(_) => open.failed_replicates += 1,
@@ -533,6 +548,7 @@ impl BatchAssembler {
                 .filter(|f| f.kind == FailureKind::Oom.as_str())
                 .count() as u64,
             model_output_rows: open.rows_buffered,
+            model_output_bytes: open.bytes_buffered,
             open,
             tables: self.tables.clone(),
         }))

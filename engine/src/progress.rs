@@ -26,6 +26,11 @@ pub const DEFAULT_TASKS_IN_FLIGHT_PER_WORKER: usize = 2 * DEFAULT_TASKS_PER_CHUN
 /// Each message costs a thread hand-off (tens of µs on a busy machine); a chunk makes that cost
 /// per chunk, not per simulation.
 pub const DEFAULT_TASKS_PER_CHUNK: usize = 64;
+/// Default of [`RunOptions::max_buffer_bytes`]: 1 GiB. The default batch (200 sets × 10
+/// replicates of a few hundred rows of a few columns) holds a few MB; a model with hundreds of
+/// output columns reaches this at batch sizes in the hundreds, and is then held to one batch
+/// at a time.
+pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 1 << 30;
 /// Default capacity of the Aggregator's and ParquetWriter's mailboxes, in messages.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
 
@@ -88,6 +93,12 @@ pub struct RunOptions {
     /// apart: a daemon's job id, say. `None`: the output directory (unique among the runs of one
     /// machine, since each holds its lock).
     pub job_id: Option<String>,
+    /// The most bytes of model outputs the run holds in memory (open batches and the batch being
+    /// committed), see [`DEFAULT_MAX_BUFFER_BYTES`]. No new batch is released while it is
+    /// reached (one batch always is); a batch larger than it is warned about, with the batch
+    /// size that would fit; a replicate whose output alone is larger stops the run with
+    /// [`crate::EngineError::OptionInvalid`].
+    pub max_buffer_bytes: u64,
 }
 
 impl Default for RunOptions {
@@ -105,6 +116,7 @@ impl Default for RunOptions {
             shard: None,
             panic_in: None,
             job_id: None,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
         }
     }
 }
@@ -148,12 +160,15 @@ pub struct InFlight {
     pub replicates_awaiting_aggregation: u64,
     /// Model-output rows held by the ParquetWriter (open batches and batches being committed).
     pub rows_buffered: u64,
+    /// Bytes of Arrow memory those rows hold (bounded by [`RunOptions::max_buffer_bytes`]).
+    pub bytes_buffered: u64,
 }
 
 impl InFlight {
     /// `(name, value)` pairs, the names used in the manifest's `peak_in_flight`.
-    pub fn named(&self) -> [(&'static str, u64); 4] {
+    pub fn named(&self) -> [(&'static str, u64); 5] {
         [
+            ("bytes_buffered", self.bytes_buffered),
             ("tasks_queued", self.tasks_queued),
             ("tasks_running", self.tasks_running),
             ("replicates_awaiting_aggregation", self.replicates_awaiting_aggregation),
@@ -208,6 +223,14 @@ pub struct InFlightCounters {
     pub replicates_awaiting_aggregation: Gauge,
     /// See [`InFlight::rows_buffered`].
     pub rows_buffered: Gauge,
+    /// See [`InFlight::bytes_buffered`].
+    pub bytes_buffered: Gauge,
+    /// Bytes of model outputs the writer has taken in this run, and of how many replicates
+    /// (failed ones included, with no bytes): the mean size of a replicate's outputs, for the
+    /// Batcher's memory budget.
+    pub output_bytes_taken: AtomicU64,
+    /// See `output_bytes_taken`.
+    pub outputs_taken: AtomicU64,
     /// Nanoseconds the workers spent inside the model, summed over workers: with the run's wall
     /// time and worker count it gives the workers' idle fraction.
     pub worker_busy_ns: AtomicU64,
@@ -229,6 +252,7 @@ impl InFlightCounters {
             tasks_running: self.tasks_running.get(),
             replicates_awaiting_aggregation: self.replicates_awaiting_aggregation.get(),
             rows_buffered: self.rows_buffered.get(),
+            bytes_buffered: self.bytes_buffered.get(),
         }
     }
     /// Highest values so far.
@@ -238,6 +262,7 @@ impl InFlightCounters {
             tasks_running: self.tasks_running.peak(),
             replicates_awaiting_aggregation: self.replicates_awaiting_aggregation.peak(),
             rows_buffered: self.rows_buffered.peak(),
+            bytes_buffered: self.bytes_buffered.peak(),
         }
     }
     /// Counts a commit as running, unless the run is ending ([`Self::close_commits`]): returns

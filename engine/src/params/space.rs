@@ -37,6 +37,10 @@ pub const MAX_POINTS: u64 = 10_000_000;
 /// Largest number of range parameters the `sobol` sampler supports (a limit of `sobol_burley`).
 pub const MAX_SOBOL_DIMENSIONS: usize = 256;
 
+/// Largest `count` the `sobol` sampler supports: `sobol_burley`'s sequence has 2^16 points
+/// (past them it would repeat points, which simsweep refuses rather than caps).
+pub const MAX_SOBOL_POINTS: u64 = 1 << 16;
+
 /// The space form of a job's `[parameters]` section: named parameters and a sampler.
 ///
 /// See the [module documentation](self) for the TOML.
@@ -201,7 +205,7 @@ impl ParameterSpaceSpec {
     /// inverted (`min > max`) or empty (`min == max`) range; a log range with `min <= 0`; a
     /// missing sampler; `count` with `grid` or `points_per_axis` with the others; a missing or
     /// zero `count`/`points_per_axis`; more than [`MAX_POINTS`] points; a `sobol` space with
-    /// more than [`MAX_SOBOL_DIMENSIONS`] ranges or a seed that does not fit in 32 bits; more
+    /// more than [`MAX_SOBOL_DIMENSIONS`] ranges, more than [`MAX_SOBOL_POINTS`] points or a seed that does not fit in 32 bits; more
     /// than one set from a space without ranges; a range whose mapped values overflow to
     /// infinity (`parameters.space.<name>`).
     pub fn sweep(&self, job_seed: u64, file: &Path) -> Result<Sweep> {
@@ -248,6 +252,17 @@ impl ParameterSpaceSpec {
                 SamplerKind::Uniform => uniform(count as usize, dims, seed),
                 SamplerKind::LatinHypercube => latin_hypercube(count as usize, dims, seed),
                 SamplerKind::Sobol => {
+                    if count > MAX_SOBOL_POINTS {
+                        return Err(invalid(
+                            "parameters.count".into(),
+                            format!(
+                                "sobol gives at most {MAX_SOBOL_POINTS} distinct points, {count} \
+                                 were asked for; use latin_hypercube or uniform (up to \
+                                 {MAX_POINTS}), or split the study into sobol jobs with \
+                                 different `seed`s"
+                            ),
+                        ));
+                    }
                     if dims > MAX_SOBOL_DIMENSIONS {
                         return Err(invalid(
                             "parameters.sampler".into(),
@@ -759,6 +774,19 @@ mod tests {
         assert!(t.contains("parameters.sampler"), "{t}");
         let t = err_text(&ParameterSpaceSpec::default());
         assert!(t.contains("`parameters.space`"), "{t}");
+        // Sobol up to its 2^16 distinct points, refused past them (not silently repeated).
+        let sobol = |count| {
+            let mut s = base.clone();
+            s.sampler = Some(SamplerKind::Sobol);
+            s.count = Some(count);
+            s
+        };
+        assert_eq!(sobol(65_536).sweep(1, Path::new("job.toml")).expect("fits").len(), 65_536);
+        let t = err_text(&sobol(65_537));
+        assert!(
+            t.contains("parameters.count") && t.contains("at most 65536 distinct points, 65537"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -61,3 +61,31 @@ fn counters_are_bounded_zero_at_the_end_and_in_the_manifest() {
         assert_eq!(written[name].as_u64(), Some(value), "{name} in the manifest");
     }
 }
+
+#[test]
+fn the_in_flight_bound_is_reached_and_never_exceeded() {
+    // 23 sets × 3 replicates = 69 tasks against a bound of 2 workers × 4 = 8: the Batcher fills
+    // up to the bound once a task has been timed, and never beyond it.
+    let dir = tempfile::tempdir().unwrap();
+    let job = simsweep::load_job(&SmallJob::default().write(dir.path())).unwrap();
+    let options = RunOptions {
+        batch_size: NonZeroUsize::new(5).unwrap(),
+        workers: NonZeroUsize::new(2).unwrap(),
+        tasks_in_flight_per_worker: NonZeroUsize::new(4).unwrap(),
+        tasks_per_chunk: NonZeroUsize::new(1).unwrap(),
+        ..RunOptions::default()
+    };
+    assert_eq!(options.max_tasks_in_flight(), 8);
+    let observer = Arc::new(Collect::default());
+    simsweep::run(&job, &options, observer.clone(), CancelToken::new()).unwrap();
+    let events = observer.0.lock().unwrap();
+    let peaks = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            ProgressEvent::InFlight { peaks, .. } => Some(*peaks),
+            _ => None,
+        })
+        .expect("an InFlight event at the end");
+    assert_eq!(peaks.tasks_in_flight, 8, "{peaks:?}");
+}

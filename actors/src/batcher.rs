@@ -226,12 +226,14 @@ impl Batcher {
             }
             let n = chunk.len();
             self.in_flight += n;
+            self.counters.tasks_in_flight.add(n as u64);
             self.counters.tasks_queued.add(n as u64);
             self.workers
                 .send(RunChunk(chunk))
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     act.in_flight -= n;
+                    act.counters.tasks_in_flight.sub(n as u64);
                     let error = match result {
                         Ok(Ok(skipped)) => {
                             // Batches with tasks a stopping worker skipped will never complete:

@@ -152,6 +152,9 @@ impl RunOptions {
 /// What is in flight in a run, as plain numbers: a snapshot of [`InFlightCounters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct InFlight {
+    /// Tasks handed out by the Batcher whose returns it has not been told of: bounded by
+    /// [`RunOptions::max_tasks_in_flight`].
+    pub tasks_in_flight: u64,
     /// Tasks handed out by the Batcher that no worker has started.
     pub tasks_queued: u64,
     /// Tasks a worker is running.
@@ -166,8 +169,9 @@ pub struct InFlight {
 
 impl InFlight {
     /// `(name, value)` pairs, the names used in the manifest's `peak_in_flight`.
-    pub fn named(&self) -> [(&'static str, u64); 5] {
+    pub fn named(&self) -> [(&'static str, u64); 6] {
         [
+            ("tasks_in_flight", self.tasks_in_flight),
             ("bytes_buffered", self.bytes_buffered),
             ("tasks_queued", self.tasks_queued),
             ("tasks_running", self.tasks_running),
@@ -215,6 +219,8 @@ impl Gauge {
 /// waits on them). Owned by the run, never global.
 #[derive(Debug, Default)]
 pub struct InFlightCounters {
+    /// See [`InFlight::tasks_in_flight`].
+    pub tasks_in_flight: Gauge,
     /// See [`InFlight::tasks_queued`].
     pub tasks_queued: Gauge,
     /// See [`InFlight::tasks_running`].
@@ -248,6 +254,7 @@ impl InFlightCounters {
     /// Current values.
     pub fn now(&self) -> InFlight {
         InFlight {
+            tasks_in_flight: self.tasks_in_flight.get(),
             tasks_queued: self.tasks_queued.get(),
             tasks_running: self.tasks_running.get(),
             replicates_awaiting_aggregation: self.replicates_awaiting_aggregation.get(),
@@ -258,6 +265,7 @@ impl InFlightCounters {
     /// Highest values so far.
     pub fn peaks(&self) -> InFlight {
         InFlight {
+            tasks_in_flight: self.tasks_in_flight.peak(),
             tasks_queued: self.tasks_queued.peak(),
             tasks_running: self.tasks_running.peak(),
             replicates_awaiting_aggregation: self.replicates_awaiting_aggregation.peak(),

@@ -180,6 +180,16 @@ mod tests {
         assert!(first(b"Content-Length: 10\r\n").contains("reading"));
         let long_line = vec![b'x'; 5000];
         assert!(first(&long_line).contains("CRLF"));
+        // A well-formed header line is read up to MAX_HEADER_LINE_BYTES (CRLF included), and
+        // refused one byte past it.
+        let padded = |line_bytes: usize| {
+            let pad = "p".repeat(line_bytes - "X-Pad: \r\n".len());
+            format!("X-Pad: {pad}\r\nContent-Length: 2\r\n\r\nhi").into_bytes()
+        };
+        let at_limit = read_all(&padded(MAX_HEADER_LINE_BYTES as usize));
+        assert_eq!(at_limit[0].as_ref().expect("ok").as_ref().expect("frame").body, b"hi");
+        let over = first(&padded(MAX_HEADER_LINE_BYTES as usize + 1));
+        assert!(over.contains("expected a header line ended by CRLF, got \"X-Pad: ppp"), "{over}");
         let many = "X: y\r\n".repeat(MAX_HEADER_LINES + 1);
         assert!(first(many.as_bytes()).contains("header lines"));
     }

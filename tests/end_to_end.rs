@@ -13,6 +13,10 @@ use common::*;
 use simsweep::engine::identity::{param_id, replicate_seed};
 use simsweep::engine::params::{ParamValue, ParameterSet};
 use simsweep::{CancelToken, NoProgress, ProgressEvent, ProgressObserver, RunOptions};
+use statrs::distribution::{Discrete, NegativeBinomial};
+
+/// `OBSERVED_CSV` (day, cases), as the prevalence target reads it.
+const OBSERVED: [(i64, u64); 7] = [(2, 8), (4, 15), (6, 30), (8, 52), (10, 80), (12, 96), (14, 90)];
 
 const DATASETS: [&str; 5] = [
     "model_outputs/prevalence",
@@ -101,10 +105,37 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
         // Recompute the loss from the model directly.
         let outputs: Vec<_> =
             expected_seeds.iter().map(|&s| job.simulator.simulate(&params, s).unwrap()).collect();
-        let tables: Vec<&RecordBatch> =
-            outputs.iter().map(|o| &o.tables[prevalence_target.output_index]).collect();
-        let expected = prevalence_target.loss(&tables).unwrap().unwrap();
-        assert_eq!(loss.value(row), expected, "row {row}");
+        // The likelihood aggregation by hand, with statrs as the reference for the negative
+        // binomial (size k = 5, mean μ = the replicate's prevalence on the observed day):
+        // loss = −(ln Σ_r exp(ll_r) − ln R), ll_r = Σ_t ln NB(y_t; k, p = k/(k+μ_rt)).
+        let lls: Vec<f64> = outputs
+            .iter()
+            .map(|o| {
+                let table = &o.tables[prevalence_target.output_index];
+                let day = table.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                let infected = table.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                OBSERVED
+                    .iter()
+                    .map(|&(d, y)| {
+                        let at = day.values().iter().position(|&x| x == d).unwrap();
+                        let mu = infected.value(at) as f64;
+                        let nb = NegativeBinomial::new(5.0, 5.0 / (5.0 + mu)).unwrap();
+                        nb.ln_pmf(y)
+                    })
+                    .sum()
+            })
+            .collect();
+        let max = lls.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let expected = if max == f64::NEG_INFINITY {
+            f64::INFINITY
+        } else {
+            -(max + lls.iter().map(|ll| (ll - max).exp()).sum::<f64>().ln() - 3f64.ln())
+        };
+        let got = loss.value(row);
+        assert!(
+            got == expected || (got - expected).abs() <= 1e-12 * expected.abs(),
+            "row {row}: {got} vs {expected} by hand"
+        );
     }
 
     // model_outputs/prevalence: the model's rows + param_id, replicate, seed, sorted by

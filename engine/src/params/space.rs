@@ -658,33 +658,6 @@ mod tests {
         assert_eq!(pts.params(0).get("beta"), Some(&ParamValue::Float(2.0)));
     }
 
-    /// The sets as the sampler's unit points give them: each a copy of the fixed values with
-    /// every range mapped from its axis, names sorted.
-    fn expected_sets(s: &ParameterSpaceSpec, unit: &[f64]) -> Vec<ParameterSet> {
-        let ranges: Vec<(&String, &RangeSpec)> = s
-            .space
-            .iter()
-            .filter_map(|(n, e)| match e {
-                SpaceEntry::Range(r) => Some((n, r)),
-                SpaceEntry::Fixed(_) => None,
-            })
-            .collect();
-        unit.chunks_exact(ranges.len())
-            .map(|u| {
-                let mut set = ParameterSet::new();
-                for (name, entry) in &s.space {
-                    if let SpaceEntry::Fixed(v) = entry {
-                        set.insert(name.clone(), ParamValue::Float(*v));
-                    }
-                }
-                for ((name, range), &ui) in ranges.iter().zip(u) {
-                    set.insert(name.as_str(), ParamValue::Float(range.map(ui)));
-                }
-                set
-            })
-            .collect()
-    }
-
     #[test]
     fn columns_hold_the_sampler_points_with_their_ids() {
         let log = SpaceEntry::Range(RangeSpec { min: 0.01, max: 3.0, scale: Scale::Log });
@@ -694,7 +667,6 @@ mod tests {
         );
         s.count = Some(40);
         let sweep = s.sweep(3, Path::new("job.toml")).unwrap();
-        let sets = expected_sets(&s, &latin_hypercube(40, 2, 3));
         assert_eq!(sweep.len(), 40);
         assert_eq!(
             sweep.columns(),
@@ -704,15 +676,38 @@ mod tests {
                 ("gamma".to_string(), ParamKind::Float),
             ]
         );
-        for (i, set) in sets.iter().enumerate() {
-            assert_eq!(&sweep.params(i), set, "set {i}");
-            assert_eq!(sweep.param_id(i), crate::identity::param_id(set).unwrap(), "set {i}");
+        // The ranges' unit coordinates, by inverting the maps by hand: beta log-scale on
+        // [0.01, 3], gamma linear on [0.1, 0.5].
+        let unit = |set: &ParameterSet| {
+            let beta = set.get_f64("beta").unwrap();
+            let gamma = set.get_f64("gamma").unwrap();
+            ((beta / 0.01).ln() / (3.0_f64 / 0.01).ln(), (gamma - 0.1) / 0.4)
+        };
+        // The Latin hypercube law: on each axis, exactly one of the 40 sets in each stratum
+        // [k/40, (k+1)/40); N fixed; each set's id is the id of its values.
+        let mut strata = (Vec::new(), Vec::new());
+        for i in 0..40 {
+            let set = sweep.params(i);
+            assert_eq!(set.get_f64("N"), Some(763.0));
+            let (u_beta, u_gamma) = unit(&set);
+            strata.0.push((u_beta * 40.0).floor() as usize);
+            strata.1.push((u_gamma * 40.0).floor() as usize);
+            assert_eq!(sweep.param_id(i), crate::identity::param_id(&set).unwrap(), "set {i}");
             assert_eq!(sweep.fixed_seed(i), None);
         }
+        strata.0.sort_unstable();
+        strata.1.sort_unstable();
+        assert_eq!(strata.0, (0..40).collect::<Vec<_>>());
+        assert_eq!(strata.1, (0..40).collect::<Vec<_>>());
+        // Sobol: point i, axis d (beta 0, gamma 1) is sobol_burley's sample(i, d, seed), the
+        // reference implementation, mapped onto the ranges.
         s.sampler = Some(SamplerKind::Sobol);
         let sweep = s.sweep(3, Path::new("job.toml")).unwrap();
-        for (i, set) in expected_sets(&s, &sobol(40, 2, 3)).iter().enumerate() {
-            assert_eq!(&sweep.params(i), set, "set {i}");
+        for i in 0..40u32 {
+            let (u_beta, u_gamma) = unit(&sweep.params(i as usize));
+            let want = |d| f64::from(sobol_burley::sample(i, d, 3));
+            assert!((u_beta - want(0)).abs() < 1e-12, "set {i}: beta at {u_beta}, {}", want(0));
+            assert!((u_gamma - want(1)).abs() < 1e-12, "set {i}: gamma at {u_gamma}, {}", want(1));
         }
     }
 

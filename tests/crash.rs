@@ -83,9 +83,22 @@ fn sigkill_at_seeded_random_moments_then_resume_gives_identical_output() {
     let mut rng = SplitMix(4);
     let mut kills = 0;
     for attempt in 0.. {
-        // Resume with another batch size than the run it resumes (and than the reference).
+        // Resume with another batch size and another number of workers than the run it
+        // resumes (and than the reference).
         let batch_size = ["100", "73", "150"][attempt % 3];
-        let extra = vec!["--batch-size".to_string(), batch_size.to_string()];
+        let workers = ["2", "1", "3", "2"][attempt % 4];
+        let extra: Vec<String> =
+            ["--batch-size", batch_size, "--workers", workers].map(String::from).to_vec();
+        if attempt == 0 {
+            // The first kill on an event: once a batch is committed (a kill mid-run whatever
+            // the machine's speed).
+            let mut child = spawn_run(bin(), &job, &out, &extra);
+            wait_for_first_commit(&out);
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            kills += 1;
+            continue;
+        }
         let delay = if kills < 4 { rng.millis(50, 500) } else { Duration::from_secs(120) };
         match kill_after(spawn_run(bin(), &job, &out, &extra), delay) {
             Attempt::Killed => kills += 1,
@@ -365,9 +378,10 @@ fn signal_then_resume(signal: &str, expected_code: i32) {
     let kill = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let ended = child.wait_with_output().unwrap();
-    let took = sent.elapsed();
+    eprintln!("{signal}: the process ended {:?} after the signal", sent.elapsed());
     assert_eq!(ended.status.code(), Some(expected_code), "{}", stderr(&ended));
-    assert!(took < Duration::from_secs(10), "graceful stop took {took:?}");
+    // Stopped, not finished (an event, not a time: the manifest below says the run did not
+    // reach its end).
     assert!(stderr(&ended).contains("resume"), "{}", stderr(&ended));
     // The closing lines name only files that exist: no summary.json yet.
     let printed = stdout(&ended);

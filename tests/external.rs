@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::{Array, Float64Array, Int32Array, StringArray, UInt32Array};
-use common::{read_dataset, simsweep};
+use common::{read_dataset, simsweep, write_fault_job_with};
 use simsweep::engine::identity::param_id;
 use simsweep::engine::params::{ParamValue, ParameterSet};
 use simsweep::{CancelToken, NoProgress, RunOptions};
@@ -56,33 +56,11 @@ const MODES: [(&str, f64); 9] = [
     ("oom", 1.0),
 ];
 
+/// The fault model's job: a generous timeout (the `hang` mode needs one; the others must not
+/// meet it on a loaded machine), a memory limit for the `oom` mode, two attempts.
 fn write_job(dir: &Path, state: &Path, rows: &[(&str, f64)]) -> PathBuf {
-    let mut csv = String::from("mode,x\n");
-    for (mode, x) in rows {
-        csv.push_str(&format!("{mode},{x:.1}\n"));
-    }
-    std::fs::write(dir.join("params.csv"), csv).unwrap();
-    let job = format!(
-        r#"name = "faults"
-replicates = 1
-output = "output"
-
-[parameters]
-file = "params.csv"
-
-[model]
-command = ["python3", "{model}"]
-timeout_seconds = 1.0
-memory_limit_mb = 1024
-max_attempts = 2
-env = {{ FAULT_STATE_DIR = "{state}" }}
-"#,
-        model = repo().join("tests/fault_model.py").display(),
-        state = state.display(),
-    );
-    let path = dir.join("job.toml");
-    std::fs::write(&path, job).unwrap();
-    path
+    let model = "timeout_seconds = 3.0\nmemory_limit_mb = 1024\nmax_attempts = 2";
+    write_fault_job_with(dir, state, rows, 1, model, "")
 }
 
 fn run(job: &Path, workers: usize) -> simsweep::Report {
@@ -364,4 +342,91 @@ fn slow_tasks_spread_over_every_worker() {
     assert_eq!(counts.values().sum::<u32>(), 12, "{counts:?}");
     assert_eq!(counts.len(), 2, "both workers ran tasks: {counts:?}");
     assert!(counts.values().all(|&n| n >= 3), "spread over both: {counts:?}");
+}
+
+#[test]
+fn a_target_scores_the_successful_replicates_only_and_counts_the_failed() {
+    // Set 0 fails its replicates with odd seeds, set 1 fails all four, set 2 none; the loss
+    // (annealed MSE against 0.5 at k = 0, 1, 2) is the mean over the successful replicates
+    // only, and null where none succeeded.
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("observed.csv"), "k,obs\n0,0.5\n1,0.5\n2,0.5\n").unwrap();
+    let target = r#"
+[[targets]]
+name = "fit"
+output = "values"
+column = "value"
+time_column = "k"
+data = "observed.csv"
+data_column = "obs"
+data_time_column = "k"
+aggregation = "annealed"
+loss = "mse"
+"#;
+    let rows = [("fail_odd_seed", 1.0), ("error", 1.0), ("ok", 2.0)];
+    let job = write_fault_job_with(dir.path(), state.path(), &rows, 4, "max_attempts = 1", target);
+    let report = run(&job, 2);
+    assert_eq!(report.progress.simulations_committed, 12);
+
+    // Each successful replicate's rows as written: (param_id, replicate) → values at k = 0..2.
+    let out = read_dataset(&dir.path().join("output/model_outputs/values"));
+    let ids = out.column_by_name("param_id").unwrap();
+    let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+    let reps = out.column_by_name("replicate").unwrap();
+    let reps = reps.as_any().downcast_ref::<UInt32Array>().unwrap();
+    let values = out.column_by_name("value").unwrap();
+    let values = values.as_any().downcast_ref::<Float64Array>().unwrap();
+    let mut written: std::collections::BTreeMap<(String, u32), Vec<f64>> = Default::default();
+    for i in 0..out.num_rows() {
+        written.entry((ids.value(i).to_string(), reps.value(i))).or_default().push(values.value(i));
+    }
+
+    let t = read_dataset(&dir.path().join("output/targets/fit"));
+    let col = |name: &str| t.column_by_name(name).unwrap().clone();
+    let (loss, n_failed, tid) = (col("loss"), col("n_failed"), col("param_id"));
+    let loss = loss.as_any().downcast_ref::<Float64Array>().unwrap();
+    let n_failed = n_failed.as_any().downcast_ref::<UInt32Array>().unwrap();
+    let tid = tid.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(t.num_rows(), 3);
+    for (row, (mode, x)) in rows.iter().enumerate() {
+        let id = id_of(mode, *x);
+        assert_eq!(tid.value(row), id);
+        let seeds: Vec<u32> = (0..4)
+            .map(|r| {
+                let mut p = ParameterSet::new();
+                p.insert("mode", ParamValue::Str(mode.to_string()));
+                p.insert("x", ParamValue::Float(*x));
+                simsweep::engine::identity::replicate_seed(&param_id(&p).unwrap(), r)
+            })
+            .collect();
+        let ok: Vec<u32> = (0..4)
+            .filter(|&r| match *mode {
+                "fail_odd_seed" => seeds[r as usize] % 2 == 0,
+                "error" => false,
+                _ => true,
+            })
+            .collect();
+        assert_eq!(n_failed.value(row), 4 - ok.len() as u32, "{mode}: seeds {seeds:?}");
+        if ok.is_empty() {
+            assert!(loss.is_null(row), "{mode}: no replicate succeeded, no loss");
+            continue;
+        }
+        let expected = ok
+            .iter()
+            .map(|&r| {
+                let v = &written[&(id.clone(), r)];
+                assert_eq!(v.len(), 3);
+                v.iter().map(|x| (x - 0.5) * (x - 0.5)).sum::<f64>() / 3.0
+            })
+            .sum::<f64>()
+            / ok.len() as f64;
+        assert!(
+            (loss.value(row) - expected).abs() <= 1e-12,
+            "{mode}: {} vs {expected}",
+            loss.value(row)
+        );
+    }
+    // The seeds chosen make set 0 a real mix (else this test would not test the mix).
+    assert!((1..4).contains(&n_failed.value(0)), "set 0 failed {} of 4", n_failed.value(0));
 }

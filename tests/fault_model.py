@@ -11,7 +11,8 @@ in $FAULT_STATE_DIR); sigkill (SIGKILL to itself: not memory, a crash); alloc_ab
 Rust's allocation-failure message to stderr and aborts); hang_with_child (while the file
 $FAULT_STATE_DIR/hang exists: starts `sleep 3600` in its process group, writes its pid to
 $FAULT_STATE_DIR/child-<seed>, then hangs; else writes
-$FAULT_STATE_DIR/started-<seed> and goes on as ok); slow (sleeps x seconds, then returns).
+$FAULT_STATE_DIR/started-<seed> and goes on as ok); slow (sleeps x seconds, then returns);
+fail_odd_seed (raises ValueError for an odd seed).
 """
 
 import os
@@ -65,6 +66,8 @@ def simulate(params, seed):
             f.write(str(child.pid))
         os.rename(path + ".tmp", path)
         time.sleep(3600)
+    if mode == "fail_odd_seed" and seed % 2 == 1:
+        raise ValueError("odd seed %d" % seed)
     if mode == "slow":
         time.sleep(float(params["x"]))
     if mode == "crash_once":

@@ -178,6 +178,19 @@ pub fn fault_model_path() -> PathBuf {
 /// `tests/fault_model.py` on them into `dir`, with `state` as its `FAULT_STATE_DIR`, one
 /// replicate each, no retries and no timeout; returns the job file.
 pub fn write_fault_job(dir: &Path, state: &Path, rows: &[(&str, f64)]) -> PathBuf {
+    write_fault_job_with(dir, state, rows, 1, "max_attempts = 1", "")
+}
+
+/// As [`write_fault_job`], with `replicates`, more `[model]` settings (`model_extra`, TOML
+/// lines) and more of the job after the model section (`tail`, e.g. targets).
+pub fn write_fault_job_with(
+    dir: &Path,
+    state: &Path,
+    rows: &[(&str, f64)],
+    replicates: u32,
+    model_extra: &str,
+    tail: &str,
+) -> PathBuf {
     let mut csv = String::from("mode,x\n");
     for (mode, x) in rows {
         csv.push_str(&format!("{mode},{x:.1}\n"));
@@ -185,7 +198,7 @@ pub fn write_fault_job(dir: &Path, state: &Path, rows: &[(&str, f64)]) -> PathBu
     fs::write(dir.join("params.csv"), csv).unwrap();
     let job = format!(
         r#"name = "faults"
-replicates = 1
+replicates = {replicates}
 output = "output"
 
 [parameters]
@@ -193,9 +206,9 @@ file = "params.csv"
 
 [model]
 command = ["python3", "{model}"]
-max_attempts = 1
 env = {{ FAULT_STATE_DIR = "{state}" }}
-"#,
+{model_extra}
+{tail}"#,
         model = fault_model_path().display(),
         state = state.display(),
     );

@@ -12,9 +12,13 @@ Rust's allocation-failure message to stderr and aborts); hang_with_child (while 
 $FAULT_STATE_DIR/hang exists: starts `sleep 3600` in its process group, writes its pid to
 $FAULT_STATE_DIR/child-<seed>, then hangs; else writes
 $FAULT_STATE_DIR/started-<seed> and goes on as ok); slow (sleeps x seconds, then returns);
-fail_odd_seed (raises ValueError for an odd seed).
+fail_odd_seed (raises ValueError for an odd seed); forged replies that break the protocol, for
+request id int(x): wrong_id (answers id 999999), bad_json (a reply that is not JSON),
+wrong_tables (lists a table `other`), wrong_content_type (the table frame is text/plain),
+byte_mismatch (announces 10 bytes, sends 4).
 """
 
+import json
 import os
 import random
 import signal
@@ -25,6 +29,29 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
 import simsweep_worker  # noqa: E402
+
+
+def _reply(header):
+    body = json.dumps(header).encode("utf-8")
+    simsweep_worker.write_frame(simsweep_worker._protocol_out, body)
+
+
+def _table(content_type, body):
+    simsweep_worker.write_frame(simsweep_worker._protocol_out, body, content_type)
+
+
+FORGED = {
+    "wrong_id": lambda i: _reply({"id": 999999, "ok": True, "tables": []}),
+    "bad_json": lambda i: simsweep_worker.write_frame(simsweep_worker._protocol_out, b"{not json"),
+    "wrong_tables": lambda i: _reply({"id": i, "ok": True,
+                                      "tables": [{"name": "other", "bytes": 0}]}),
+    "wrong_content_type": lambda i: (
+        _reply({"id": i, "ok": True, "tables": [{"name": "values", "bytes": 4}]}),
+        _table("text/plain", b"abcd")),
+    "byte_mismatch": lambda i: (
+        _reply({"id": i, "ok": True, "tables": [{"name": "values", "bytes": 10}]}),
+        _table(simsweep_worker.ARROW_STREAM, b"abcd")),
+}
 
 
 def simulate(params, seed):
@@ -68,6 +95,10 @@ def simulate(params, seed):
         time.sleep(3600)
     if mode == "fail_odd_seed" and seed % 2 == 1:
         raise ValueError("odd seed %d" % seed)
+    if mode in FORGED:
+        FORGED[mode](int(params["x"]))
+        simsweep_worker._protocol_out.flush()
+        time.sleep(3600)
     if mode == "slow":
         time.sleep(float(params["x"]))
     if mode == "crash_once":

@@ -278,3 +278,90 @@ fn model_spec_dispatches_on_command_and_name() {
     assert!(err("name = \"sir\"\npopulation = 1\ninitial_infected = 1\ndays = 1\ncommand_x = 1")
         .contains("unknown field"));
 }
+
+#[test]
+fn each_protocol_violation_is_named_and_costs_its_worker() {
+    // A fresh model per case: its first request has id 1, which the forged replies echo (x).
+    let cases = [
+        ("wrong_id", "reply for id 999999 to request 1"),
+        ("bad_json", "execute reply is not valid"),
+        ("wrong_tables", "reply has tables [\"other\"]; the model declared [\"values\"]"),
+        ("wrong_content_type", "table `values`: Content-Type Some(\"text/plain\"), expected"),
+        ("byte_mismatch", "table `values`: 10 bytes announced, 4 sent"),
+    ];
+    for (mode, message) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = model(dir.path());
+        let e = m.simulate(&params(mode, 1.0), 1).expect_err(mode);
+        assert_eq!(e.kind(), "protocol", "{mode}: {e}");
+        assert!(e.to_string().contains(message), "{mode}: {e}");
+        assert_eq!((m.idle_workers(), m.live_workers()), (0, 0), "{mode}: the worker is killed");
+        // The next task gets a fresh worker.
+        assert!(m.simulate(&params("ok", 1.0), 1).is_ok(), "{mode}");
+    }
+}
+
+#[test]
+fn a_worker_answering_another_protocol_version_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("old_worker.py");
+    std::fs::write(
+        &script,
+        r#"import json, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+def read():
+    headers = {}
+    while True:
+        line = inp.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, v = line.decode().split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    return json.loads(inp.read(int(headers["content-length"])))
+read()
+body = json.dumps({"ok": True, "protocol_version": 99, "parameters": ["x"],
+                   "outputs": []}).encode()
+out.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+out.flush()
+read()
+"#,
+    )
+    .expect("write");
+    let err = ExternalModel::new(ExternalSettings::new([
+        "python3".to_string(),
+        script.display().to_string(),
+    ]))
+    .expect_err("refused");
+    assert_eq!(err.setting, "command");
+    assert!(
+        err.message.contains("worker speaks protocol version Some(99), simsweep 1"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_workers_process_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hang"), "").expect("write");
+    let m = model(dir.path());
+    let e = m.simulate(&params("hang_with_child", 1.0), 7).expect_err("times out");
+    assert_eq!(e.kind(), "timeout", "{e}");
+    // The model's own child (same process group) was killed too.
+    let pid: u32 = std::fs::read_to_string(dir.path().join("child-7"))
+        .expect("the child's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let gone = stat.is_empty()
+            || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+        if gone {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the model's child {pid} outlived the timeout");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -303,3 +303,48 @@ fn a_second_sigint_stops_a_hung_model_at_once_and_the_output_resumes() {
         "resumed after a second SIGINT",
     );
 }
+
+#[test]
+fn after_the_grace_period_a_first_sigint_stops_a_hung_model_hard() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("hang"), "").unwrap();
+    write_fault_job(dir.path(), state.path(), &ROWS);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
+        .args(["run", "job.toml", "--batch-size", "2", "--workers", "2"])
+        .current_dir(dir.path())
+        .env_remove("SIMSWEEP_BATCH_SIZE")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(120), "a hung task started its child", || {
+        !children_started(state.path()).is_empty()
+    });
+    let asked = Instant::now();
+    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    assert!(sent.unwrap().success());
+    let mut status = None;
+    wait_for(Duration::from_secs(90), "the process exited after the grace period", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let took = asked.elapsed();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.unwrap().code(), Some(130), "{stderr}");
+    // The graceful stop waited its 30 s for the hung tasks, then stopped them.
+    assert!(took >= Duration::from_secs(29), "exited {took:?} after SIGINT: {stderr}");
+    assert!(
+        stderr.contains("the simulations running did not end within 30 s; stopping them"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("did not stop in time"), "the run itself returned: {stderr}");
+    for pid in children_started(state.path()) {
+        wait_for(Duration::from_secs(10), &format!("the model's child {pid} ended"), || {
+            ended(pid)
+        });
+    }
+}

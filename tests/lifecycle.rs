@@ -343,8 +343,6 @@ fn after_the_grace_period_a_first_sigint_stops_a_hung_model_hard() {
     );
     assert!(!stderr.contains("did not stop in time"), "the run itself returned: {stderr}");
     for pid in children_started(state.path()) {
-        wait_for(Duration::from_secs(10), &format!("the model's child {pid} ended"), || {
-            ended(pid)
-        });
+        wait_for(Duration::from_secs(10), &format!("the model's child {pid} ended"), || ended(pid));
     }
 }

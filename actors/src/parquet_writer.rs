@@ -43,6 +43,8 @@ pub struct ParquetWriter {
     bytes_committing: u64,
     /// `RunOptions::max_buffer_bytes`.
     max_buffer_bytes: u64,
+    /// `RunOptions::slow_commit` (test support).
+    slow_commit: Option<std::time::Duration>,
     /// The warning that a batch is over `max_buffer_bytes` was given.
     warned_batch_bytes: bool,
     /// Batch size and replicates, for that warning.
@@ -97,6 +99,7 @@ impl ParquetWriter {
             rows_committing: 0,
             bytes_committing: 0,
             max_buffer_bytes: options.max_buffer_bytes,
+            slow_commit: options.slow_commit,
             warned_batch_bytes: false,
             batch_shape: (options.batch_size.get(), job.replicates),
             queued: VecDeque::new(),
@@ -171,6 +174,7 @@ impl ParquetWriter {
         // Building the tables (concatenating the replicates' columns) is done off the writer's
         // thread too: the writer only sorts rows in, so workers are not held up by its mailbox.
         let job_span = self.span.clone();
+        let slow_commit = self.slow_commit;
         let work = actix_rt::task::spawn_blocking(move || {
             let span = tracing::info_span!(parent: &job_span, "commit", batch = index);
             let _entered = span.enter();
@@ -179,6 +183,9 @@ impl ParquetWriter {
             // The batch's best per target travel in its commit record (status and the summary
             // never reopen batch files).
             let best = batch_summaries(&layout, &tables, first_point, BEST_PER_TARGET)?;
+            if let Some(delay) = slow_commit {
+                std::thread::sleep(delay);
+            }
             let committed = commit_batch(&layout, index, tables).map(|rows| (rows, best));
             // The batch's rows are freed by now: give their pages back (see `memory`).
             simsweep_engine::memory::release_free_memory();

@@ -85,6 +85,10 @@ pub struct RunOptions {
     /// defect would. Not part of the stable interface.
     #[doc(hidden)]
     pub panic_in: Option<PanicPoint>,
+    /// Test support: every batch commit takes this much longer, as on a slow disk. Not part of
+    /// the stable interface.
+    #[doc(hidden)]
+    pub slow_commit: Option<Duration>,
     /// Run only this shard of the sweep, into `<output>/shard=I-of-K/` (see
     /// [`crate::plan::Shard`]); `None` runs the whole sweep into `<output>/`.
     pub shard: Option<crate::plan::Shard>,
@@ -115,6 +119,7 @@ impl Default for RunOptions {
             tasks_per_chunk: nz(DEFAULT_TASKS_PER_CHUNK),
             shard: None,
             panic_in: None,
+            slow_commit: None,
             job_id: None,
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{read_dataset, write_fault_job};
-use crash_common::{assert_same_output, read_output};
+use crash_common::{assert_same_output, read_output, spawn_run};
 use simsweep::engine::progress::HARD_STOP_SECONDS;
 use simsweep::{CancelToken, NoProgress, ProgressEvent, ProgressObserver, RunOptions};
 
@@ -168,29 +168,9 @@ impl ProgressObserver for PeakRunning {
     }
 }
 
-/// Log lines of every thread at INFO and above (one global subscriber per test binary).
+/// Log lines of every thread, at INFO and above.
 fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: std::sync::OnceLock<&'static Mutex<Vec<u8>>> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        struct Sink(&'static Mutex<Vec<u8>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || Sink(buffer))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buffer
-    })
+    common::captured_logs(tracing::Level::INFO)
 }
 
 #[test]
@@ -247,6 +227,42 @@ fn two_jobs_at_once_each_within_its_worker_budget_and_named_in_events_and_logs()
     );
 }
 
+/// `simsweep run` of the fault job in `dir` (written with `hang`), once a hung task started.
+fn spawn_hung_run(dir: &Path, state: &Path) -> std::process::Child {
+    let args = ["--batch-size", "2", "--workers", "2"].map(String::from);
+    let child = spawn_run(
+        Path::new(env!("CARGO_BIN_EXE_simsweep")),
+        &dir.join("job.toml"),
+        &dir.join("output"),
+        &args,
+    );
+    wait_for(Duration::from_secs(120), "a hung task started its child", || {
+        !children_started(state).is_empty()
+    });
+    child
+}
+
+fn sigint(pid: u32) {
+    let sent = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    assert!(sent.unwrap().success());
+}
+
+/// Waits up to `limit` for `child` to exit; its exit code, the time since `since`, its stderr.
+fn exit_after(
+    mut child: std::process::Child,
+    since: Instant,
+    limit: Duration,
+) -> (Option<i32>, Duration, String) {
+    let mut status = None;
+    wait_for(limit, "the process exited", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let took = since.elapsed();
+    let output = child.wait_with_output().unwrap();
+    (status.and_then(|s| s.code()), took, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 #[test]
 fn a_second_sigint_stops_a_hung_model_at_once_and_the_output_resumes() {
     logs(); // one subscriber for the whole binary, before any run makes a span
@@ -254,37 +270,15 @@ fn a_second_sigint_stops_a_hung_model_at_once_and_the_output_resumes() {
     let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("hang"), "").unwrap();
     write_fault_job(dir.path(), state.path(), &ROWS);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
-        .args(["run", "job.toml", "--batch-size", "2", "--workers", "2"])
-        .current_dir(dir.path())
-        .env_remove("SIMSWEEP_BATCH_SIZE")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(120), "a hung task started its child", || {
-        !children_started(state.path()).is_empty()
-    });
-    let sigint = |pid: u32| {
-        let sent = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
-        assert!(sent.unwrap().success());
-    };
+    let mut child = spawn_hung_run(dir.path(), state.path());
     sigint(child.id());
     // The graceful stop waits for the hung task (no timeout is set): still running.
     std::thread::sleep(Duration::from_millis(500));
     assert!(child.try_wait().unwrap().is_none(), "a graceful stop waits for the running tasks");
     let asked = Instant::now();
     sigint(child.id());
-    let mut status = None;
-    wait_for(Duration::from_secs(20), "the process exited after the second SIGINT", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    let took = asked.elapsed();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(status.unwrap().code(), Some(130), "{stderr}");
+    let (code, took, stderr) = exit_after(child, asked, Duration::from_secs(20));
+    assert_eq!(code, Some(130), "{stderr}");
     assert!(took.as_secs_f64() < HARD_STOP_SECONDS + 3.0, "exited {took:?} after the 2nd SIGINT");
     assert!(stderr.contains("stopping now: killing the simulations running"), "{stderr}");
     assert!(!stderr.contains("did not stop in time"), "the run itself returned: {stderr}");
@@ -311,30 +305,11 @@ fn after_the_grace_period_a_first_sigint_stops_a_hung_model_hard() {
     let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("hang"), "").unwrap();
     write_fault_job(dir.path(), state.path(), &ROWS);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_simsweep"))
-        .args(["run", "job.toml", "--batch-size", "2", "--workers", "2"])
-        .current_dir(dir.path())
-        .env_remove("SIMSWEEP_BATCH_SIZE")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(120), "a hung task started its child", || {
-        !children_started(state.path()).is_empty()
-    });
+    let child = spawn_hung_run(dir.path(), state.path());
     let asked = Instant::now();
-    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    assert!(sent.unwrap().success());
-    let mut status = None;
-    wait_for(Duration::from_secs(90), "the process exited after the grace period", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    let took = asked.elapsed();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(status.unwrap().code(), Some(130), "{stderr}");
+    sigint(child.id());
+    let (code, took, stderr) = exit_after(child, asked, Duration::from_secs(90));
+    assert_eq!(code, Some(130), "{stderr}");
     // The graceful stop waited its 30 s for the hung tasks, then stopped them.
     assert!(took >= Duration::from_secs(29), "exited {took:?} after SIGINT: {stderr}");
     assert!(

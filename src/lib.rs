@@ -45,7 +45,7 @@ pub use simsweep_engine::progress::{
     Report, RunOptions, TargetSummary, DEFAULT_BATCH_SIZE,
 };
 pub use simsweep_engine::spec::{load_job, parse_job, Job};
-pub use simsweep_engine::EngineError;
+pub use simsweep_engine::{EngineError, Remedy};
 
 use simsweep_actors::run_dataflow;
 pub use simsweep_actors::RunError;
@@ -122,9 +122,9 @@ pub fn check_output(job: &Job) -> Result<OutputState, Error> {
         return Err(EngineError::OutputConflict {
             dir: job.output_dir.clone(),
             message: format!(
-                "in use by another simsweep process ({pid}); a run now would be refused: wait \
-                 for it, or choose another --out"
+                "in use by another simsweep process ({pid}); a run now would be refused"
             ),
+            remedy: Remedy::WaitOrOtherOutput,
         }
         .into());
     }
@@ -134,11 +134,11 @@ pub fn check_output(job: &Job) -> Result<OutputState, Error> {
             return Err(EngineError::OutputConflict {
                 dir: job.output_dir.clone(),
                 message: format!(
-                    "holds the results of another job (spec hash {} here, {} for this job); \
-                     choose another --out, or `simsweep run --restart` to start over there",
+                    "holds the results of another job (spec hash {} here, {} for this job)",
                     &m.spec_hash[..12.min(m.spec_hash.len())],
                     &job.spec_hash[..12.min(job.spec_hash.len())]
                 ),
+                remedy: Remedy::RestartOrOtherOutput,
             }
             .into())
         }
@@ -177,12 +177,13 @@ pub const MAX_SIMULATIONS_PER_BATCH: u64 = 10_000_000;
 /// [`MAX_SIMULATIONS_PER_BATCH`] simulations.
 pub fn check_options(job: &Job, options: &RunOptions) -> Result<(), Error> {
     let invalid = |option: &str, message: String| {
+        // `option` is the RunOptions field; the CLI names its own flag.
         Error::Engine(EngineError::OptionInvalid { option: option.to_string(), message })
     };
     let workers = options.workers.get();
     if workers > MAX_WORKERS {
         return Err(invalid(
-            "--workers",
+            "workers",
             format!("{workers} is more than {MAX_WORKERS} simulation threads; give at most {MAX_WORKERS} (default: one per core)"),
         ));
     }
@@ -192,7 +193,7 @@ pub fn check_options(job: &Job, options: &RunOptions) -> Result<(), Error> {
             let needed = workers as u64 * 4 + 64;
             if needed > files {
                 return Err(invalid(
-                    "--workers",
+                    "workers",
                     format!(
                         "{workers} external model workers need about {needed} open files, over \
                          this process's limit of {files} (ulimit -n); give fewer workers or \
@@ -207,11 +208,11 @@ pub fn check_options(job: &Job, options: &RunOptions) -> Result<(), Error> {
     if per_batch > MAX_SIMULATIONS_PER_BATCH {
         let fits = (MAX_SIMULATIONS_PER_BATCH / per_point).max(1);
         return Err(invalid(
-            "--batch-size",
+            "batch_size",
             format!(
                 "{} parameter sets × {per_point} replicates = {per_batch} simulations per batch, \
                  over the {MAX_SIMULATIONS_PER_BATCH} a batch may hold in memory; give a batch \
-                 size of at most {fits} (--batch-size, SIMSWEEP_BATCH_SIZE or `batch_size`)",
+                 size of at most {fits}",
                 options.batch_size
             ),
         ));
@@ -318,9 +319,8 @@ pub fn run(
     )
     .map_err(|e| EngineError::OutputConflict {
         dir: job.output_dir.clone(),
-        message: format!(
-            "the manifest does not fit this job ({e}); remove the directory or choose another --out"
-        ),
+        message: format!("the manifest does not fit this job ({e})"),
+        remedy: Remedy::RemoveOrOtherOutput,
     })?;
     let mut manifest = existing.unwrap_or_else(|| {
         Manifest::new(
@@ -463,8 +463,11 @@ fn shard_slice(
     existing: Option<&Manifest>,
 ) -> Result<Option<ShardSlice>, Error> {
     let recorded = existing.and_then(|m| m.shard.clone());
-    let conflict =
-        |message: String| EngineError::OutputConflict { dir: job.output_dir.clone(), message };
+    let conflict = |message: String| EngineError::OutputConflict {
+        dir: job.output_dir.clone(),
+        message,
+        remedy: Remedy::OtherShardOrOutput,
+    };
     match (options.shard, recorded) {
         (None, None) => Ok(None),
         (Some(shard), Some(r)) if (r.index, r.count) == (shard.index, shard.count) => Ok(Some(r)),
@@ -482,8 +485,7 @@ fn shard_slice(
                 s.map_or("the whole sweep".to_string(), |(i, k)| format!("shard {i} of {k}"))
             };
             Err(conflict(format!(
-                "holds the results of {} but this run is {}; give the directory of that shard \
-                 (--shards/--shard), or choose another --out",
+                "holds the results of {} but this run is {}",
                 name(found.map(|r| (r.index, r.count))),
                 name(asked.map(|s| (s.index, s.count))),
             ))

@@ -507,7 +507,7 @@ fn print_shard_status(dir: &std::path::Path, shards: &[(simsweep::Shard, PathBuf
                     s.failed
                 )
             }
-            Err(e) => format!("unreadable: {e}"),
+            Err(e) => format!("unreadable: {}", render(&simsweep::Error::from(e))),
         };
         println!("shard {:>3} of {:<3} {line}", shard.index, shard.count);
     }
@@ -515,7 +515,7 @@ fn print_shard_status(dir: &std::path::Path, shards: &[(simsweep::Shard, PathBuf
         Ok(()) => {
             println!("\nall shards finished: `simsweep merge {}` writes the summary", dir.display())
         }
-        Err(e) => println!("\nnot ready to merge: {e}"),
+        Err(e) => println!("\nnot ready to merge: {}", render(&simsweep::Error::from(e))),
     }
     ExitCode::SUCCESS
 }
@@ -563,8 +563,66 @@ fn print_status(dir: &std::path::Path, status: &simsweep::RunStatus) {
 /// Prints `error` with the causes its message does not already include, and picks the exit
 /// code. `running`: the error came from a run (not from reading the job), so committed batches
 /// may exist and the user is told they are kept.
+/// The error in this command's words: run options as its flags, what to do with `--out` and
+/// `--restart` (the library says `RunOptions` fields and the job's `output`).
+fn render(error: &simsweep::Error) -> String {
+    use simsweep::{EngineError, Remedy};
+    let engine = match error {
+        simsweep::Error::Engine(e) | simsweep::Error::Run(simsweep::RunError::Engine(e)) => e,
+        other => return other.to_string(),
+    };
+    match engine {
+        EngineError::OutputConflict { dir, message, remedy } => {
+            let remedy = match remedy {
+                Remedy::OtherOutput => "; choose another --out (or the job's `output`)",
+                Remedy::RestartOrOtherOutput => {
+                    "; run with --restart to delete them and start over, or choose another --out"
+                }
+                Remedy::RestartOrRemove => {
+                    "; run with --restart to start over, or remove this directory"
+                }
+                Remedy::RemoveOrOtherOutput => "; remove it or choose another --out",
+                Remedy::WaitOrOtherOutput => {
+                    "; wait for it to end or stop it (it stays resumable), or choose another --out"
+                }
+                Remedy::SameVersionOrOtherOutput => {
+                    "; resume it with that version or choose another --out"
+                }
+                Remedy::OtherShardOrOutput => {
+                    "; give the directory of that shard (--shards/--shard), or choose another --out"
+                }
+                Remedy::GiveOutputDirectory => {
+                    "; give the directory `simsweep run` writes to (--out, or the job's \
+                     `output`), not the job file or a data file"
+                }
+                Remedy::RunTheShards => {
+                    "; run them (`simsweep run JOB --shards K --shard I --out` this directory)"
+                }
+                other => other.api_text(),
+            };
+            format!("{}: {message}{remedy}", dir.display())
+        }
+        EngineError::OptionInvalid { option, message } => {
+            let flag = match option.as_str() {
+                "workers" => "--workers",
+                "batch_size" => "--batch-size (or SIMSWEEP_BATCH_SIZE, or `batch_size`)",
+                "max_buffer_bytes" => "--max-buffer-mb",
+                "shard" => "--shard",
+                other => other,
+            };
+            format!("{flag}: {message}")
+        }
+        EngineError::Damaged { path, what, source } => format!(
+            "{}: {what} is damaged ({source}); restore it from a copy, or start over with \
+             `simsweep run --restart` (deletes this directory's results)",
+            path.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
 fn fail(error: &simsweep::Error, running: bool) -> ExitCode {
-    let message = error.to_string();
+    let message = render(error);
     eprintln!("error: {message}");
     let mut source = std::error::Error::source(error);
     while let Some(s) = source {

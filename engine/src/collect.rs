@@ -770,7 +770,7 @@ pub fn oom_guidance(
     format!(
         "{oom_failures} task attempt(s) ran out of memory ({limit}; {workers} workers, batch size \
          {batch_size} × {replicates} replicates). Each worker runs one task at a time, so peak \
-         memory is about {workers} × one task's peak: run with fewer workers (`--workers`), or \
+         memory is about {workers} × one task's peak: run with fewer workers (`workers`), or \
          {raise}; the batch size bounds only buffered outputs"
     )
 }

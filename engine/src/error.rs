@@ -21,11 +21,12 @@ pub enum EngineError {
         /// What is wrong and what to change.
         message: String,
     },
-    /// A run option (a command-line flag, or the [`crate::progress::RunOptions`] field behind
-    /// it) that this job or this machine cannot take.
-    #[error("{option}: {message}")]
+    /// A run option (a [`crate::progress::RunOptions`] field) that this job or this machine
+    /// cannot take.
+    #[error("option `{option}`: {message}")]
     OptionInvalid {
-        /// The option, as its command-line flag (e.g. `--workers`).
+        /// The option, as its `RunOptions` field (e.g. `workers`, `batch_size`); a command line
+        /// names its own flag for it.
         option: String,
         /// What is wrong and what to change.
         message: String,
@@ -52,13 +53,16 @@ pub enum EngineError {
         /// What is wrong and what to change.
         message: String,
     },
-    /// The output directory holds results that this job must not touch.
-    #[error("{dir}: {message}")]
+    /// The output directory cannot be used by this run (it holds another job's results, is in
+    /// use, is not a directory, ...).
+    #[error("{dir}: {message}{}", remedy.api_text())]
     OutputConflict {
         /// The output directory.
         dir: PathBuf,
-        /// What is there and what to do.
+        /// What is there.
         message: String,
+        /// What the user can do about it.
+        remedy: Remedy,
     },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
@@ -95,8 +99,8 @@ pub enum EngineError {
     /// cannot be decoded: it was truncated or altered after it was written. Running again cannot
     /// repair it; the message says to restore the file or start over with `--restart`.
     #[error(
-        "{path}: {what} is damaged ({source}); restore it from a copy, or start over with \
-         `simsweep run --restart` (deletes this directory's results)"
+        "{path}: {what} is damaged ({source}); restore it from a copy, or start over \
+         (`RunOptions::restart`, which deletes this directory's results)"
     )]
     Damaged {
         /// The damaged file.
@@ -107,6 +111,68 @@ pub enum EngineError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// What a user can do about an [`EngineError::OutputConflict`], as a fact rather than words: the
+/// error's `Display` says it in the library's terms ([`Remedy::api_text`]: `RunOptions` fields,
+/// the job's `output`); a command line says it in its own flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remedy {
+    /// Use another output directory.
+    OtherOutput,
+    /// Start over there (deleting simsweep's files of the earlier run), or use another output
+    /// directory.
+    RestartOrOtherOutput,
+    /// Start over there, or remove the directory.
+    RestartOrRemove,
+    /// Remove the directory, or use another output directory.
+    RemoveOrOtherOutput,
+    /// Wait for the run holding the directory to end (or stop it; it stays resumable), or use
+    /// another output directory.
+    WaitOrOtherOutput,
+    /// Resume with the simsweep version that wrote it, or use another output directory.
+    SameVersionOrOtherOutput,
+    /// Give that shard (the one the directory holds), or use another output directory.
+    OtherShardOrOutput,
+    /// Give the output directory a run writes to (not a job or data file).
+    GiveOutputDirectory,
+    /// Run the shards that are missing or unfinished into the directory, with the same spec.
+    RunTheShards,
+}
+
+impl Remedy {
+    /// The remedy in the library's terms, as `; ...` to follow a message.
+    pub fn api_text(self) -> &'static str {
+        match self {
+            Remedy::OtherOutput => "; choose another output directory (the job's `output`)",
+            Remedy::RestartOrOtherOutput => {
+                "; start over there (`RunOptions::restart`, which deletes simsweep's files of \
+                 the earlier run), or choose another output directory"
+            }
+            Remedy::RestartOrRemove => {
+                "; start over (`RunOptions::restart`), or remove this directory"
+            }
+            Remedy::RemoveOrOtherOutput => "; remove it, or choose another output directory",
+            Remedy::WaitOrOtherOutput => {
+                "; wait for that run to end or stop it (it stays resumable), or choose another \
+                 output directory"
+            }
+            Remedy::SameVersionOrOtherOutput => {
+                "; resume it with that version, or choose another output directory"
+            }
+            Remedy::OtherShardOrOutput => {
+                "; give that shard (`RunOptions::shard`), or choose another output directory"
+            }
+            Remedy::GiveOutputDirectory => {
+                "; give the directory a run writes to (the job's `output`), not the job file or \
+                 a data file"
+            }
+            Remedy::RunTheShards => {
+                "; run them (the same spec, `RunOptions::shard`) into this directory"
+            }
+        }
+    }
 }
 
 fn location(line: &Option<u64>, column: &Option<String>) -> String {

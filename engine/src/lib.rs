@@ -31,4 +31,4 @@ pub mod summary;
 pub mod target;
 pub mod value;
 
-pub use error::{EngineError, Result};
+pub use error::{EngineError, Remedy, Result};

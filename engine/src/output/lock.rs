@@ -19,7 +19,7 @@ use fs4::{FileExt, TryLockError};
 
 use super::layout::OutputLayout;
 use super::{check_output_path, create_dir_durable};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Remedy, Result};
 
 /// How many times taking the lock is tried before it is reported as held. A `simsweep status`
 /// probing the lock holds it (shared) for a few microseconds; retrying covers that.
@@ -67,11 +67,8 @@ impl OutputLock {
         let unwritable = |e: EngineError| match e {
             EngineError::Io { path, source } => EngineError::OutputConflict {
                 dir: root.to_path_buf(),
-                message: format!(
-                    "cannot be created or written ({}: {source}); choose an output directory \
-                     where you can write (--out, or `output` in the job file)",
-                    path.display()
-                ),
+                message: format!("cannot be created or written ({}: {source})", path.display()),
+                remedy: Remedy::OtherOutput,
             },
             other => other,
         };
@@ -91,11 +88,11 @@ impl OutputLock {
                     return Err(EngineError::OutputConflict {
                         dir: root.to_path_buf(),
                         message: format!(
-                            "is in use by another simsweep process ({}; lock file {}): wait for \
-                             it to end or stop it (it stays resumable), or choose another --out",
+                            "is in use by another simsweep process ({}; lock file {})",
                             pid.map_or("pid unknown".to_string(), |p| format!("pid {p}")),
                             path.display()
                         ),
+                        remedy: Remedy::WaitOrOtherOutput,
                     });
                 }
                 Err(TryLockError::Error(e)) => return Err(EngineError::io(&path, e)),

@@ -249,9 +249,10 @@ impl Manifest {
                 return Err(EngineError::OutputConflict {
                     dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                     message: "holds a manifest.json that simsweep did not write (not UTF-8 \
-                              text): it is not a simsweep output; choose another --out \
-                              (simsweep deletes nothing there, --restart included)"
+                              text): it is not a simsweep output (simsweep deletes nothing \
+                              there, not even to start over)"
                         .to_string(),
+                    remedy: crate::Remedy::OtherOutput,
                 });
             }
             Err(e) => return Err(EngineError::io(path, e)),
@@ -264,9 +265,10 @@ impl Manifest {
                     dir,
                     message: format!(
                         "holds a manifest.json that simsweep did not write ({source}): it is not \
-                         a simsweep output; choose another --out (simsweep deletes nothing \
-                         there, --restart included)"
+                         a simsweep output (simsweep deletes nothing there, not even to start \
+                         over)"
                     ),
+                    remedy: crate::Remedy::OtherOutput,
                 });
             }
             Err(source) => return Err(damaged(Box::new(source))),
@@ -537,7 +539,7 @@ pub(crate) mod tests {
         let err = Manifest::load(&path).unwrap_err();
         assert!(err.is_damaged_output() && !err.is_input_error(), "{err}");
         assert!(err.to_string().contains("the manifest is damaged"), "{err}");
-        assert!(err.to_string().contains("--restart"), "{err}");
+        assert!(err.to_string().contains("start over (`RunOptions::restart`"), "{err}");
         // Another tool's manifest.json, or not even text: not a simsweep output (exit 2).
         for foreign in
             [&b"{ not json"[..], br#"{"name": "my-app", "version": "1.0"}"#, &[0xffu8, 0xfe, b'{']]

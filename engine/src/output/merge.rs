@@ -164,13 +164,16 @@ pub fn merge_shards(root: &Path, k: usize) -> Result<(MergeIndex, Vec<TargetSumm
 /// # Errors
 /// As [`merge_shards`], but for writing.
 pub fn check_shards(root: &Path) -> Result<Vec<(Shard, Manifest)>> {
-    let refuse = |message: String| EngineError::OutputConflict { dir: root.to_path_buf(), message };
+    let refuse = |message: String, remedy| EngineError::OutputConflict {
+        dir: root.to_path_buf(),
+        message,
+        remedy,
+    };
     let found = find_shards(root)?;
     let Some(&(first, _)) = found.first() else {
         return Err(refuse(
-            "has no shard folder (`shard=I-of-K`): not the output of a sharded run (`simsweep \
-             run --shards K --shard I`); give the folder the shards' --out named"
-                .to_string(),
+            "has no shard folder (`shard=I-of-K`): not the output of a sharded run".to_string(),
+            crate::Remedy::GiveOutputDirectory,
         ));
     };
     let count = first.count;
@@ -193,12 +196,7 @@ pub fn check_shards(root: &Path) -> Result<Vec<(Shard, Manifest)>> {
         .map(|i| i.to_string())
         .collect();
     if !missing.is_empty() {
-        problems.push(format!(
-            "missing shard(s) {} of {count}: run them (`simsweep run JOB --shards {count} \
-             --shard I --out {}`)",
-            missing.join(", "),
-            root.display()
-        ));
+        problems.push(format!("missing shard(s) {} of {count}", missing.join(", "),));
     }
     let mut loaded: Vec<(Shard, Manifest)> = Vec::new();
     for (shard, dir) in &shards {
@@ -248,7 +246,10 @@ pub fn check_shards(root: &Path) -> Result<Vec<(Shard, Manifest)>> {
         problems.extend(coverage_problems(&loaded));
     }
     if !problems.is_empty() {
-        return Err(refuse(format!("cannot merge: {}", problems.join("; "))));
+        return Err(refuse(
+            format!("cannot merge: {}", problems.join("; ")),
+            crate::Remedy::RunTheShards,
+        ));
     }
     Ok(loaded)
 }
@@ -278,8 +279,8 @@ fn coverage_problems(loaded: &[(Shard, Manifest)]) -> Vec<String> {
         if slice.first_point != cursor {
             problems.push(format!(
                 "shard {} starts at parameter set {} but the shards before it end at {cursor} \
-                 (shards run with different batch sizes split the sweep differently: rerun it \
-                 with the others' --batch-size after --restart)",
+                 (shards run with different batch sizes split the sweep differently: start it \
+                 over with the others' batch size)",
                 shard.index, slice.first_point
             ));
         }

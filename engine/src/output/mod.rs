@@ -128,10 +128,8 @@ pub fn check_output_path(dir: &Path) -> Result<()> {
     };
     Err(EngineError::OutputConflict {
         dir: dir.to_path_buf(),
-        message: format!(
-            "`{}` {what}, not a directory; choose another --out (or the job's `output`)",
-            found.display()
-        ),
+        message: format!("`{}` {what}, not a directory", found.display()),
+        remedy: crate::Remedy::OtherOutput,
     })
 }
 

@@ -7,7 +7,7 @@ use super::layout::{classify, Dataset, FileKind, OutputLayout};
 use super::manifest::{Manifest, MANIFEST_FORMAT_VERSION};
 use super::spec_parts::{changed_parts, SpecIdentity};
 use super::{check_output_path, create_dir_durable};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Remedy, Result};
 
 /// Characters of a spec hash shown in messages.
 const SHORT_HASH_CHARS: usize = 12;
@@ -165,22 +165,22 @@ fn resume(layout: &OutputLayout, spec: &SpecIdentity, manifest: Manifest) -> Res
         return Err(conflict(
             layout,
             format!(
-                "holds the results of another job `{}` (spec hash {}…, this job {}…){what}; \
-                 run with --restart to delete them and start over, or choose another --out",
+                "holds the results of another job `{}` (spec hash {}…, this job {}…){what}",
                 manifest.job_name,
                 short(&manifest.spec_hash),
                 short(spec_hash)
             ),
+            Remedy::RestartOrOtherOutput,
         ));
     }
     if manifest.format_version > MANIFEST_FORMAT_VERSION {
         return Err(conflict(
             layout,
             format!(
-                "was written by a newer simsweep (manifest format {}, this one reads up to {}); \
-                 resume it with that version or choose another --out",
+                "was written by a newer simsweep (manifest format {}, this one reads up to {})",
                 manifest.format_version, MANIFEST_FORMAT_VERSION
             ),
+            Remedy::SameVersionOrOtherOutput,
         ));
     }
 
@@ -232,9 +232,10 @@ pub fn check_committed_files(
                     layout,
                     format!(
                         "manifest.json lists an unknown dataset `{dir}` in batch {}; the manifest \
-                         was altered: run with --restart or remove this directory",
+                         was altered",
                         batch.index
                     ),
+                    Remedy::RestartOrRemove,
                 )
             })?;
             let file = layout.batch_file(&dataset, batch.index);
@@ -242,11 +243,11 @@ pub fn check_committed_files(
                 return Err(conflict(
                     layout,
                     format!(
-                        "batch {} is committed in manifest.json but its file {} is missing; \
-                         run with --restart to start over, or remove this directory",
+                        "batch {} is committed in manifest.json but its file {} is missing",
                         batch.index,
                         file.display()
                     ),
+                    Remedy::RestartOrRemove,
                 ));
             }
             check_parquet_tail(&file)?;
@@ -387,8 +388,8 @@ fn remove_file_if_exists(path: &Path) -> Result<bool> {
     }
 }
 
-fn conflict(layout: &OutputLayout, message: String) -> EngineError {
-    EngineError::OutputConflict { dir: layout.root().to_path_buf(), message }
+fn conflict(layout: &OutputLayout, message: String, remedy: Remedy) -> EngineError {
+    EngineError::OutputConflict { dir: layout.root().to_path_buf(), message, remedy }
 }
 
 fn not_simsweep_output(layout: &OutputLayout, found: &Path) -> EngineError {
@@ -396,9 +397,10 @@ fn not_simsweep_output(layout: &OutputLayout, found: &Path) -> EngineError {
         layout,
         format!(
             "is not empty and has no manifest.json (found {}): it is not a simsweep output, or \
-             a run that committed nothing; remove it or choose another --out",
+             a run that committed nothing",
             found.display()
         ),
+        Remedy::RemoveOrOtherOutput,
     )
 }
 
@@ -502,7 +504,13 @@ mod tests {
                 && text.contains("fedcba987654…"),
             "{text}"
         );
-        assert!(text.contains("--out"), "{text}");
+        // What to do is a fact of the error (the CLI words it with its flags).
+        assert!(
+            matches!(err, EngineError::OutputConflict { remedy: Remedy::RestartOrOtherOutput, .. }),
+            "{err:?}"
+        );
+        assert!(text.ends_with("or choose another output directory"), "{text}");
+        assert!(!text.contains("--"), "no command-line flag in a library error: {text}");
         assert_eq!(all_files(tmp.path()), before);
     }
 
@@ -591,7 +599,11 @@ mod tests {
         let err = prepare_output_dir(&layout, HASH).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, EngineError::OutputConflict { .. }));
-        assert!(text.contains(&gone.display().to_string()) && text.contains("--restart"), "{text}");
+        assert!(text.contains(&gone.display().to_string()), "{text}");
+        assert!(
+            matches!(err, EngineError::OutputConflict { remedy: Remedy::RestartOrRemove, .. }),
+            "{err:?}"
+        );
         assert_eq!(all_files(tmp.path()), before);
     }
 
@@ -654,7 +666,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("changed: replicates (3 → 5)"), "{text}");
         assert!(!text.contains("model") && !text.contains("target"), "{text}");
-        assert!(text.contains("--restart"), "{text}");
+        assert!(text.contains("start over there (`RunOptions::restart`"), "{text}");
         assert_eq!(all_files(tmp.path()), before);
 
         assert!(prepare_output_dir_for(&layout, &other, Prepare::Restart).unwrap().is_none());

@@ -41,11 +41,8 @@ pub fn read_status(layout: &OutputLayout, k: usize) -> Result<RunStatus> {
     if let Some((found, what)) = super::non_directory_ancestor(layout.root()) {
         return Err(EngineError::OutputConflict {
             dir: layout.root().to_path_buf(),
-            message: format!(
-                "`{}` {what}, not an output directory; give the directory `simsweep run` \
-                 writes to (--out, or the job's `output`), not the job file or a data file",
-                found.display()
-            ),
+            message: format!("`{}` {what}, not an output directory", found.display()),
+            remedy: crate::Remedy::GiveOutputDirectory,
         });
     }
     let Some(manifest) = Manifest::load(&layout.manifest_path())? else {
@@ -54,9 +51,9 @@ pub fn read_status(layout: &OutputLayout, k: usize) -> Result<RunStatus> {
             dir: layout.root().to_path_buf(),
             message: format!(
                 "{what}: not a simsweep output directory (or a run that has not started \
-                 writing); give the directory `simsweep run` writes to (--out, or the job's \
-                 `output`)"
+                 writing)"
             ),
+            remedy: crate::Remedy::GiveOutputDirectory,
         });
     };
     let holder = OutputLock::holder(layout)?;

@@ -1,17 +1,18 @@
-//! Batcher: owns the plan. Releases the tasks of at most `max_open_batches` batches, keeps at
-//! most `max_tasks_in_flight` tasks handed to the workers (in chunks of `tasks_per_chunk`),
-//! counts a batch done only when the ParquetWriter says it is committed ([`BatchFlushed`]),
-//! then records it in the manifest and reports progress. Progress therefore never goes
-//! backwards. It also reports the run's in-flight counters
-//! ([`ProgressEvent::InFlight`]) and writes their peaks to the manifest.
+//! Batcher: the adapter of the run's [`Dispatch`] state machine (which tasks go out, in what
+//! chunks, and when the run may end: `simsweep_engine::dispatch`, tested there without a
+//! runtime). It sends the chunks the dispatch gives to the workers and feeds back what happens:
+//! chunks returned, batches committed (the ParquetWriter's [`BatchFlushed`], recorded in the
+//! commit log, then progress reported: progress never goes backwards), stops and failures. It
+//! also reports the run's in-flight counters ([`ProgressEvent::InFlight`]) and writes their peaks
+//! to the manifest.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use simsweep_engine::collect::{tasks_of, SimTask};
+use simsweep_engine::dispatch::{Dispatch, DispatchLimits, Measured};
 use simsweep_engine::output::{utc_now_rfc3339, CommittedBatch, Manifest, OutputLayout};
 use simsweep_engine::plan::Planner;
 use simsweep_engine::progress::{
@@ -25,12 +26,7 @@ use crate::messages::{BatchFailed, BatchFlushed, RunChunk, StageStopped};
 
 /// How often the Batcher looks at the cancel token when nothing else wakes it.
 pub const CANCEL_POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// After a hard stop, how long the Batcher waits for the chunks in flight to come back (an
-/// aborted external simulation returns in milliseconds; a built-in one cannot be killed) before
-/// it ends the run without them. Part of [`HARD_STOP_SECONDS`].
-///
-/// [`HARD_STOP_SECONDS`]: simsweep_engine::progress::HARD_STOP_SECONDS
-pub const HARD_STOP_WAIT: Duration = Duration::from_millis(1000);
+pub use simsweep_engine::dispatch::HARD_STOP_WAIT;
 
 /// How the dataflow ended, sent once to the caller of the run.
 #[derive(Debug)]
@@ -48,33 +44,19 @@ pub struct Outcome {
 /// The Batcher.
 pub struct Batcher {
     job: Arc<Job>,
-    planner: Planner,
+    dispatch: Dispatch,
     workers: Recipient<RunChunk>,
     layout: OutputLayout,
     manifest: Manifest,
     observer: Arc<dyn ProgressObserver>,
     cancel: CancelToken,
-    max_in_flight: usize,
-    max_buffer_bytes: u64,
-    chunk_len: usize,
-    /// Tasks of the batch being released (for the chunk length, see `next_chunk_len`).
-    batch_tasks: usize,
     panic_in: Option<PanicPoint>,
-    pending: VecDeque<SimTask>,
-    /// Tasks of each released batch still in `pending`.
-    unreleased: BTreeMap<u32, usize>,
-    /// Batches whose tasks have all been handed out and that are not committed yet: on a stop,
-    /// their commit is waited for.
-    fully_released: BTreeSet<u32>,
-    in_flight: usize,
     counters: Arc<InFlightCounters>,
     workers_count: usize,
     progress: Progress,
     started: Instant,
     /// The run's id, for the events.
     job_id: Arc<str>,
-    /// When the Batcher first saw a hard stop.
-    hard_stop_seen: Option<Instant>,
     error: Option<RunError>,
     done: Option<crossbeam_channel::Sender<Outcome>>,
 }
@@ -118,181 +100,99 @@ pub struct BatcherParts {
 impl Batcher {
     /// A Batcher from its parts.
     pub fn new(parts: BatcherParts) -> Self {
+        let limits = DispatchLimits {
+            workers: parts.workers_count,
+            max_in_flight: parts.max_in_flight.max(1),
+            chunk_cap: parts.chunk_len.max(1),
+            max_buffer_bytes: parts.max_buffer_bytes,
+        };
+        let dispatch =
+            Dispatch::new(parts.job.sweep.clone(), parts.job.replicates, parts.planner, limits);
         Batcher {
             job: parts.job,
-            planner: parts.planner,
+            dispatch,
             workers: parts.workers,
             layout: parts.layout,
             manifest: parts.manifest,
             observer: parts.observer,
             cancel: parts.cancel,
-            max_in_flight: parts.max_in_flight.max(1),
-            max_buffer_bytes: parts.max_buffer_bytes,
-            chunk_len: parts.chunk_len.max(1),
-            batch_tasks: 0,
             panic_in: parts.panic_in,
-            pending: VecDeque::new(),
-            unreleased: BTreeMap::new(),
-            fully_released: BTreeSet::new(),
-            in_flight: 0,
             counters: parts.counters,
             workers_count: parts.workers_count,
             progress: parts.progress,
             started: Instant::now(),
-            hard_stop_seen: None,
             job_id: parts.job_id,
             error: None,
             done: Some(parts.done),
         }
     }
 
-    fn winding_down(&self) -> bool {
-        self.error.is_some() || self.cancel.is_cancelled()
+    /// Records the first error and tells the dispatch the run failed.
+    fn set_error(&mut self, error: RunError) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+        self.dispatch.fail();
     }
 
-    /// Takes the next task to hand out, releasing a new batch when the bounds allow.
-    fn next_task(&mut self) -> Option<SimTask> {
-        if self.pending.is_empty() {
-            if !self.fits_memory_budget() {
-                return None;
-            }
-            let batch = self.planner.next_batch()?;
-            tracing::debug!(batch = batch.index, points = ?batch.points, "batch released");
-            let before = self.pending.len();
-            self.pending.extend(tasks_of(&self.job.sweep, &batch, self.job.replicates));
-            let tasks = self.pending.len() - before;
-            self.unreleased.insert(batch.index, tasks);
-            self.batch_tasks = tasks;
+    /// What the dataflow measured so far, from the run's counters.
+    fn measured(&self) -> Measured {
+        let c = &self.counters;
+        let finished = c.simulations_finished.load(Ordering::Relaxed);
+        let busy_ns = c.worker_busy_ns.load(Ordering::Relaxed);
+        let taken = c.outputs_taken.load(Ordering::Relaxed);
+        Measured {
+            mean_task: (finished > 0).then(|| Duration::from_nanos(busy_ns / finished)),
+            bytes_buffered: c.bytes_buffered.get(),
+            mean_output_bytes: (taken > 0)
+                .then(|| c.output_bytes_taken.load(Ordering::Relaxed) / taken),
         }
-        let task = self.pending.pop_front()?;
-        let index = task.batch.index;
-        if let Some(left) = self.unreleased.get_mut(&index) {
-            *left -= 1;
-            if *left == 0 {
-                self.unreleased.remove(&index);
-                self.fully_released.insert(index);
-            }
-        }
-        Some(task)
     }
 
-    /// The memory budget (`max_buffer_bytes`): another batch may be released when none is open
-    /// (so the run always goes on), or when what the writer holds plus the next batch's
-    /// expected outputs (its tasks × the mean bytes of a replicate's outputs so far) fits.
-    /// Until a replicate has reached the writer there is no estimate: one batch at a time.
-    fn fits_memory_budget(&self) -> bool {
-        if self.planner.open() == 0 {
-            return true;
-        }
-        let taken = self.counters.outputs_taken.load(Ordering::Relaxed);
-        if taken == 0 {
-            return false;
-        }
-        let mean = self.counters.output_bytes_taken.load(Ordering::Relaxed) / taken;
-        let next_tasks = self.batch_tasks.max(1) as u64;
-        let held = self.counters.bytes_buffered.get();
-        held.saturating_add(mean.saturating_mul(next_tasks)) <= self.max_buffer_bytes
-    }
-
-    /// Releases chunks of tasks while the bounds allow, and ends the run when nothing is left
-    /// to wait for.
+    /// Sends the chunks the dispatch allows, and ends the run when it may.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while !self.winding_down() {
-            // Until a task has been timed, one probe task per worker; then the in-flight bound.
-            let timed = self.counters.simulations_finished.load(Ordering::Relaxed) > 0;
-            let limit = if timed {
-                self.max_in_flight
-            } else {
-                self.workers_count.clamp(1, self.max_in_flight)
-            };
-            if self.in_flight >= limit {
-                break;
-            }
-            let room = limit - self.in_flight;
-            // Wait for a whole chunk's room while work is in flight: refilling each freed slot
-            // with a chunk of one would keep chunks at one task for the rest of the run.
-            if room < self.next_chunk_len() && self.in_flight > 0 {
-                break;
-            }
-            // The first task first: it may release a batch, which the chunk length depends on.
-            let Some(first) = self.next_task() else { break };
-            let room = room.min(self.next_chunk_len());
-            let chunk: Vec<SimTask> = std::iter::once(first)
-                .chain(std::iter::from_fn(|| self.next_task()))
-                .take(room)
-                .collect();
-            if chunk.is_empty() {
-                break;
-            }
+        if self.cancel.is_cancelled_now() {
+            self.dispatch.stop_hard(Instant::now());
+        } else if self.cancel.is_cancelled() {
+            self.dispatch.stop_gracefully();
+        }
+        let measured = self.measured();
+        while let Some(chunk) = self.dispatch.next_chunk(&measured) {
             let n = chunk.len();
-            self.in_flight += n;
             self.counters.tasks_in_flight.add(n as u64);
             self.counters.tasks_queued.add(n as u64);
             self.workers
                 .send(RunChunk(chunk))
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    act.in_flight -= n;
                     act.counters.tasks_in_flight.sub(n as u64);
-                    let error = match result {
-                        Ok(Ok(skipped)) => {
-                            // Batches with tasks a stopping worker skipped will never complete:
-                            // do not wait for their commit.
-                            for index in skipped {
-                                act.fully_released.remove(&index);
-                            }
-                            None
+                    match result {
+                        // Batches with tasks a stopping worker skipped cannot complete.
+                        Ok(Ok(skipped)) => act.dispatch.chunk_returned(n, &skipped),
+                        Ok(Err(StageStopped(part))) => {
+                            act.dispatch.chunk_returned(n, &[]);
+                            act.set_error(RunError::Internal {
+                                part,
+                                message: "it stopped unexpectedly (a panic; its message is on \
+                                          stderr)"
+                                    .to_string(),
+                            });
                         }
-                        Ok(Err(StageStopped(part))) => Some(RunError::Internal {
-                            part,
-                            message: "it stopped unexpectedly (a panic; its message is on stderr)"
-                                .to_string(),
-                        }),
-                        Err(e) => Some(RunError::Mailbox(e)),
-                    };
-                    if let Some(e) = error {
-                        if act.error.is_none() {
-                            act.error = Some(e);
+                        Err(e) => {
+                            act.dispatch.chunk_returned(n, &[]);
+                            act.set_error(RunError::Mailbox(e));
                         }
                     }
                     act.pump(ctx);
                 })
                 .spawn(ctx);
         }
-        let finished = self.planner.is_finished() && self.pending.is_empty();
-        // On a stop, batches whose tasks have all run are still committed (unless a commit
-        // already failed): wait for them.
-        // On a hard stop they are not waited for either, nor (after HARD_STOP_WAIT) the chunks
-        // still running.
-        let hard = self.cancel.is_cancelled_now();
-        let commits_due = self.error.is_none() && !self.fully_released.is_empty() && !hard;
-        let abandon_in_flight = self.hard_stop_seen.is_some_and(|t| t.elapsed() >= HARD_STOP_WAIT);
-        // Never end while a commit still writes: its files would outlive the run (and its lock).
-        // Returns still in the stages' mailboxes may complete a batch later: once the run is
-        // ending no new commit may start (`close_commits`), and one that started is waited for
-        // (its `BatchFlushed` pumps again).
-        let quiet =
-            (self.in_flight == 0 || abandon_in_flight) && self.counters.commits_running.get() == 0;
-        if quiet
-            && (finished || (self.winding_down() && !commits_due))
-            && self.counters.close_commits()
-        {
+        // Never end while a commit still writes; once the run is ending no commit may start
+        // (`close_commits`), and one that started is waited for (its `BatchFlushed` pumps again).
+        let commits_running = self.counters.commits_running.get();
+        if self.dispatch.may_end(commits_running, Instant::now()) && self.counters.close_commits() {
             self.finish(ctx);
         }
-    }
-
-    /// Tasks in the next chunk: the dispatch policy of [`simsweep_engine::plan::chunk_len`]
-    /// over the current batch and the time per task measured so far in this run.
-    fn next_chunk_len(&self) -> usize {
-        let finished = self.counters.simulations_finished.load(Ordering::Relaxed);
-        let busy_ns = self.counters.worker_busy_ns.load(Ordering::Relaxed);
-        let mean_task = (finished > 0).then(|| Duration::from_nanos(busy_ns / finished));
-        simsweep_engine::plan::chunk_len(
-            self.batch_tasks,
-            self.workers_count,
-            self.chunk_len,
-            mean_task,
-        )
     }
 
     fn report_in_flight(&self) {
@@ -317,7 +217,7 @@ impl Batcher {
 
     fn finish(&mut self, _ctx: &mut Context<Self>) {
         let Some(done) = self.done.take() else { return };
-        let complete = self.planner.is_finished() && self.error.is_none();
+        let complete = self.dispatch.is_complete() && self.error.is_none();
         self.report_in_flight();
         // Compact the commit log into the manifest at every end: finished, stopped, or failed
         // (the manifest in memory holds exactly the committed batches, so this also drops a
@@ -352,16 +252,15 @@ impl Actor for Batcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(CANCEL_POLL_INTERVAL, |act, ctx| {
             if act.cancel.is_cancelled_now() {
-                if act.hard_stop_seen.is_none() {
-                    tracing::info!(in_flight = act.in_flight, "hard stop");
-                    act.hard_stop_seen = Some(Instant::now());
+                if !act.dispatch.is_stopping_hard() {
+                    tracing::info!(in_flight = act.dispatch.in_flight(), "hard stop");
                 }
                 // Again at every poll: a simulation may have started after the last call.
-                if act.in_flight > 0 {
+                if act.dispatch.in_flight() > 0 {
                     act.job.simulator.abort();
                 }
             }
-            if act.winding_down() {
+            if act.cancel.is_cancelled() || act.dispatch.is_winding_down() {
                 act.pump(ctx);
             }
         });
@@ -376,10 +275,9 @@ impl Handler<BatchFlushed> for Batcher {
     fn handle(&mut self, msg: BatchFlushed, ctx: &mut Context<Self>) {
         let index = msg.batch.index;
         PanicPoint::check(self.panic_in, PanicPoint::Batcher, index);
-        if let Err(e) = self.planner.on_committed(index) {
+        if let Err(e) = self.dispatch.committed(index) {
             tracing::error!(batch = index, error = %e, "commit of a batch that was not open");
         }
-        self.fully_released.remove(&index);
         self.record_peaks();
         let rows: BTreeMap<String, u64> =
             msg.rows.iter().map(|(d, n)| (self.layout.dataset_name(d), *n)).collect();
@@ -398,7 +296,7 @@ impl Handler<BatchFlushed> for Batcher {
         if self.error.is_some() {
             tracing::debug!(batch = index, "run failing: batch not recorded");
         } else if let Err(e) = self.manifest.commit(&self.layout, batch) {
-            self.error = Some(RunError::Engine(e));
+            self.set_error(RunError::Engine(e));
         } else {
             self.progress.batches_committed += 1;
             self.progress.simulations_committed += msg.simulations;
@@ -425,9 +323,7 @@ impl Handler<BatchFailed> for Batcher {
     type Result = ();
 
     fn handle(&mut self, msg: BatchFailed, ctx: &mut Context<Self>) {
-        if self.error.is_none() {
-            self.error = Some(RunError::Engine(msg.0));
-        }
+        self.set_error(RunError::Engine(msg.0));
         self.pump(ctx);
     }
 }

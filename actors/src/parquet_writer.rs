@@ -14,13 +14,13 @@
 //! `max_open_batches` batches, open, queued or committing. What it holds is reported in
 //! `InFlightCounters::rows_buffered`.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use simsweep_engine::collect::{oom_guidance, output_bytes, BatchAssembler, CompleteBatch};
+use simsweep_engine::commit_queue::CommitQueue;
 use simsweep_engine::output::{commit_batch, OutputLayout};
 use simsweep_engine::progress::{InFlightCounters, PanicPoint, RunOptions};
 use simsweep_engine::spec::Job;
@@ -49,14 +49,11 @@ pub struct ParquetWriter {
     warned_batch_bytes: bool,
     /// Batch size and replicates, for that warning.
     batch_shape: (usize, u32),
-    /// Complete batches waiting for the running commit to end.
-    queued: VecDeque<CompleteBatch>,
-    /// A commit is running.
-    committing: bool,
+    /// Complete batches: the one committing and those waiting for it (`engine::commit_queue`);
+    /// broken after a failed commit (later rows are dropped, the run is ending).
+    queue: CommitQueue<CompleteBatch>,
     /// For the OOM guidance: the external model's memory limit, workers, batch size, replicates.
     oom_context: (Option<u64>, usize, usize, u32),
-    /// Set after a failed commit: later rows are dropped, the run is ending.
-    broken: bool,
     panic_in: Option<PanicPoint>,
     /// The run's `job` span, entered while handling (log lines name the job).
     span: tracing::Span,
@@ -102,10 +99,8 @@ impl ParquetWriter {
             slow_commit: options.slow_commit,
             warned_batch_bytes: false,
             batch_shape: (options.batch_size.get(), job.replicates),
-            queued: VecDeque::new(),
-            committing: false,
+            queue: CommitQueue::new(),
             oom_context,
-            broken: false,
             panic_in: options.panic_in,
             span,
         }
@@ -124,27 +119,32 @@ impl ParquetWriter {
     ) {
         match complete {
             Ok(Some(c)) => {
+                if self.queue.is_broken() {
+                    return;
+                }
                 self.warn_if_over_budget(&c);
                 self.rows_committing += c.model_output_rows;
                 self.bytes_committing += c.model_output_bytes;
-                self.queued.push_back(c);
-                self.start_next_commit(ctx);
+                if let Some(start) = self.queue.push(c) {
+                    self.start_commit(start, ctx);
+                }
             }
             Ok(None) => {}
             Err(error) => self.fail(error, ctx),
         }
     }
 
-    /// Starts committing the oldest queued batch on a blocking thread, if no commit is running;
-    /// tells the Batcher when done.
-    ///
-    /// One commit at a time: a commit already uses a thread per file, and two at once would
-    /// hold two batches' tables in memory for no gain on a machine whose cores the workers use.
-    fn start_next_commit(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.broken {
-            return;
+    /// Rows and bytes of batches the queue dropped are no longer held.
+    fn release(&mut self, dropped: Vec<CompleteBatch>) {
+        for b in dropped {
+            self.rows_committing -= b.model_output_rows;
+            self.bytes_committing -= b.model_output_bytes;
         }
-        let Some(complete) = self.queued.pop_front() else { return };
+    }
+
+    /// Commits `complete` (handed out by the [`CommitQueue`]) on a blocking thread; tells the
+    /// Batcher when done and starts the next queued commit.
+    fn start_commit(&mut self, complete: CompleteBatch, ctx: &mut Context<Self>) {
         let start = Instant::now();
         if complete.oom_failures > 0 {
             let (limit, workers, batch_size, replicates) = self.oom_context;
@@ -168,9 +168,9 @@ impl ParquetWriter {
             tracing::debug!(batch = index, "run ending: batch not committed");
             self.rows_committing -= rows;
             self.bytes_committing -= bytes;
+            self.queue.not_started();
             return;
         }
-        self.committing = true;
         // Building the tables (concatenating the replicates' columns) is done off the writer's
         // thread too: the writer only sorts rows in, so workers are not held up by its mailbox.
         let job_span = self.span.clone();
@@ -194,16 +194,17 @@ impl ParquetWriter {
         let done = fut::wrap_future::<_, Self>(work).map(move |joined, act, ctx| {
             let _entered = act.span.clone().entered();
             act.counters.commits_running.sub(1);
-            act.committing = false;
             act.rows_committing -= rows;
             act.bytes_committing -= bytes;
-            act.report_rows();
             let result = joined.unwrap_or_else(|join| {
                 Err(EngineError::io(
                     act.layout.root(),
                     std::io::Error::other(format!("the commit of batch {index} panicked: {join}")),
                 ))
             });
+            let (next, dropped) = act.queue.done(result.is_ok());
+            act.release(dropped);
+            act.report_rows();
             match result {
                 Ok((rows, best)) => {
                     let msg = BatchFlushed {
@@ -224,7 +225,9 @@ impl ParquetWriter {
                 }
                 Err(error) => act.fail(error, ctx),
             }
-            act.start_next_commit(ctx);
+            if let Some(next) = next {
+                act.start_commit(next, ctx);
+            }
         });
         ctx.spawn(done);
     }
@@ -277,7 +280,8 @@ impl ParquetWriter {
 
     fn fail(&mut self, error: EngineError, ctx: &mut Context<Self>) {
         tracing::error!(%error, "commit failed; writer stops taking rows");
-        self.broken = true;
+        let dropped = self.queue.break_off();
+        self.release(dropped);
         let send = self.failed.send(BatchFailed(error));
         ctx.spawn(send.into_actor(self).map(|_result, _act, _ctx| ()));
     }
@@ -300,7 +304,7 @@ impl Handler<Replicates> for ParquetWriter {
             PanicPoint::check(self.panic_in, PanicPoint::ParquetWriter, ret.task.batch.index);
         }
         for ret in msg.0 {
-            if self.broken {
+            if self.queue.is_broken() {
                 return;
             }
             if let Err(error) = self.check_return_size(&ret) {
@@ -324,7 +328,7 @@ impl Handler<PointsScored> for ParquetWriter {
     fn handle(&mut self, msg: PointsScored, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         for losses in msg.0 {
-            if self.broken {
+            if self.queue.is_broken() {
                 return;
             }
             let complete = self.assembler.add_losses(losses);

@@ -17,6 +17,7 @@
 //! | [`summary`] | best parameter sets per target, read back from the files |
 
 pub mod collect;
+pub mod commit_queue;
 pub mod dispatch;
 pub mod error;
 pub mod identity;

@@ -261,9 +261,8 @@ impl ParquetWriter {
     fn check_return_size(
         &self,
         ret: &simsweep_engine::collect::SimReturn,
+        bytes: u64,
     ) -> Result<(), EngineError> {
-        let Ok(output) = &ret.result else { return Ok(()) };
-        let bytes = output_bytes(output);
         if bytes <= self.max_buffer_bytes {
             return Ok(());
         }
@@ -279,7 +278,7 @@ impl ParquetWriter {
     }
 
     fn fail(&mut self, error: EngineError, ctx: &mut Context<Self>) {
-        tracing::error!(%error, "commit failed; writer stops taking rows");
+        tracing::error!(%error, "the writer stops taking rows");
         let dropped = self.queue.break_off();
         self.release(dropped);
         let send = self.failed.send(BatchFailed(error));
@@ -307,12 +306,12 @@ impl Handler<Replicates> for ParquetWriter {
             if self.queue.is_broken() {
                 return;
             }
-            if let Err(error) = self.check_return_size(&ret) {
+            // Every return counts (a failed one with no bytes) for the mean size per replicate.
+            let bytes = ret.result.as_ref().map_or(0, output_bytes);
+            if let Err(error) = self.check_return_size(&ret, bytes) {
                 self.fail(error, ctx);
                 return;
             }
-            // Every return counts (a failed one with no bytes) for the mean size per replicate.
-            let bytes = ret.result.as_ref().map_or(0, output_bytes);
             self.counters.output_bytes_taken.fetch_add(bytes, Ordering::Relaxed);
             self.counters.outputs_taken.fetch_add(1, Ordering::Relaxed);
             let complete = self.assembler.add_return(ret);

@@ -159,13 +159,13 @@ impl Batcher {
         let measured = self.measured();
         while let Some(chunk) = self.dispatch.next_chunk(&measured) {
             let n = chunk.len();
-            self.counters.tasks_in_flight.add(n as u64);
+            // The gauge mirrors the dispatch's count (its one source).
+            self.counters.tasks_in_flight.set(self.dispatch.in_flight() as u64);
             self.counters.tasks_queued.add(n as u64);
             self.workers
                 .send(RunChunk(chunk))
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    act.counters.tasks_in_flight.sub(n as u64);
                     match result {
                         // Batches with tasks a stopping worker skipped cannot complete.
                         Ok(Ok(skipped)) => act.dispatch.chunk_returned(n, &skipped),
@@ -183,6 +183,7 @@ impl Batcher {
                             act.set_error(RunError::Mailbox(e));
                         }
                     }
+                    act.counters.tasks_in_flight.set(act.dispatch.in_flight() as u64);
                     act.pump(ctx);
                 })
                 .spawn(ctx);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use simsweep_engine::collect::{oom_guidance, output_bytes, BatchAssembler, CompleteBatch};
+use simsweep_engine::collect::{oom_guidance, BatchAssembler, CompleteBatch};
 use simsweep_engine::commit_queue::CommitQueue;
 use simsweep_engine::output::{commit_batch, OutputLayout};
 use simsweep_engine::progress::{InFlightCounters, PanicPoint, RunOptions};
@@ -307,7 +307,8 @@ impl Handler<Replicates> for ParquetWriter {
                 return;
             }
             // Every return counts (a failed one with no bytes) for the mean size per replicate.
-            let bytes = ret.result.as_ref().map_or(0, output_bytes);
+            // Counted as the assembler will hold them: the selected outputs only.
+            let bytes = ret.result.as_ref().map_or(0, |o| self.assembler.held_bytes(o));
             if let Err(error) = self.check_return_size(&ret, bytes) {
                 self.fail(error, ctx);
                 return;

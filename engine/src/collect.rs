@@ -476,6 +476,16 @@ impl BatchAssembler {
         self.open.values().map(|b| b.bytes_buffered).sum()
     }
 
+    /// Bytes of `output` this assembler would hold: its selected tables only (the others are
+    /// dropped on arrival), as [`output_bytes`] counts them.
+    pub fn held_bytes(&self, output: &SimOutput) -> u64 {
+        self.kept
+            .iter()
+            .filter_map(|&i| output.tables.get(i))
+            .map(|t| t.get_array_memory_size() as u64)
+            .sum()
+    }
+
     /// Batches with rows held.
     pub fn open_batches(&self) -> usize {
         self.open.len()

@@ -372,16 +372,23 @@ impl CompleteBatch {
     /// do not match its declared schema; the SimWorker refuses those before they get here).
     pub fn into_tables(self) -> Result<Vec<BatchTable>> {
         let points = self.batch.points.start as usize..self.batch.points.end as usize;
-        let ids = BatchIds { first: points.start, ids: self.tables.sweep.param_ids(points) };
+        let sweep = &self.tables.sweep;
+        let ids = BatchIds {
+            first: points.start,
+            ids: sweep.param_ids(points.clone()),
+            columns: sweep.columns_of(points),
+        };
         self.tables.build(&self.open, &ids)
     }
 }
 
-/// The `param_id`s of a batch's parameter sets, computed once per batch.
+/// The `param_id`s and values of a batch's parameter sets, computed once per batch.
 struct BatchIds {
     /// Index of the batch's first set.
     first: usize,
     ids: Vec<crate::identity::ParamId>,
+    /// The batch's values, one column per parameter ([`Sweep::columns_of`]).
+    columns: Vec<ParamColumn>,
 }
 
 impl BatchIds {
@@ -698,8 +705,9 @@ impl TableBuilder {
             seeds.append(true);
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(ids.finish())];
-        for j in 0..self.sweep.columns().len() {
-            columns.push(param_column(self.sweep.column(j), open.losses.keys().copied()));
+        for column in &param_ids.columns {
+            let first = param_ids.first as u64;
+            columns.push(param_column(column, open.losses.keys().map(|&p| p - first)));
         }
         columns.push(Arc::new(loss.finish()));
         columns.push(Arc::new(n_rep.finish()));
@@ -745,7 +753,8 @@ impl TableBuilder {
     }
 }
 
-/// The values of one parameter column for the points `points`, in that order.
+/// The values of one parameter column at the positions `points` (in the column), in that
+/// order.
 fn param_column(column: &ParamColumn, points: impl Iterator<Item = u64>) -> ArrayRef {
     match column {
         ParamColumn::Float(values) => {

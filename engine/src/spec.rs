@@ -47,6 +47,15 @@
 //! some output out, `model_outputs=` followed by the selected names in model order, joined by
 //! `,` (so a job writing every output keeps its hash, whether it lists them or not).
 //!
+//! That is the hash of stored parameter sets (a parameter file). For a sweep computed from a
+//! space the per-point lines are replaced by the space's description, so that the hash costs
+//! O(1) rather than O(sets): [`SPEC_HASH_VERSION_SPACE`]; `replicates=R`; `points=N`;
+//! `space=` and [`SpacePoints::description`](crate::params::space::SpacePoints::description)
+//! (the `[parameters]` section as compact JSON with its resolved seed, and the samplers'
+//! algorithm versions); then the same lines from the model on. An output written before this
+//! (its manifest holds the [`SPEC_HASH_VERSION`] hash of the same job) is recognised by
+//! [`Job::legacy_spec_hash`] on resume, once, and its manifest upgraded.
+//!
 //! `model_outputs` does not change any value, but it changes which files exist: a resumed run
 //! must not mix batches that wrote an output with batches that did not, so it is hashed.
 //!
@@ -96,9 +105,14 @@ pub const MAX_TARGET_NAME_BYTES: usize = 128;
 /// Output directory, relative to the job file, when the spec gives none.
 pub const DEFAULT_OUTPUT_DIR: &str = "output";
 
-/// Version prefix of the bytes hashed into [`Job::spec_hash`]; bumped whenever what is hashed
-/// changes, so that old and new hashes never match by accident.
+/// Version prefix of the bytes hashed into [`Job::spec_hash`] for stored parameter sets (a
+/// parameter file), and for every sweep before simsweep 0.1 computed a space's sets on demand;
+/// bumped whenever what is hashed changes, so that old and new hashes never match by accident.
 pub const SPEC_HASH_VERSION: &str = "simsweep:spec:v1";
+
+/// Version prefix of the bytes hashed into [`Job::spec_hash`] for a sweep computed from a
+/// space: the space's description stands for its sets.
+pub const SPEC_HASH_VERSION_SPACE: &str = "simsweep:spec:v2-space";
 
 /// A job file as written (before validation).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -238,6 +252,20 @@ pub struct Job {
     /// Names of the model outputs written to `model_outputs/`, in the model's output order (all
     /// of them when the spec does not choose).
     pub model_outputs: Vec<String>,
+    /// The spec hash's lines after the parameter sets ([`hash_tail`]), kept to compute the
+    /// [`SPEC_HASH_VERSION`] hash of a space's sweep when an older output asks for it.
+    hash_tail: Arc<[String]>,
+}
+
+impl Job {
+    /// For a sweep computed from a space: the [`SPEC_HASH_VERSION`] hash this job had before
+    /// spaces were hashed by their description, so that an output directory written then is
+    /// recognised (and its manifest upgraded) instead of refused. O(sets): ≈ 1 µs per set.
+    /// `None` for stored parameter sets, whose hash did not change.
+    pub fn legacy_spec_hash(&self) -> Option<String> {
+        self.sweep.space_points()?;
+        Some(spec_hash_v1(&self.sweep, self.replicates, &self.hash_tail))
+    }
 }
 
 impl fmt::Debug for Job {
@@ -591,15 +619,14 @@ impl JobSpec {
 
         let model_outputs =
             select_model_outputs(self.model_outputs.as_deref(), &outputs, simulator.name(), file)?;
-        let spec_hash = spec_hash(
-            &sweep,
-            self.replicates,
+        let hash_tail = hash_tail(
             &self.model,
             &self.targets,
             &targets,
             (model_outputs.len() < outputs.len()).then_some(model_outputs.as_slice()),
             &self.model.input_files(base_dir),
         )?;
+        let spec_hash = spec_hash(&sweep, self.replicates, &hash_tail);
         Ok(Job {
             name,
             spec_file: file.to_path_buf(),
@@ -614,6 +641,7 @@ impl JobSpec {
                 .join(self.output.as_deref().unwrap_or(Path::new(DEFAULT_OUTPUT_DIR))),
             batch_size,
             model_outputs,
+            hash_tail: hash_tail.into(),
         })
     }
 }
@@ -688,14 +716,41 @@ fn space_sweep(
         ));
     }
     let sweep = space.sweep(job_seed, file)?;
-    for i in 0..sweep.len() {
-        check(&sweep.params(i)).map_err(|m| {
-            invalid(
-                file,
-                "parameters.space",
-                format!("parameter set {i} is outside the model's domain: {m}; narrow the ranges"),
-            )
-        })?;
+    let points = sweep.space_points().expect("a space's sweep is computed from it");
+    let outside = |what: String, m: String| {
+        invalid(
+            file,
+            "parameters.space",
+            format!("{what} is outside the model's domain: {m}; narrow the ranges"),
+        )
+    };
+    // A small sweep is checked set by set; a large one by the corners of its box.
+    let corners = (sweep.len() > EXHAUSTIVE_CHECK_MAX_SETS)
+        .then(|| points.corners(MAX_CORNER_DIMS))
+        .flatten();
+    match corners {
+        Some(corners) => {
+            let names = sweep.columns().iter().map(|(n, _)| n.clone());
+            for corner in corners {
+                let set: ParameterSet = names
+                    .clone()
+                    .zip(corner)
+                    .map(|(n, v)| (n, crate::params::ParamValue::Float(v)))
+                    .collect();
+                check(&set).map_err(|m| {
+                    let values: Vec<String> = set.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+                    outside(format!("the corner ({}) of the space", values.join(", ")), m)
+                })?;
+            }
+        }
+        None => {
+            for i in 0..sweep.len() {
+                check(&sweep.params(i)).map_err(|m| outside(format!("parameter set {i}"), m))?;
+            }
+        }
+    }
+    if sweep.len() > EXHAUSTIVE_CHECK_MAX_SETS && points.cannot_repeat() {
+        return Ok(sweep);
     }
     check_duplicates(&sweep, Position::Index, |first, second, id| {
         invalid(
@@ -710,6 +765,17 @@ fn space_sweep(
     })?;
     Ok(sweep)
 }
+
+/// Sweeps from a space of at most this many sets are checked set by set, against the model's
+/// domain and for duplicates (≈ 1 µs per set); larger ones by the corners of the space's box
+/// and by whether the sampler can repeat a set at all
+/// ([`SpacePoints::cannot_repeat`](crate::params::space::SpacePoints::cannot_repeat)), so that
+/// validating and starting a run do not grow with the sweep.
+pub const EXHAUSTIVE_CHECK_MAX_SETS: usize = 100_000;
+
+/// Most ranges whose 2^n corners are checked against the model's domain; a larger space with
+/// more than [`EXHAUSTIVE_CHECK_MAX_SETS`] sets is checked set by set.
+pub const MAX_CORNER_DIMS: usize = 12;
 
 fn file_sweep(
     path: &Path,
@@ -802,16 +868,60 @@ fn check_duplicates(
 /// Sets whose `param_id`s are computed at a time when hashing a whole sweep.
 pub(crate) const PARAM_ID_CHUNK: usize = 4096;
 
-/// See the module docs, *Spec hash*.
-fn spec_hash(
-    sweep: &Sweep,
-    replicates: u32,
+/// The spec hash's lines after the parameter sets: the model, the files it reads, the
+/// targets with their data, the written model outputs (module docs, *Spec hash*).
+fn hash_tail(
     model: &ModelSpec,
     target_specs: &[TargetSpec],
     targets: &[Target],
     model_outputs: Option<&[String]>,
     model_files: &[PathBuf],
-) -> Result<String> {
+) -> Result<Vec<String>> {
+    let digest = |bytes: &[u8]| hex(&Blake2b::<blake2::digest::consts::U32>::digest(bytes));
+    let mut lines = vec![json(model)];
+    for file in model_files {
+        let bytes = std::fs::read(file).map_err(|e| EngineError::io(file, e))?;
+        lines.push(format!("model_file={}", digest(&bytes)));
+    }
+    lines.push(format!("targets={}", target_specs.len()));
+    for (spec, target) in target_specs.iter().zip(targets) {
+        lines.push(json(spec));
+        let bytes =
+            std::fs::read(&target.data_file).map_err(|e| EngineError::io(&target.data_file, e))?;
+        lines.push(format!("data={}", digest(&bytes)));
+    }
+    if let Some(names) = model_outputs {
+        lines.push(format!("model_outputs={}", names.join(",")));
+    }
+    Ok(lines)
+}
+
+/// The spec hash (module docs, *Spec hash*): [`SPEC_HASH_VERSION_SPACE`] over the space's
+/// description for a sweep computed from a space (O(1)), [`SPEC_HASH_VERSION`] over every
+/// set's `param_id` for stored sets.
+fn spec_hash(sweep: &Sweep, replicates: u32, tail: &[String]) -> String {
+    let Some(points) = sweep.space_points() else {
+        return spec_hash_v1(sweep, replicates, tail);
+    };
+    let mut h = Blake2b::<blake2::digest::consts::U32>::new();
+    for line in [
+        SPEC_HASH_VERSION_SPACE,
+        &format!("replicates={replicates}"),
+        &format!("points={}", sweep.len()),
+        &format!("space={}", points.description()),
+    ]
+    .into_iter()
+    .chain(tail.iter().map(String::as_str))
+    {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    hex(&h.finalize())
+}
+
+/// The [`SPEC_HASH_VERSION`] hash: every set's `param_id` and fixed seed, in sweep order.
+/// O(sets): ≈ 1 µs per set.
+fn spec_hash_v1(sweep: &Sweep, replicates: u32, tail: &[String]) -> String {
     let mut h = Blake2b::<blake2::digest::consts::U32>::new();
     let mut line = |s: &str| {
         h.update(s.as_bytes());
@@ -833,25 +943,10 @@ fn spec_hash(
             line(&point);
         }
     }
-    line(&json(model));
-    for file in model_files {
-        let bytes = std::fs::read(file).map_err(|e| EngineError::io(file, e))?;
-        line(&format!(
-            "model_file={}",
-            hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))
-        ));
+    for l in tail {
+        line(l);
     }
-    line(&format!("targets={}", target_specs.len()));
-    for (spec, target) in target_specs.iter().zip(targets) {
-        line(&json(spec));
-        let bytes =
-            std::fs::read(&target.data_file).map_err(|e| EngineError::io(&target.data_file, e))?;
-        line(&format!("data={}", hex(&Blake2b::<blake2::digest::consts::U32>::digest(&bytes))));
-    }
-    if let Some(names) = model_outputs {
-        line(&format!("model_outputs={}", names.join(",")));
-    }
-    Ok(hex(&h.finalize()))
+    hex(&h.finalize())
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -976,12 +1071,19 @@ mod tests {
 
     #[test]
     fn spec_hash_and_parts_as_before_the_columnar_sweep() {
-        // Hashes written by the build before the sweep was stored by column (a resumed run
-        // compares them with its manifest).
+        // Hashes written by the builds before the sweep was stored by column and before a
+        // space's sets were computed on demand (a resumed run compares them with its manifest):
+        // a space's sweep is recognised by its legacy hash, a parameter file's keeps its hash.
         let j = job("replicates = 5", grid_params()).unwrap();
-        assert_eq!(j.spec_hash, "8fc162412097da69ceb6deaad5afc81c2e7f60a4467346810e7c010406480556");
-        let parts = crate::output::SpecIdentity::of_job(&j).parts;
+        let v1 = "8fc162412097da69ceb6deaad5afc81c2e7f60a4467346810e7c010406480556";
+        assert_eq!(j.legacy_spec_hash().as_deref(), Some(v1));
+        let parts = crate::output::SpecIdentity::legacy_parts_of_job(&j);
         assert_eq!(parts["parameter sets"], "9 sets of (beta, gamma), 8d7f36205f41f44b");
+        // Today's: the space's description stands for its sets.
+        assert_eq!(j.spec_hash, "ed3c46ad51f30a127a29365fad5b535292633b0b1b28b803a0d32ec3cbef1069");
+        let parts = crate::output::SpecIdentity::of_job(&j).parts;
+        assert!(parts["parameter sets"].starts_with("9 sets of (beta, gamma), "), "{parts:?}");
+        assert_ne!(parts["parameter sets"], "9 sets of (beta, gamma), 8d7f36205f41f44b");
 
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "params.csv", "b,a,seed\n0.5,1.7,11\n0.25,2,12\n0.25,3,13\n0.25,3,14\n");
@@ -993,6 +1095,7 @@ mod tests {
         );
         let j = load_job(&job_file).unwrap();
         assert_eq!(j.spec_hash, "d451fe139943013a182e6045e1f8e8d579291e56a1ba773a92123e4bc3f7a048");
+        assert_eq!(j.legacy_spec_hash(), None);
         let parts = crate::output::SpecIdentity::of_job(&j).parts;
         assert_eq!(parts["parameter sets"], "4 sets of (a, b), 685c359c9f493051");
     }
@@ -1064,14 +1167,14 @@ mod tests {
             lines: vec![2],
         };
         let j = job("replicates = 2", grid_params()).unwrap();
-        let hash = |t: &[Target]| {
-            spec_hash(&j.sweep, 2, &j.model, std::slice::from_ref(&spec), t, None, &[]).unwrap()
+        let hash = |specs: &[TargetSpec], t: &[Target]| {
+            spec_hash(&j.sweep, 2, &hash_tail(&j.model, specs, t, None, &[]).unwrap())
         };
-        let a = hash(std::slice::from_ref(&target));
-        assert_eq!(a, hash(std::slice::from_ref(&target)));
-        assert_ne!(a, spec_hash(&j.sweep, 2, &j.model, &[], &[], None, &[]).unwrap());
+        let a = hash(std::slice::from_ref(&spec), std::slice::from_ref(&target));
+        assert_eq!(a, hash(std::slice::from_ref(&spec), std::slice::from_ref(&target)));
+        assert_ne!(a, hash(&[], &[]));
         std::fs::write(&data, "day,cases\n1,4\n").unwrap();
-        assert_ne!(a, hash(&[target]));
+        assert_ne!(a, hash(std::slice::from_ref(&spec), &[target]));
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub use manifest::{
     MANIFEST_FORMAT_VERSION,
 };
 pub use prepare::{check_committed_files, prepare_output_dir, prepare_output_dir_for, Prepare};
-pub use spec_parts::{changed_parts, SpecIdentity};
+pub use spec_parts::{changed_parts, LegacySpecHash, SpecIdentity};
 pub use status::{read_status, RunStatus};
 
 use std::path::{Path, PathBuf};

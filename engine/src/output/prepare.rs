@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::layout::{classify, Dataset, FileKind, OutputLayout};
 use super::manifest::{Manifest, MANIFEST_FORMAT_VERSION};
-use super::spec_parts::{changed_parts, SpecIdentity};
+use super::spec_parts::{changed_parts, LegacySpecHash, SpecIdentity};
 use super::{check_output_path, create_dir_durable};
 use crate::error::{EngineError, Remedy, Result};
 
@@ -39,7 +39,8 @@ const SHORT_HASH_CHARS: usize = 12;
 /// [`EngineError::Damaged`] when `manifest.json` cannot be decoded (with [`Prepare::Restart`]
 /// a damaged manifest is deleted with the rest instead).
 pub fn prepare_output_dir(layout: &OutputLayout, spec_hash: &str) -> Result<Option<Manifest>> {
-    let identity = SpecIdentity { hash: spec_hash.to_string(), parts: Default::default() };
+    let identity =
+        SpecIdentity { hash: spec_hash.to_string(), parts: Default::default(), legacy: None };
     prepare_output_dir_for(layout, &identity, Prepare::Resume)
 }
 
@@ -150,8 +151,23 @@ fn restart(layout: &OutputLayout, manifest: Option<&Manifest>) -> Result<()> {
 }
 
 /// Checks the manifest against the job and the files, then deletes what it does not list.
-fn resume(layout: &OutputLayout, spec: &SpecIdentity, manifest: Manifest) -> Result<Manifest> {
+fn resume(layout: &OutputLayout, spec: &SpecIdentity, mut manifest: Manifest) -> Result<Manifest> {
     let spec_hash = spec.hash.as_str();
+    if manifest.spec_hash != spec_hash
+        && spec.legacy.as_ref().and_then(LegacySpecHash::compute).as_ref()
+            == Some(&manifest.spec_hash)
+    {
+        // The same job, hashed as an earlier simsweep did: from now on under today's hash.
+        tracing::info!(
+            out = %layout.root().display(),
+            from = %short(&manifest.spec_hash),
+            to = %short(spec_hash),
+            "resume: the manifest's spec hash is this job's earlier form; upgrading it"
+        );
+        manifest.spec_hash = spec.hash.clone();
+        manifest.spec_parts = spec.parts.clone();
+        manifest.write_atomic(layout)?;
+    }
     if manifest.spec_hash != spec_hash {
         let changed = changed_parts(&manifest.spec_parts, &spec.parts);
         let what = if changed.is_empty() && manifest.spec_parts.is_empty() {
@@ -646,7 +662,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        SpecIdentity { hash: hash.to_string(), parts }
+        SpecIdentity { hash: hash.to_string(), parts, legacy: None }
     }
 
     #[test]

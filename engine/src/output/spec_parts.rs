@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use blake2::{Blake2b, Digest};
 
@@ -28,22 +29,68 @@ pub struct SpecIdentity {
     /// Part name → fingerprint: `parameter sets`, `replicates`, `model`, `model_outputs`, and
     /// one `target <name>` per target. Stored in [`crate::output::Manifest::spec_parts`].
     pub parts: BTreeMap<String, String>,
+    /// The job's earlier spec hash ([`Job::legacy_spec_hash`]), computed only when a manifest's
+    /// hash differs from `hash`: a match is the same job, and its manifest is upgraded.
+    pub legacy: Option<LegacySpecHash>,
 }
 
+/// A job's spec hash as an earlier simsweep computed it, computed on demand (it is O(sets)).
+#[derive(Clone)]
+pub struct LegacySpecHash(Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl LegacySpecHash {
+    /// The hash `compute` returns (`None`: the job has no earlier hash).
+    pub fn new(compute: impl Fn() -> Option<String> + Send + Sync + 'static) -> Self {
+        LegacySpecHash(Arc::new(compute))
+    }
+
+    /// Computes the hash.
+    pub fn compute(&self) -> Option<String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for LegacySpecHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LegacySpecHash(..)")
+    }
+}
+
+impl PartialEq for LegacySpecHash {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LegacySpecHash {}
+
 impl SpecIdentity {
-    /// The identity of `job`.
+    /// The identity of `job`. O(1) for a sweep computed from a space (its description is
+    /// fingerprinted), O(sets) for stored sets.
     pub fn of_job(job: &Job) -> SpecIdentity {
+        SpecIdentity::of_job_with(job, false).with_legacy(job)
+    }
+
+    /// The identity `of_job` gave before a space's sets were fingerprinted by its description
+    /// (`legacy`: fingerprint every set, as stored sets are).
+    fn of_job_with(job: &Job, legacy: bool) -> SpecIdentity {
         let mut parts = BTreeMap::new();
         let mut points = Hasher::default();
-        let mut point = String::new();
-        let n = job.sweep.len();
-        for chunk in (0..n).step_by(crate::spec::PARAM_ID_CHUNK) {
-            let end = (chunk + crate::spec::PARAM_ID_CHUNK).min(n);
-            for (i, id) in (chunk..end).zip(job.sweep.param_ids(chunk..end)) {
-                point.clear();
-                // `{param_id}:{fixed seed:?}`, e.g. `…:None`; writing to a String cannot fail.
-                let _ = write!(point, "{id}:{:?}", job.sweep.fixed_seed(i));
-                points.line(&point);
+        match job.sweep.space_points() {
+            Some(space) if !legacy => points.line(space.description()),
+            _ => {
+                let mut point = String::new();
+                let n = job.sweep.len();
+                for chunk in (0..n).step_by(crate::spec::PARAM_ID_CHUNK) {
+                    let end = (chunk + crate::spec::PARAM_ID_CHUNK).min(n);
+                    for (i, id) in (chunk..end).zip(job.sweep.param_ids(chunk..end)) {
+                        point.clear();
+                        // `{param_id}:{fixed seed:?}`, e.g. `…:None`; writing to a String
+                        // cannot fail.
+                        let _ = write!(point, "{id}:{:?}", job.sweep.fixed_seed(i));
+                        points.line(&point);
+                    }
+                }
             }
         }
         let names: Vec<&str> = job.sweep.columns().iter().map(|(n, _)| n.as_str()).collect();
@@ -88,7 +135,22 @@ impl SpecIdentity {
         if let Some(files) = resolved.external().and_then(model_files) {
             parts.insert(MODEL_FILES.to_string(), files);
         }
-        SpecIdentity { hash: job.spec_hash.clone(), parts }
+        SpecIdentity { hash: job.spec_hash.clone(), parts, legacy: None }
+    }
+
+    /// Adds `job`'s [`Job::legacy_spec_hash`], when it has one, computed on demand.
+    fn with_legacy(mut self, job: &Job) -> SpecIdentity {
+        if job.sweep.space_points().is_some() {
+            let job = job.clone();
+            self.legacy = Some(LegacySpecHash::new(move || job.legacy_spec_hash()));
+        }
+        self
+    }
+
+    /// The parts the manifest of an output written before spaces were fingerprinted by their
+    /// description stores for `job` (tests of the upgrade).
+    pub fn legacy_parts_of_job(job: &Job) -> BTreeMap<String, String> {
+        SpecIdentity::of_job_with(job, true).parts
     }
 
     /// The target names of a stored parts map, in name order.

@@ -1,22 +1,27 @@
 //! Parameter sets and the sweep's columns of them.
 //!
 //! - [`ParameterSet`]: one point of the parameter space, a sorted map from name to value.
-//! - [`Sweep`]: every parameter set of a job, stored by column (one typed [`ParamColumn`] per
-//!   parameter) with, for a parameter file with a `seed` column, each set's one seed to run. A
-//!   set ([`Sweep::params`]) and its [`ParamId`] ([`Sweep::param_id`]) are computed on demand.
+//! - [`Sweep`]: every parameter set of a job: computed on demand from a space's sampler
+//!   ([`space::SpacePoints`]), or stored by column (one typed [`ParamColumn`] per parameter)
+//!   for a parameter file, with each set's one seed to run when the file has a `seed` column.
+//!   A set ([`Sweep::params`]) and its [`ParamId`] ([`Sweep::param_id`]) are computed on
+//!   demand.
 //! - `space` (samplers over a named space) and `file` (CSV/Parquet parameter files) produce the
 //!   sweeps; `spec` checks them against the model and refuses duplicates.
 //!
 //! # Memory
 //!
-//! A sweep is the one part of a job that grows with the number of parameter sets, so it holds
-//! per set only its values (8 bytes per number; a string's bytes plus an 8-byte offset) and,
+//! A sweep from a space holds no sets: set `i` is computed when asked for (≈ 0.1–0.3 µs per
+//! set; `latin_hypercube` holds its strata permutations, 4 bytes per set per range). A sweep
+//! from a parameter file is the one part of a job that grows with the number of parameter
+//! sets, so it holds per set only its values (8 bytes per number; a string's bytes plus an 8-byte offset) and,
 //! with a seed column, a 4-byte seed: 16 bytes per set for two float parameters
 //! ([`Sweep::heap_bytes`]). `param_id`s are not stored (32 bytes per set, twice the values):
 //! the dataflow computes a batch's ids when it needs them (≈ 1 µs per set: BLAKE2b of the
 //! canonical JSON).
 
 use crate::identity::{self, NonFiniteParameter, ParamId};
+use space::SpacePoints;
 pub use crate::value::{ParamValue, ParamValueRef, ParameterSet};
 
 pub mod file;
@@ -193,15 +198,37 @@ pub struct NonFiniteParameterSet {
 pub struct Sweep {
     /// Parameter names, sorted, with the kind of each.
     columns: Vec<(String, ParamKind)>,
-    /// The values, `values[j]` of parameter `columns[j]`.
-    values: Vec<ParamColumn>,
+    /// The values.
+    values: Values,
     /// Number of sets.
     len: usize,
     /// One seed per set, only when the sets came from a parameter file with a `seed` column.
     fixed_seeds: Option<Vec<u32>>,
 }
 
+/// Where a sweep's values come from.
+#[derive(Debug, Clone, PartialEq)]
+enum Values {
+    /// Stored, `columns[j]` of parameter `Sweep::columns[j]`.
+    Stored(Vec<ParamColumn>),
+    /// Computed from a space, one `Float` per parameter in name order.
+    Space(SpacePoints),
+}
+
 impl Sweep {
+    /// The sweep of a space's sets, computed on demand. `names`: the space's parameters,
+    /// sorted (one `Float` column each, in the order of `points`' values).
+    pub(crate) fn from_space(names: Vec<String>, points: SpacePoints) -> Sweep {
+        debug_assert!(names.windows(2).all(|w| w[0] < w[1]), "names sorted and unique");
+        let len = usize::try_from(points.len()).expect("a space's sets fit in usize");
+        Sweep {
+            columns: names.into_iter().map(|n| (n, ParamKind::Float)).collect(),
+            values: Values::Space(points),
+            len,
+            fixed_seeds: None,
+        }
+    }
+
     /// The sweep of the parameters `columns` (name and values; any order, sorted here) and, for
     /// a parameter file with a `seed` column, one fixed seed per set. Checks that every set has
     /// a `param_id` (finite values).
@@ -235,25 +262,25 @@ impl Sweep {
             assert_eq!(seeds.len(), len, "one fixed seed per parameter set");
             seeds.shrink_to_fit();
         }
-        let (columns, values) = columns
+        let (columns, values): (Vec<(String, ParamKind)>, Vec<ParamColumn>) = columns
             .into_iter()
             .map(|(name, mut column)| {
                 column.shrink_to_fit();
                 ((name, column.kind()), column)
             })
             .unzip();
-        let sweep = Sweep { columns, values, len, fixed_seeds };
+        let values: Vec<ParamColumn> = values;
         // The first non-finite value in sweep order, then name order.
-        let non_finite = sweep.values.iter().enumerate().filter_map(|(j, column)| match column {
+        let non_finite = values.iter().enumerate().filter_map(|(j, column)| match column {
             ParamColumn::Float(xs) => xs.iter().position(|x| !x.is_finite()).map(|i| (i, j)),
             _ => None,
         });
         if let Some((index, j)) = non_finite.min() {
-            let ParamColumn::Float(xs) = &sweep.values[j] else { unreachable!("a float column") };
-            let source = NonFiniteParameter { name: sweep.columns[j].0.clone(), value: xs[index] };
+            let ParamColumn::Float(xs) = &values[j] else { unreachable!("a float column") };
+            let source = NonFiniteParameter { name: columns[j].0.clone(), value: xs[index] };
             return Err(NonFiniteParameterSet { index, source });
         }
-        Ok(sweep)
+        Ok(Sweep { columns, values: Values::Stored(values), len, fixed_seeds })
     }
 
     /// The sweep of the parameter sets `sets`, in order, with their fixed seeds if any: a
@@ -318,18 +345,44 @@ impl Sweep {
         &self.columns
     }
 
-    /// The values of parameter `columns()[j]`, one per set.
+    /// The values of the sets `range`, one column per parameter in [`Sweep::columns`] order
+    /// (computed for a space's sweep: O(range), whatever the sweep's length).
     ///
     /// # Panics
-    /// When `j >= columns().len()`.
-    pub fn column(&self, j: usize) -> &ParamColumn {
-        &self.values[j]
+    /// When `range.end > len()`.
+    pub fn columns_of(&self, range: std::ops::Range<usize>) -> Vec<ParamColumn> {
+        assert!(range.end <= self.len, "sets {range:?} of a sweep of {} sets", self.len);
+        match &self.values {
+            Values::Stored(columns) => columns
+                .iter()
+                .map(|column| match column {
+                    ParamColumn::Float(v) => ParamColumn::Float(v[range.clone()].to_vec()),
+                    ParamColumn::Int(v) => ParamColumn::Int(v[range.clone()].to_vec()),
+                    ParamColumn::Str(v) => {
+                        ParamColumn::Str(range.clone().filter_map(|i| v.get(i)).collect())
+                    }
+                })
+                .collect(),
+            Values::Space(points) => {
+                let mut columns = vec![Vec::with_capacity(range.len()); self.columns.len()];
+                let mut point = Vec::with_capacity(self.columns.len());
+                for i in range {
+                    points.point_into(i as u64, &mut point);
+                    for (column, &v) in columns.iter_mut().zip(&point) {
+                        column.push(v);
+                    }
+                }
+                columns.into_iter().map(ParamColumn::Float).collect()
+            }
+        }
     }
 
-    /// The values of the parameter called `name`, if the sweep has it.
-    pub fn column_by_name(&self, name: &str) -> Option<&ParamColumn> {
-        let j = self.columns.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
-        Some(&self.values[j])
+    /// The space a sweep's sets are computed from; `None` for stored sets (a parameter file).
+    pub fn space_points(&self) -> Option<&SpacePoints> {
+        match &self.values {
+            Values::Space(points) => Some(points),
+            Values::Stored(_) => None,
+        }
     }
 
     /// The `param_id` of set `i`, computed (≈ 1 µs; for many sets use [`Sweep::param_ids`]).
@@ -377,12 +430,18 @@ impl Sweep {
     /// # Panics
     /// When `i >= len()` (on the first value).
     pub fn row(&self, i: usize) -> impl Iterator<Item = (&str, ParamValueRef<'_>)> + '_ {
-        self.columns.iter().zip(&self.values).map(move |((name, _), column)| {
-            let value = column
-                .get(i)
-                .unwrap_or_else(|| panic!("parameter set {i} of a sweep of {} sets", column.len()));
-            (name.as_str(), value)
-        })
+        assert!(i < self.len, "parameter set {i} of a sweep of {} sets", self.len);
+        let values: Vec<ParamValueRef<'_>> = match &self.values {
+            Values::Stored(columns) => {
+                columns.iter().map(|c| c.get(i).expect("a set of the sweep")).collect()
+            }
+            Values::Space(points) => {
+                let mut point = Vec::with_capacity(self.columns.len());
+                points.point_into(i as u64, &mut point);
+                point.into_iter().map(ParamValueRef::Float).collect()
+            }
+        };
+        self.columns.iter().map(|(name, _)| name.as_str()).zip(values)
     }
 
     /// Set `i` as a [`ParameterSet`] (allocated on each call: callers that use a set many times
@@ -401,10 +460,14 @@ impl Sweep {
     /// Bytes the sweep holds on the heap (capacities, not lengths), for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         let names: usize = self.columns.iter().map(|(n, _)| n.capacity()).sum();
-        names
-            + self.columns.capacity() * std::mem::size_of::<(String, ParamKind)>()
-            + self.values.capacity() * std::mem::size_of::<ParamColumn>()
-            + self.values.iter().map(ParamColumn::heap_bytes).sum::<usize>()
+        let values = match &self.values {
+            Values::Stored(columns) => {
+                columns.capacity() * std::mem::size_of::<ParamColumn>()
+                    + columns.iter().map(ParamColumn::heap_bytes).sum::<usize>()
+            }
+            Values::Space(points) => points.heap_bytes(),
+        };
+        names + self.columns.capacity() * std::mem::size_of::<(String, ParamKind)>() + values
             + self.fixed_seeds.as_ref().map_or(0, |s| s.capacity() * std::mem::size_of::<u32>())
     }
 }
@@ -465,12 +528,17 @@ mod tests {
         }
         assert_eq!(sweep.param_ids(0..3), (0..3).map(|i| sweep.param_id(i)).collect::<Vec<_>>());
         assert!(!sweep.has_fixed_seeds());
-        assert_eq!(sweep.column(1), &ParamColumn::Int(vec![3, -4, i64::MAX]));
-        assert_eq!(sweep.column_by_name("beta"), Some(&ParamColumn::Float(vec![1.7, 2.0, -0.5])));
-        assert_eq!(sweep.column_by_name("gamma"), None);
-        let Some(ParamColumn::Str(s)) = sweep.column_by_name("scenario") else { panic!() };
+        let columns = sweep.columns_of(0..3);
+        assert_eq!(columns[0], ParamColumn::Float(vec![1.7, 2.0, -0.5]));
+        assert_eq!(columns[1], ParamColumn::Int(vec![3, -4, i64::MAX]));
+        let ParamColumn::Str(s) = &columns[2] else { panic!("{:?}", columns[2]) };
         assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "", "é\"n\""]);
         assert_eq!((s.get(1), s.get(2), s.get(3)), (Some(""), Some("é\"n\""), None));
+        let tail = sweep.columns_of(1..3);
+        assert_eq!(tail[1], ParamColumn::Int(vec![-4, i64::MAX]));
+        let ParamColumn::Str(s) = &tail[2] else { panic!("{:?}", tail[2]) };
+        assert_eq!(s.iter().collect::<Vec<_>>(), ["", "é\"n\""]);
+        assert!(sweep.space_points().is_none());
         assert_eq!(Sweep::from_sets(&sets, None).unwrap(), sweep);
     }
 

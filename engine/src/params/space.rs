@@ -26,12 +26,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{EngineError, Result};
-use crate::params::{ParamColumn, Sweep};
+use crate::params::Sweep;
 
 /// Largest number of parameter sets a space may produce (grid product or `count`).
 ///
-/// The sweep holds every point in memory; ten million points is already several gigabytes.
-/// Larger studies should be split into several jobs or given as parameter files.
+/// A space's sets are computed on demand ([`SpacePoints`]), so the limit is not memory: it
+/// keeps a sweep's positions in 32 bits (a `latin_hypercube` permutation is `u32`) and a run
+/// to a size whose outputs one machine writes in hours. Larger studies are split into jobs
+/// (different `seed`s) or shards.
 pub const MAX_POINTS: u64 = 10_000_000;
 
 /// Largest number of range parameters the `sobol` sampler supports (a limit of `sobol_burley`).
@@ -245,12 +247,9 @@ impl ParameterSpaceSpec {
         let count = self.point_count(dims).map_err(|(f, m)| invalid(f, m))?;
         let unit = match self.sampler {
             Some(sampler) if dims > 0 => match sampler {
-                SamplerKind::Grid => {
-                    let per_axis = self.points_per_axis.unwrap_or(1);
-                    grid(per_axis as usize, dims)
-                }
-                SamplerKind::Uniform => uniform(count as usize, dims, seed),
-                SamplerKind::LatinHypercube => latin_hypercube(count as usize, dims, seed),
+                SamplerKind::Grid => UnitPoints::Grid { per_axis: self.points_per_axis.unwrap_or(1) },
+                SamplerKind::Uniform => UnitPoints::Uniform { seed },
+                SamplerKind::LatinHypercube => latin_hypercube_strata(count, dims, seed),
                 SamplerKind::Sobol => {
                     if count > MAX_SOBOL_POINTS {
                         return Err(invalid(
@@ -272,7 +271,7 @@ impl ParameterSpaceSpec {
                             ),
                         ));
                     }
-                    let seed32 = u32::try_from(seed).map_err(|_| {
+                    let seed = u32::try_from(seed).map_err(|_| {
                         invalid(
                             seed_field.into(),
                             format!(
@@ -282,35 +281,39 @@ impl ParameterSpaceSpec {
                             ),
                         )
                     })?;
-                    sobol(count as usize, dims, seed32)
+                    UnitPoints::Sobol { seed }
                 }
             },
             // No ranges (`point_count` refused ranges without a sampler, and more than one
             // set without ranges): the one set of fixed values.
-            _ => Vec::new(),
+            _ => UnitPoints::Single,
         };
 
-        let sets = unit.len().checked_div(dims).unwrap_or(1);
-        // Range `axis` (in name order) is value `axis` of every `dims` values of `unit`.
+        // Range `axis` (in name order) is coordinate `axis` of the sampler's points.
         let mut axis = 0;
-        let columns = self
+        let entries = self
             .space
             .iter()
-            .map(|(name, entry)| {
-                let values = match entry {
-                    SpaceEntry::Fixed(v) => vec![*v; sets],
-                    SpaceEntry::Range(range) => {
-                        axis += 1;
-                        unit[axis - 1..].iter().step_by(dims).map(|&u| range.map(u)).collect()
-                    }
-                };
-                (name.clone(), ParamColumn::Float(values))
+            .map(|(_, entry)| match entry {
+                SpaceEntry::Fixed(v) => PointEntry::Fixed(*v),
+                SpaceEntry::Range(range) => {
+                    axis += 1;
+                    PointEntry::Range { range: *range, axis: axis - 1 }
+                }
             })
             .collect();
-        drop(unit);
-        Sweep::from_columns(columns, None).map_err(|e| {
-            invalid(format!("parameters.space.{}", e.source.name), e.source.to_string())
-        })
+        // The seed as it determines the sets: a grid's and a fixed space's do not use one.
+        let mut resolved = self.clone();
+        resolved.seed = match unit {
+            UnitPoints::Single | UnitPoints::Grid { .. } => None,
+            _ => Some(seed),
+        };
+        let description = format!(
+            "{} sampler_algorithms={SAMPLER_ALGORITHMS}",
+            serde_json::to_string(&resolved).unwrap_or_else(|e| format!("<{e}>"))
+        );
+        let points = SpacePoints { entries, unit, dims, count, description };
+        Ok(Sweep::from_space(self.parameter_names(), points))
     }
 
     /// The number of points the sampler settings ask for, after checking them.
@@ -466,7 +469,269 @@ fn check_range(name: &str, r: &RangeSpec) -> std::result::Result<(), (String, St
             ),
         ));
     }
+    // Every mapped value is finite when the width is (linear: `min + u·(max − min)`) and the
+    // value just below `max` is (log: `exp` may round up past `f64::MAX`).
+    if !(r.max - r.min).is_finite() || !r.map(next_down(1.0)).is_finite() {
+        return Err((
+            format!("parameters.space.{name}"),
+            format!(
+                "the range [{}, {}] is too wide: its mapped values overflow to infinity, which \
+                 has no param_id; narrow it",
+                r.min, r.max
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The algorithms behind the samplers' points, part of a generated sweep's description (and
+/// so of the spec hash): changing how any sampler computes its points must change this text.
+const SAMPLER_ALGORITHMS: &str = "grid1,uniform_chacha8_1,lhs_chacha8_1,sobol_burley0.5";
+
+/// A space's parameter sets, computed point by point on demand instead of held in memory: set
+/// `i` costs the same whatever the size of the sweep, and so does starting a run.
+///
+/// Equal to the materialising samplers ([`grid`], [`uniform`], [`latin_hypercube`], [`sobol`])
+/// point for point, bit for bit (tests compare whole sweeps). Memory: a few hundred bytes,
+/// except for `latin_hypercube`, whose per-axis permutations of the strata are held (4 bytes
+/// per set per range, computed at the start: one shuffle per range).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpacePoints {
+    /// One entry per parameter, in name order (the sweep's columns).
+    entries: Vec<PointEntry>,
+    /// The sampler's points of the unit hypercube.
+    unit: UnitPoints,
+    /// Number of ranges (axes).
+    dims: usize,
+    /// Number of sets.
+    count: u64,
+    /// Canonical text that determines every set: the space with its resolved seed, and
+    /// [`SAMPLER_ALGORITHMS`].
+    description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PointEntry {
+    Fixed(f64),
+    Range { range: RangeSpec, axis: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum UnitPoints {
+    /// No ranges: one set of fixed values.
+    Single,
+    /// [`grid`]: point `i` in mixed radix `per_axis`, last axis fastest.
+    Grid { per_axis: u64 },
+    /// [`uniform`]: value `k = i·dims + axis` of the stream is the `f64` drawn from ChaCha8
+    /// words `2k, 2k + 1`.
+    Uniform { seed: u64 },
+    /// [`latin_hypercube`]: each axis's stratum permutation, and the ChaCha8 word position of
+    /// that axis's first offset draw (offset `i` is at `word_pos + 2i`).
+    LatinHypercube { seed: u64, strata: Vec<Vec<u32>>, word_pos: Vec<u128> },
+    /// [`sobol`]: `sobol_burley::sample(i, axis, seed)`.
+    Sobol { seed: u32 },
+}
+
+impl SpacePoints {
+    /// Number of sets.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// True when there are no sets (never, for a checked space).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Canonical text that determines every set (hashed into the spec hash).
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Number of ranges.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Set `i`'s values, one per parameter in name order, into `out` (cleared first).
+    ///
+    /// # Panics
+    /// When `i >= len()`.
+    pub fn point_into(&self, i: u64, out: &mut Vec<f64>) {
+        assert!(i < self.count, "parameter set {i} of a space of {} sets", self.count);
+        let mut unit = [0.0; 16];
+        let mut unit_heap = Vec::new();
+        let unit: &mut [f64] = if self.dims <= unit.len() {
+            &mut unit[..self.dims]
+        } else {
+            unit_heap.resize(self.dims, 0.0);
+            &mut unit_heap
+        };
+        self.unit_point(i, unit);
+        out.clear();
+        out.extend(self.entries.iter().map(|entry| match *entry {
+            PointEntry::Fixed(v) => v,
+            PointEntry::Range { range, axis } => range.map(unit[axis]),
+        }));
+    }
+
+    /// Point `i` of the unit hypercube, one coordinate per axis.
+    fn unit_point(&self, i: u64, unit: &mut [f64]) {
+        let dims = self.dims as u128;
+        match &self.unit {
+            UnitPoints::Single => {}
+            UnitPoints::Grid { per_axis } => {
+                let mut rest = i;
+                for u in unit.iter_mut().rev() {
+                    *u = grid_value(rest % per_axis, *per_axis);
+                    rest /= per_axis;
+                }
+            }
+            UnitPoints::Uniform { seed } => {
+                let mut rng = ChaCha8Rng::seed_from_u64(*seed);
+                rng.set_word_pos(2 * u128::from(i) * dims);
+                for u in unit.iter_mut() {
+                    *u = rng.random();
+                }
+            }
+            UnitPoints::LatinHypercube { seed, strata, word_pos } => {
+                let mut rng = ChaCha8Rng::seed_from_u64(*seed);
+                for (axis, u) in unit.iter_mut().enumerate() {
+                    rng.set_word_pos(word_pos[axis] + 2 * u128::from(i));
+                    let offset: f64 = rng.random();
+                    *u = stratum_point(strata[axis][i as usize] as usize, offset, self.count as usize);
+                }
+            }
+            UnitPoints::Sobol { seed } => {
+                for (axis, u) in unit.iter_mut().enumerate() {
+                    *u = f64::from(sobol_burley::sample(i as u32, axis as u32, *seed));
+                }
+            }
+        }
+    }
+
+    /// The corners of the box that holds every set (each range at its lowest and highest
+    /// sampled end; fixed values as they are), as value vectors in name order; `None` when
+    /// there are more than 2^`max_dims` of them.
+    ///
+    /// For `grid` the corners are sets of the sweep (its extreme values); for the other
+    /// samplers they are the ranges' ends, which every set lies between.
+    pub fn corners(&self, max_dims: usize) -> Option<Vec<Vec<f64>>> {
+        if self.dims > max_dims {
+            return None;
+        }
+        let ends = |range: &RangeSpec| match self.unit {
+            UnitPoints::Grid { per_axis: 1 } => [range.map(0.5), range.map(0.5)],
+            _ => [range.min, range.max],
+        };
+        let corners = (0..1usize << self.dims)
+            .map(|corner| {
+                self.entries
+                    .iter()
+                    .map(|entry| match entry {
+                        PointEntry::Fixed(v) => *v,
+                        PointEntry::Range { range, axis } => ends(range)[(corner >> axis) & 1],
+                    })
+                    .collect()
+            })
+            .collect();
+        Some(corners)
+    }
+
+    /// True when no two sets can be equal (or only with a probability below 2^-40): then the
+    /// sweep needs no duplicate check. `grid`: the mapped values of each axis are distinct.
+    /// `latin_hypercube`: on some axis every stratum spans at least 64 representable values,
+    /// so points of different strata cannot round to one value. `uniform`: the axes' combined
+    /// resolution makes a collision among the sets less likely than 2^-40 (birthday bound).
+    /// `sobol`: never claimed (its sweeps are small; they are checked).
+    pub fn cannot_repeat(&self) -> bool {
+        let ranges = || {
+            self.entries.iter().filter_map(|e| match e {
+                PointEntry::Range { range, .. } => Some(range),
+                PointEntry::Fixed(_) => None,
+            })
+        };
+        match &self.unit {
+            UnitPoints::Single => true,
+            UnitPoints::Grid { per_axis } => ranges().all(|range| {
+                let mut previous = None;
+                (0..*per_axis).all(|k| {
+                    let v = range.map(grid_value(k, *per_axis));
+                    let increasing = previous.is_none_or(|p| v > p);
+                    previous = Some(v);
+                    increasing
+                })
+            }),
+            UnitPoints::LatinHypercube { .. } => {
+                ranges().any(|range| resolution(range) >= 64.0 * self.count as f64)
+            }
+            UnitPoints::Uniform { .. } => {
+                let bits: f64 = ranges().map(|r| resolution(r).min(2f64.powi(53)).log2()).sum();
+                bits >= 2.0 * (self.count as f64).log2() + 40.0
+            }
+            UnitPoints::Sobol { .. } => false,
+        }
+    }
+
+    /// Bytes held on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        let strata = match &self.unit {
+            UnitPoints::LatinHypercube { strata, word_pos, .. } => {
+                strata.iter().map(|s| s.capacity() * 4).sum::<usize>() + word_pos.capacity() * 16
+            }
+            _ => 0,
+        };
+        self.entries.capacity() * std::mem::size_of::<PointEntry>()
+            + self.description.capacity()
+            + strata
+    }
+}
+
+/// Unit value `k` of a grid axis of `per_axis` values (ends included; one value: 0.5).
+fn grid_value(k: u64, per_axis: u64) -> f64 {
+    if per_axis == 1 {
+        0.5
+    } else {
+        k as f64 / (per_axis - 1) as f64
+    }
+}
+
+/// The point of stratum `stratum` (of `count`) at `offset` in `[0, 1)` within it, kept inside
+/// the stratum where rounding would reach its upper end.
+fn stratum_point(stratum: usize, offset: f64, count: usize) -> f64 {
+    ((stratum as f64 + offset) / count as f64).min(next_down((stratum + 1) as f64 / count as f64))
+}
+
+/// Roughly how many distinct `f64` values `range.map` can give: the width over the spacing of
+/// doubles at its larger end (for a log range, of the logarithms `map` interpolates).
+fn resolution(range: &RangeSpec) -> f64 {
+    let eps = f64::EPSILON;
+    match range.scale {
+        Scale::Linear => (range.max - range.min) / (range.min.abs().max(range.max.abs()) * eps),
+        Scale::Log => {
+            let (lo, hi) = (range.min.ln(), range.max.ln());
+            (hi - lo) / (lo.abs().max(hi.abs()).max(1.0) * eps)
+        }
+    }
+}
+
+/// The strata permutations of [`latin_hypercube`] and the stream position of each axis's
+/// offsets, drawn exactly as it draws them.
+fn latin_hypercube_strata(count: u64, dims: usize, seed: u64) -> UnitPoints {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut strata = Vec::with_capacity(dims);
+    let mut word_pos = Vec::with_capacity(dims);
+    for _ in 0..dims {
+        // `count` ≤ MAX_POINTS < 2^32. The shuffle depends on the length only, not on the type.
+        let mut perm: Vec<u32> = (0..count as u32).collect();
+        perm.shuffle(&mut rng);
+        let pos = rng.get_word_pos();
+        // `latin_hypercube` then draws one f64 (two words) per point.
+        rng.set_word_pos(pos + 2 * u128::from(count));
+        strata.push(perm);
+        word_pos.push(pos);
+    }
+    UnitPoints::LatinHypercube { seed, strata, word_pos }
 }
 
 /// Full factorial grid over `[0, 1]^dims`, `per_axis` values per axis including both ends
@@ -475,11 +740,7 @@ fn check_range(name: &str, r: &RangeSpec) -> std::result::Result<(), (String, St
 /// Returns `per_axis^dims` points flattened point by point (`dims` values each); one empty
 /// point when `dims = 0`.
 pub fn grid(per_axis: usize, dims: usize) -> Vec<f64> {
-    let values: Vec<f64> = if per_axis == 1 {
-        vec![0.5]
-    } else {
-        (0..per_axis).map(|k| k as f64 / (per_axis - 1) as f64).collect()
-    };
+    let values: Vec<f64> = (0..per_axis).map(|k| grid_value(k as u64, per_axis as u64)).collect();
     let total = (0..dims).fold(1usize, |acc, _| acc.saturating_mul(per_axis));
     let mut out = Vec::with_capacity(total.saturating_mul(dims));
     let mut index = vec![0usize; dims];
@@ -520,10 +781,7 @@ pub fn latin_hypercube(count: usize, dims: usize, seed: u64) -> Vec<f64> {
         perm.shuffle(&mut rng);
         for (i, &stratum) in perm.iter().enumerate() {
             let v: f64 = rng.random();
-            // Keep the point inside its stratum even where rounding would reach its upper end.
-            let u = ((stratum as f64 + v) / count as f64)
-                .min(next_down((stratum + 1) as f64 / count as f64));
-            out[i * dims + axis] = u;
+            out[i * dims + axis] = stratum_point(stratum, v, count);
         }
     }
     out
@@ -552,7 +810,7 @@ pub fn sobol(count: usize, dims: usize, seed: u32) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::{ParamKind, ParamValue, ParameterSet};
+    use crate::params::{ParamColumn, ParamKind, ParamValue, ParameterSet};
     use proptest::prelude::*;
     use std::path::PathBuf;
 
@@ -711,12 +969,154 @@ mod tests {
         }
     }
 
+    /// The sweep of `s` as the materialising samplers give it: every set's values in name
+    /// order, flattened.
+    fn materialised(s: &ParameterSpaceSpec, job_seed: u64) -> Vec<f64> {
+        let dims = s.space.values().filter(|e| matches!(e, SpaceEntry::Range(_))).count();
+        let seed = s.seed.unwrap_or(job_seed);
+        let count = s.count.unwrap_or(0) as usize;
+        let unit = match s.sampler.unwrap() {
+            SamplerKind::Grid => grid(s.points_per_axis.unwrap() as usize, dims),
+            SamplerKind::Uniform => uniform(count, dims, seed),
+            SamplerKind::LatinHypercube => latin_hypercube(count, dims, seed),
+            SamplerKind::Sobol => sobol(count, dims, seed as u32),
+        };
+        let mut out = Vec::new();
+        for point in unit.chunks(dims) {
+            let mut axis = 0;
+            for entry in s.space.values() {
+                out.push(match entry {
+                    SpaceEntry::Fixed(v) => *v,
+                    SpaceEntry::Range(r) => {
+                        axis += 1;
+                        r.map(point[axis - 1])
+                    }
+                });
+            }
+        }
+        out
+    }
+
+    /// Every set of a space, computed on demand, is bit for bit the set the materialising
+    /// sampler gives (the samplers before sets were computed on demand): whole sweeps, each
+    /// sampler, several sizes and seeds, log and linear ranges, a fixed value in between.
+    #[test]
+    fn sets_on_demand_equal_the_materialised_samplers() {
+        let log = SpaceEntry::Range(RangeSpec { min: 0.01, max: 3.0, scale: Scale::Log });
+        for (sampler, sizes) in [
+            (SamplerKind::Grid, vec![1u64, 2, 7]),
+            (SamplerKind::Uniform, vec![1, 5, 333]),
+            (SamplerKind::LatinHypercube, vec![1, 2, 31, 1000]),
+            (SamplerKind::Sobol, vec![1, 64, 100]),
+        ] {
+            for size in sizes {
+                for seed in [0u64, 7, 1 << 31] {
+                    let mut s = spec(
+                        &[
+                            ("a", range(-1.0, 2.0)),
+                            ("b", log.clone()),
+                            ("c", SpaceEntry::Fixed(763.0)),
+                            ("d", range(0.0, 1e-3)),
+                        ],
+                        Some(sampler),
+                    );
+                    if sampler == SamplerKind::Grid {
+                        s.points_per_axis = Some(size);
+                    } else {
+                        s.count = Some(size);
+                    }
+                    let sweep = s.sweep(seed, Path::new("job.toml")).unwrap();
+                    let want = materialised(&s, seed);
+                    let got: Vec<f64> = sweep
+                        .columns_of(0..sweep.len())
+                        .into_iter()
+                        .map(|c| match c {
+                            ParamColumn::Float(v) => v,
+                            other => panic!("{other:?}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .fold(vec![Vec::new(); sweep.len()], |mut rows, column| {
+                            for (row, v) in rows.iter_mut().zip(column) {
+                                row.push(*v);
+                            }
+                            rows
+                        })
+                        .concat();
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{sampler:?} size {size} seed {seed}");
+                    // A set alone, at the end and in the middle, is the same set.
+                    for i in [sweep.len() - 1, sweep.len() / 2] {
+                        let set = sweep.params(i);
+                        let row: Vec<f64> = set.iter().map(|(_, v)| match v {
+                            ParamValue::Float(x) => *x,
+                            other => panic!("{other:?}"),
+                        }).collect();
+                        assert_eq!(bits(&row), bits(&want[i * 4..i * 4 + 4]), "set {i}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which spaces are said never to repeat a set: the claims that let a large sweep skip the
+    /// duplicate check.
+    #[test]
+    fn cannot_repeat_claims() {
+        let points = |sampler, entries: &[(&str, SpaceEntry)], size: u64| {
+            let mut s = spec(entries, Some(sampler));
+            if sampler == SamplerKind::Grid {
+                s.points_per_axis = Some(size);
+            } else {
+                s.count = Some(size);
+            }
+            s.sweep(1, Path::new("job.toml")).unwrap().space_points().unwrap().clone()
+        };
+        let wide = [("a", range(0.0, 1.0)), ("b", range(0.1, 0.5))];
+        assert!(points(SamplerKind::Grid, &wide, 1000).cannot_repeat());
+        // 3 grid values between 1 and 1 + 2 ulp: the middle one rounds onto an end.
+        let narrow = [("a", range(1.0, 1.0 + 2.0 * f64::EPSILON))];
+        assert!(!points(SamplerKind::Grid, &narrow, 4).cannot_repeat());
+        assert!(points(SamplerKind::LatinHypercube, &wide, 100_000).cannot_repeat());
+        assert!(!points(SamplerKind::LatinHypercube, &narrow, 100).cannot_repeat());
+        // Two wide axes: 2 × 53 bits against 10^5 sets. One axis of 53 bits at 10^5 sets is
+        // not enough for the 2^-40 bound (2·17 + 40 > 53).
+        assert!(points(SamplerKind::Uniform, &wide, 100_000).cannot_repeat());
+        assert!(!points(SamplerKind::Uniform, &wide[..1], 100_000).cannot_repeat());
+        assert!(!points(SamplerKind::Sobol, &wide, 100).cannot_repeat());
+    }
+
+    /// The corners of a space: every combination of each range's ends, fixed values as they
+    /// are; a one-point grid's only point.
+    #[test]
+    fn corners_of_the_box() {
+        let mut s = spec(
+            &[("a", range(0.0, 1.0)), ("n", SpaceEntry::Fixed(5.0)), ("z", range(-2.0, 2.0))],
+            Some(SamplerKind::Uniform),
+        );
+        s.count = Some(10);
+        let sweep = s.sweep(1, Path::new("job.toml")).unwrap();
+        let corners = sweep.space_points().unwrap().corners(12).unwrap();
+        assert_eq!(
+            corners,
+            [[0.0, 5.0, -2.0], [1.0, 5.0, -2.0], [0.0, 5.0, 2.0], [1.0, 5.0, 2.0]]
+        );
+        assert_eq!(sweep.space_points().unwrap().corners(1), None);
+        s.sampler = Some(SamplerKind::Grid);
+        s.count = None;
+        s.points_per_axis = Some(1);
+        let sweep = s.sweep(1, Path::new("job.toml")).unwrap();
+        let corners = sweep.space_points().unwrap().corners(12).unwrap();
+        assert!(corners.iter().all(|c| c == &[0.5, 5.0, 0.0]), "{corners:?}");
+    }
+
     #[test]
     fn overflowing_range_names_the_parameter() {
         let mut s = spec(&[("beta", range(-f64::MAX, f64::MAX))], Some(SamplerKind::Uniform));
         s.count = Some(3);
         let t = err_text(&s);
         assert!(t.contains("parameters.space.beta") && t.contains("no param_id"), "{t}");
+        assert!(t.contains("too wide") && t.contains("narrow it"), "{t}");
     }
 
     #[test]

@@ -254,3 +254,46 @@ fn a_cancelled_run_resumes_to_the_same_rows() {
         assert_eq!(a, b, "{d} differs after resume");
     }
 }
+
+/// An output written when a space's sweep was hashed set by set (spec hash v1) resumes under
+/// today's hash: recognised by `Job::legacy_spec_hash`, its manifest upgraded, its rows kept;
+/// a manifest of another job is still refused.
+#[test]
+fn output_hashed_set_by_set_resumes_and_its_manifest_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let job_path = SmallJob::default().write(dir.path());
+    let job = simsweep::load_job(&job_path).unwrap();
+    let opts = options(5, 2);
+    simsweep::run(&job, &opts, Arc::new(NoProgress), CancelToken::new()).unwrap();
+    let rows = read_all(dir.path());
+    let manifest_path = dir.path().join("output/manifest.json");
+    let read = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap()
+    };
+    // The manifest as the earlier build wrote it for this job.
+    let legacy = job.legacy_spec_hash().expect("a space's sweep has a legacy hash");
+    assert_ne!(legacy, job.spec_hash);
+    let mut manifest = read();
+    manifest["spec_hash"] = legacy.clone().into();
+    manifest["spec_parts"] =
+        serde_json::to_value(simsweep::engine::output::SpecIdentity::legacy_parts_of_job(&job))
+            .unwrap();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+
+    simsweep::run(&job, &opts, Arc::new(NoProgress), CancelToken::new()).unwrap();
+    let upgraded = read();
+    assert_eq!(upgraded["spec_hash"], job.spec_hash.as_str());
+    assert_eq!(
+        upgraded["spec_parts"],
+        serde_json::to_value(simsweep::engine::output::SpecIdentity::of_job(&job).parts).unwrap()
+    );
+    assert_eq!(upgraded["batches"], manifest["batches"]);
+    assert_eq!(read_all(dir.path()), rows);
+
+    // Another job's hash is not taken for this one's.
+    let mut other = read();
+    other["spec_hash"] = "0".repeat(64).into();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&other).unwrap()).unwrap();
+    let e = simsweep::run(&job, &opts, Arc::new(NoProgress), CancelToken::new()).unwrap_err();
+    assert!(e.to_string().contains("holds the results of another job"), "{e}");
+}

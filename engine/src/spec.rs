@@ -1212,6 +1212,43 @@ mod tests {
         assert!(matches!(e, EngineError::SpecSyntax { line: 3, .. }), "{e:?}");
     }
 
+    /// A space of `count` sets drawn by `sampler` with `beta` in `[beta_min, 2]`.
+    fn space(sampler: &str, count: u64, beta_min: f64) -> String {
+        format!(
+            "[parameters]\nsampler = \"{sampler}\"\ncount = {count}\n[parameters.space]\n\
+             beta = {{ min = {beta_min:?}, max = 2.0 }}\ngamma = {{ min = 0.1, max = 0.5 }}"
+        )
+    }
+
+    /// A small space is checked set by set against the model's domain (naming the first set
+    /// outside it), a large one by its box's corners (naming the corner); a large space that
+    /// fits is accepted without computing its sets.
+    #[test]
+    fn domain_checked_by_set_or_by_corner() {
+        let t = invalid_text(err("replicates = 1", &space("uniform", 50, -0.5)));
+        let set = t.split("parameter set ").nth(1).unwrap_or_else(|| panic!("{t}"));
+        let first: usize = set.split(' ').next().unwrap().parse().unwrap();
+        let j = job("replicates = 1", &space("uniform", 50, 0.0)).unwrap();
+        // The first set whose beta, mapped from [−0.5, 2] instead of [0, 2], is negative.
+        let first_negative = (0..50)
+            .find(|&i| -0.5 + 2.5 * (j.sweep.params(i).get_f64("beta").unwrap() / 2.0) < 0.0)
+            .unwrap();
+        assert_eq!(first, first_negative, "{t}");
+        assert!(t.contains("outside the model's domain") && t.contains("narrow the ranges"), "{t}");
+
+        let t = invalid_text(err("replicates = 1", &space("uniform", 200_000, -0.5)));
+        assert!(
+            t.contains("the corner (beta = -0.5, gamma = 0.1) of the space is outside the \
+                        model's domain"),
+            "{t}"
+        );
+        let j = job("replicates = 1", &space("latin_hypercube", 200_000, 0.0)).unwrap();
+        assert_eq!(j.sweep.len(), 200_000);
+        assert!(j.sweep.heap_bytes() < 2 * 4 * 200_000 + 4096, "{}", j.sweep.heap_bytes());
+        let j = job("replicates = 1", &space("uniform", 200_000, 0.0)).unwrap();
+        assert!(j.sweep.heap_bytes() < 4096, "{}", j.sweep.heap_bytes());
+    }
+
     fn invalid_text(e: EngineError) -> String {
         assert!(matches!(e, EngineError::SpecInvalid { .. }), "{e:?}");
         e.to_string()

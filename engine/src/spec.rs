@@ -738,7 +738,8 @@ fn space_sweep(
                     .map(|(n, v)| (n, crate::params::ParamValue::Float(v)))
                     .collect();
                 check(&set).map_err(|m| {
-                    let values: Vec<String> = set.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+                    let values: Vec<String> =
+                        set.iter().map(|(n, v)| format!("{n} = {v}")).collect();
                     outside(format!("the corner ({}) of the space", values.join(", ")), m)
                 })?;
             }
@@ -1238,8 +1239,10 @@ mod tests {
 
         let t = invalid_text(err("replicates = 1", &space("uniform", 200_000, -0.5)));
         assert!(
-            t.contains("the corner (beta = -0.5, gamma = 0.1) of the space is outside the \
-                        model's domain"),
+            t.contains(
+                "the corner (beta = -0.5, gamma = 0.1) of the space is outside the \
+                        model's domain"
+            ),
             "{t}"
         );
         let j = job("replicates = 1", &space("latin_hypercube", 200_000, 0.0)).unwrap();

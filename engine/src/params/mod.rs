@@ -21,8 +21,8 @@
 //! canonical JSON).
 
 use crate::identity::{self, NonFiniteParameter, ParamId};
-use space::SpacePoints;
 pub use crate::value::{ParamValue, ParamValueRef, ParameterSet};
+use space::SpacePoints;
 
 pub mod file;
 pub mod space;
@@ -467,7 +467,9 @@ impl Sweep {
             }
             Values::Space(points) => points.heap_bytes(),
         };
-        names + self.columns.capacity() * std::mem::size_of::<(String, ParamKind)>() + values
+        names
+            + self.columns.capacity() * std::mem::size_of::<(String, ParamKind)>()
+            + values
             + self.fixed_seeds.as_ref().map_or(0, |s| s.capacity() * std::mem::size_of::<u32>())
     }
 }

@@ -247,7 +247,9 @@ impl ParameterSpaceSpec {
         let count = self.point_count(dims).map_err(|(f, m)| invalid(f, m))?;
         let unit = match self.sampler {
             Some(sampler) if dims > 0 => match sampler {
-                SamplerKind::Grid => UnitPoints::Grid { per_axis: self.points_per_axis.unwrap_or(1) },
+                SamplerKind::Grid => {
+                    UnitPoints::Grid { per_axis: self.points_per_axis.unwrap_or(1) }
+                }
                 SamplerKind::Uniform => UnitPoints::Uniform { seed },
                 SamplerKind::LatinHypercube => latin_hypercube_strata(count, dims, seed),
                 SamplerKind::Sobol => {
@@ -599,7 +601,11 @@ impl SpacePoints {
                 for (axis, u) in unit.iter_mut().enumerate() {
                     rng.set_word_pos(word_pos[axis] + 2 * u128::from(i));
                     let offset: f64 = rng.random();
-                    *u = stratum_point(strata[axis][i as usize] as usize, offset, self.count as usize);
+                    *u = stratum_point(
+                        strata[axis][i as usize] as usize,
+                        offset,
+                        self.count as usize,
+                    );
                 }
             }
             UnitPoints::Sobol { seed } => {
@@ -1048,10 +1054,13 @@ mod tests {
                     // A set alone, at the end and in the middle, is the same set.
                     for i in [sweep.len() - 1, sweep.len() / 2] {
                         let set = sweep.params(i);
-                        let row: Vec<f64> = set.iter().map(|(_, v)| match v {
-                            ParamValue::Float(x) => *x,
-                            other => panic!("{other:?}"),
-                        }).collect();
+                        let row: Vec<f64> = set
+                            .iter()
+                            .map(|(_, v)| match v {
+                                ParamValue::Float(x) => *x,
+                                other => panic!("{other:?}"),
+                            })
+                            .collect();
                         assert_eq!(bits(&row), bits(&want[i * 4..i * 4 + 4]), "set {i}");
                     }
                 }
@@ -1097,10 +1106,7 @@ mod tests {
         s.count = Some(10);
         let sweep = s.sweep(1, Path::new("job.toml")).unwrap();
         let corners = sweep.space_points().unwrap().corners(12).unwrap();
-        assert_eq!(
-            corners,
-            [[0.0, 5.0, -2.0], [1.0, 5.0, -2.0], [0.0, 5.0, 2.0], [1.0, 5.0, 2.0]]
-        );
+        assert_eq!(corners, [[0.0, 5.0, -2.0], [1.0, 5.0, -2.0], [0.0, 5.0, 2.0], [1.0, 5.0, 2.0]]);
         assert_eq!(sweep.space_points().unwrap().corners(1), None);
         s.sampler = Some(SamplerKind::Grid);
         s.count = None;

@@ -18,10 +18,10 @@ fn bench(c: &mut Criterion) {
     let job = simsweep::load_job(&path).expect("load the overhead job");
     let batch = BatchRange { index: 0, points: 0..200 };
     let returns: Vec<SimReturn> = (0..200u64)
-        .flat_map(|point| (0..job.replicates).map(move |replicate| (point, replicate)))
+        .flat_map(|point| (0..job.replicates()).map(move |replicate| (point, replicate)))
         .map(|(point, replicate)| {
-            let seed = simsweep::engine::collect::seed_of(&job.sweep, point, replicate);
-            let result = job.simulator.simulate(&job.sweep.params(point as usize), seed);
+            let seed = simsweep::engine::collect::seed_of(&job.sweep(), point, replicate);
+            let result = job.simulator().simulate(&job.sweep().params(point as usize), seed);
             SimReturn {
                 task: SimTask { batch: batch.clone(), point, replicate, seed },
                 result,
@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
                 let mut scored = 0;
                 for ret in returns {
                     scored += usize::from(
-                        collector.add(ret, &job.sweep, job.replicates, &job.targets).is_some(),
+                        collector.add(ret, &job.sweep(), job.replicates(), job.targets()).is_some(),
                     );
                 }
                 assert_eq!(scored, 200);
@@ -54,7 +54,7 @@ fn bench(c: &mut Criterion) {
         .collect();
     group.throughput(Throughput::Elements(10));
     group.bench_function("score_point_10_replicates_6_targets", |b| {
-        b.iter(|| score_point(batch.clone(), 0, &replicates, &job.targets))
+        b.iter(|| score_point(batch.clone(), 0, &replicates, job.targets()))
     });
     group.finish();
 

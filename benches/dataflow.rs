@@ -26,17 +26,19 @@ fn bench(c: &mut Criterion) {
     {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = common::write_noop_job(dir.path(), 1000, 10, rows, 200);
-        let mut job = simsweep::load_job(&path).expect("load the job");
+        let text = std::fs::read_to_string(&path).expect("read the job");
+        let mut spec: simsweep::engine::spec::JobSpec = toml::from_str(&text).expect("a job spec");
         if !targets {
-            job.targets.clear();
+            spec.targets.clear();
         }
+        let job = spec.resolve(&path).expect("a valid job");
         group.throughput(Throughput::Elements(job.simulations()));
         group.bench_function(name, |b| {
             b.iter_batched(
                 || {
                     let out = tempfile::tempdir().expect("temporary directory");
                     let mut job = job.clone();
-                    job.output_dir = out.path().join("output");
+                    job.set_output_dir(out.path().join("output"));
                     (out, job)
                 },
                 |(out, job)| {

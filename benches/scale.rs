@@ -167,14 +167,19 @@ fn child(args: &[String]) {
         }
         other => panic!("unknown job kind {other}"),
     };
-    let mut job = simsweep::load_job(&job_path).expect("load the job");
-    job.output_dir = dir.join("output");
-    if args[0] == "flu-losses-only" {
-        job.model_outputs.clear();
-    }
+    let mut job = if args[0] == "flu-losses-only" {
+        // The same job writing no model outputs: parsed from its text with `model_outputs = []`
+        // (a job's fields cannot be changed after validation).
+        let text = std::fs::read_to_string(&job_path).expect("read the job");
+        simsweep::parse_job(&format!("model_outputs = []\n{text}"), &job_path)
+            .expect("parse the job")
+    } else {
+        simsweep::load_job(&job_path).expect("load the job")
+    };
+    job.set_output_dir(dir.join("output"));
     let model_us_per_sim = model_time.map(|()| model_time_per_sim(&job));
     let mut options = RunOptions::default();
-    if let Some(b) = job.batch_size {
+    if let Some(b) = job.batch_size() {
         options.batch_size = b;
     }
     if let Some(open) = args[args.len() - 2].parse().ok().and_then(std::num::NonZeroUsize::new) {
@@ -205,17 +210,17 @@ fn child(args: &[String]) {
 /// Single-thread time per simulation of the job's model, in µs: the first 500 parameter sets
 /// × their replicates, median of 3 rounds.
 fn model_time_per_sim(job: &simsweep::Job) -> f64 {
-    let points: Vec<_> = (0..job.sweep.len().min(500))
-        .map(|i| (job.sweep.param_id(i), job.sweep.params(i)))
+    let points: Vec<_> = (0..job.sweep().len().min(500))
+        .map(|i| (job.sweep().param_id(i), job.sweep().params(i)))
         .collect();
     let mut rounds = Vec::new();
     for _ in 0..3 {
         let start = Instant::now();
         let mut n = 0u32;
         for (id, params) in &points {
-            for r in 0..job.replicates {
+            for r in 0..job.replicates() {
                 let seed = simsweep::engine::identity::replicate_seed(id, r);
-                std::hint::black_box(job.simulator.simulate(params, seed).expect("simulate"));
+                std::hint::black_box(job.simulator().simulate(params, seed).expect("simulate"));
                 n += 1;
             }
         }

@@ -112,7 +112,7 @@ fn child(sampler: &str, size: u64) {
         "{}",
         serde_json::json!({
             "sampler": sampler,
-            "sets": job.sweep.len(),
+            "sets": job.sweep().len(),
             "load_s": load_s,
             "first_commit_s": first,
             "peak_rss_kib": peak_rss_kib(),

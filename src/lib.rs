@@ -21,7 +21,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! let mut job = simsweep::load_job("examples/flu-boarding-school/job.toml".as_ref())?;
-//! job.output_dir = "/tmp/flu-output".into(); // else the job's `output`, next to the job file
+//! job.set_output_dir("/tmp/flu-output"); // else the job's `output`, next to the job file
 //! let report = simsweep::run(
 //!     &job,
 //!     &simsweep::RunOptions::for_job(&job), // the job's batch_size; defaults for the rest
@@ -44,7 +44,7 @@ pub use simsweep_engine::progress::{
     BestParameterSet, CancelToken, InFlight, NoProgress, Progress, ProgressEvent, ProgressObserver,
     Report, RunOptions, TargetSummary, DEFAULT_BATCH_SIZE,
 };
-pub use simsweep_engine::spec::{load_job, parse_job, Job};
+pub use simsweep_engine::spec::{load_job, parse_job, Job, JobBuilder};
 pub use simsweep_engine::{EngineError, Remedy};
 
 use simsweep_actors::run_dataflow;
@@ -107,7 +107,7 @@ pub enum OutputState {
     Finished,
 }
 
-/// Looks at `job.output_dir` without changing anything (what `simsweep validate` reports).
+/// Looks at `job.output_dir()` without changing anything (what `simsweep validate` reports).
 ///
 /// # Errors
 /// [`EngineError::OutputConflict`] (an input error) when the path, or one of its ancestors, is
@@ -115,12 +115,12 @@ pub enum OutputState {
 /// [`EngineError::Damaged`] when its manifest cannot be decoded, [`EngineError::Io`] when it
 /// cannot be read.
 pub fn check_output(job: &Job) -> Result<OutputState, Error> {
-    let layout = OutputLayout::new(&job.output_dir);
-    simsweep_engine::output::check_output_path(&job.output_dir)?;
+    let layout = OutputLayout::new(job.output_dir());
+    simsweep_engine::output::check_output_path(job.output_dir())?;
     if let Some(holder) = simsweep_engine::output::OutputLock::holder(&layout)? {
         let pid = holder.map_or_else(|| "unknown pid".to_string(), |p| format!("pid {p}"));
         return Err(EngineError::OutputConflict {
-            dir: job.output_dir.clone(),
+            dir: job.output_dir().to_path_buf(),
             message: format!(
                 "in use by another simsweep process ({pid}); a run now would be refused"
             ),
@@ -130,13 +130,13 @@ pub fn check_output(job: &Job) -> Result<OutputState, Error> {
     }
     Ok(match Manifest::load(&layout.manifest_path())? {
         None => OutputState::New,
-        Some(m) if m.spec_hash != job.spec_hash => {
+        Some(m) if m.spec_hash != job.spec_hash() => {
             return Err(EngineError::OutputConflict {
-                dir: job.output_dir.clone(),
+                dir: job.output_dir().to_path_buf(),
                 message: format!(
                     "holds the results of another job (spec hash {} here, {} for this job)",
                     &m.spec_hash[..12.min(m.spec_hash.len())],
-                    &job.spec_hash[..12.min(job.spec_hash.len())]
+                    &job.spec_hash()[..12.min(job.spec_hash().len())]
                 ),
                 remedy: Remedy::RestartOrOtherOutput,
             }
@@ -188,7 +188,7 @@ pub fn check_options(job: &Job, options: &RunOptions) -> Result<(), Error> {
         ));
     }
     // An external model runs a process per worker, with three pipes each.
-    if job.model.external().is_some() {
+    if job.model().external().is_some() {
         if let Some(files) = open_files_limit() {
             let needed = workers as u64 * 4 + 64;
             if needed > files {
@@ -203,7 +203,7 @@ pub fn check_options(job: &Job, options: &RunOptions) -> Result<(), Error> {
             }
         }
     }
-    let per_point = if job.sweep.has_fixed_seeds() { 1 } else { u64::from(job.replicates) };
+    let per_point = if job.sweep().has_fixed_seeds() { 1 } else { u64::from(job.replicates()) };
     let per_batch = options.batch_size.get() as u64 * per_point;
     if per_batch > MAX_SIMULATIONS_PER_BATCH {
         let fits = (MAX_SIMULATIONS_PER_BATCH / per_point).max(1);
@@ -229,7 +229,7 @@ fn open_files_limit() -> Option<u64> {
 
 /// Runs `job` to the end and returns what it did.
 ///
-/// Writes under `job.output_dir`; if that directory holds an earlier, interrupted run of the
+/// Writes under `job.output_dir()`; if that directory holds an earlier, interrupted run of the
 /// same job (same spec hash), resumes it: committed batches are kept, leftovers of open batches
 /// are removed, and the rest is run, so the result is the same rows as one uninterrupted run,
 /// whatever `options` were used before or now. With `options.restart`, an earlier run's
@@ -259,17 +259,17 @@ pub fn run(
     let mut job = job.clone();
     // A shard runs into its own folder, with its own lock and commit log.
     if let Some(shard) = options.shard {
-        job.output_dir = job.output_dir.join(shard.dir_name());
+        job.set_output_dir(job.output_dir().join(shard.dir_name()));
     }
     let job = Arc::new(job);
-    let mut layout = OutputLayout::new(&job.output_dir);
+    let mut layout = OutputLayout::new(job.output_dir());
     let job_id: Arc<str> = match &options.job_id {
         Some(id) => id.as_str().into(),
-        None => job.output_dir.display().to_string().into(),
+        None => job.output_dir().display().to_string().into(),
     };
     let options = &RunOptions { job_id: Some(job_id.to_string()), ..options.clone() };
     // Entered here and by every actor of the run: each log line names the job.
-    let span = tracing::info_span!("job", id = %job_id, name = %job.name);
+    let span = tracing::info_span!("job", id = %job_id, name = %job.name());
     let _entered = span.enter();
 
     // The job is validated (a `Job` only comes from `load_job`/`parse_job`), so the directory
@@ -294,7 +294,7 @@ pub fn run(
             None => layout.with_fault(point),
         };
     }
-    let n_points = job.sweep.len() as u64;
+    let n_points = job.sweep().len() as u64;
     let slice = shard_slice(&job, options, existing.as_ref())?;
     let (committed, next_index) = match &existing {
         Some(m) => (m.committed_ranges(), m.next_index()),
@@ -305,10 +305,10 @@ pub fn run(
         u32::try_from(s.first_point / options.batch_size.get() as u64).unwrap_or(u32::MAX)
     }));
     let points = slice.as_ref().map_or(0..n_points, ShardSlice::points);
-    let simulations_planned = if job.sweep.has_fixed_seeds() {
+    let simulations_planned = if job.sweep().has_fixed_seeds() {
         points.end - points.start
     } else {
-        (points.end - points.start) * u64::from(job.replicates)
+        (points.end - points.start) * u64::from(job.replicates())
     };
     let planner = Planner::new_in(
         points,
@@ -318,17 +318,17 @@ pub fn run(
         options.max_open_batches,
     )
     .map_err(|e| EngineError::OutputConflict {
-        dir: job.output_dir.clone(),
+        dir: job.output_dir().to_path_buf(),
         message: format!("the manifest does not fit this job ({e})"),
         remedy: Remedy::RemoveOrOtherOutput,
     })?;
     let mut manifest = existing.unwrap_or_else(|| {
         Manifest::new(
-            &job.name,
-            &job.spec_hash,
+            job.name(),
+            job.spec_hash(),
             options.batch_size.get() as u64,
             n_points,
-            job.replicates,
+            job.replicates(),
             simulations_planned,
             planner.batches_planned(),
         )
@@ -337,7 +337,7 @@ pub fn run(
     // An output of manifest format 1 carries no best lists: read them from its files once,
     // so that from now on the commit log alone tells the best (format 2).
     if !manifest.has_best() {
-        let target_names: Vec<String> = job.targets.iter().map(|t| t.name.clone()).collect();
+        let target_names: Vec<String> = job.targets().iter().map(|t| t.name.clone()).collect();
         manifest.best =
             best_per_target(&layout, &manifest, &target_names, SUMMARY_BEST_PER_TARGET)?;
         manifest.format_version = simsweep_engine::output::MANIFEST_FORMAT_VERSION;
@@ -369,7 +369,7 @@ pub fn run(
     observer.on_event(&ProgressEvent::Started {
         job_id: job_id.clone(),
         progress,
-        output_dir: job.output_dir.clone(),
+        output_dir: job.output_dir().to_path_buf(),
     });
 
     let mut cancelled = false;
@@ -395,14 +395,14 @@ pub fn run(
         cancelled = outcome.cancelled;
     }
 
-    let target_names: Vec<String> = job.targets.iter().map(|t| t.name.clone()).collect();
+    let target_names: Vec<String> = job.targets().iter().map(|t| t.name.clone()).collect();
     let summary = best_per_target(&layout, &manifest, &target_names, SUMMARY_BEST_PER_TARGET)?;
     if manifest.finished {
         write_json_atomic(&layout.summary_path(), &summary)?;
     }
     drop(lock);
     Ok(Report {
-        output_dir: job.output_dir.clone(),
+        output_dir: job.output_dir().to_path_buf(),
         progress,
         batches_resumed,
         elapsed: started.elapsed(),
@@ -464,7 +464,7 @@ fn shard_slice(
 ) -> Result<Option<ShardSlice>, Error> {
     let recorded = existing.and_then(|m| m.shard.clone());
     let conflict = |message: String| EngineError::OutputConflict {
-        dir: job.output_dir.clone(),
+        dir: job.output_dir().to_path_buf(),
         message,
         remedy: Remedy::OtherShardOrOutput,
     };
@@ -472,7 +472,7 @@ fn shard_slice(
         (None, None) => Ok(None),
         (Some(shard), Some(r)) if (r.index, r.count) == (shard.index, shard.count) => Ok(Some(r)),
         (Some(shard), None) if existing.is_none_or(|m| m.batches.is_empty()) => {
-            let points = shard.points(job.sweep.len() as u64, options.batch_size);
+            let points = shard.points(job.sweep().len() as u64, options.batch_size);
             Ok(Some(ShardSlice {
                 index: shard.index,
                 count: shard.count,

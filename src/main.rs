@@ -163,7 +163,7 @@ fn main() -> ExitCode {
         Command::Validate { job, out } => match simsweep::load_job(&job) {
             Ok(mut job) => {
                 if let Some(out) = out {
-                    job.output_dir = out;
+                    job.set_output_dir(out);
                 }
                 // Every check `run` makes before its first simulation, with the same options.
                 let mut options = RunOptions::for_job(&job);
@@ -182,28 +182,28 @@ fn main() -> ExitCode {
                     Ok(state) => state,
                     Err(e) => return fail(&e, false),
                 };
-                let sweep = if job.sweep.has_fixed_seeds() {
+                let sweep = if job.sweep().has_fixed_seeds() {
                     format!(
                         "{} parameter set(s), each run once with its row's seed (the file's `seed` \
                          column) = {} simulations",
-                        job.sweep.len(),
+                        job.sweep().len(),
                         job.simulations()
                     )
                 } else {
                     format!(
                         "{} parameter set(s) × {} replicates = {} simulations",
-                        job.sweep.len(),
-                        job.replicates,
+                        job.sweep().len(),
+                        job.replicates(),
                         job.simulations()
                     )
                 };
                 println!(
                     "{}: ok — {sweep}, model {}, {} target(s), batches of {}, output {}",
-                    job.spec_file.display(),
-                    job.simulator.name(),
-                    job.targets.len(),
+                    job.spec_file().display(),
+                    job.simulator().name(),
+                    job.targets().len(),
                     options.batch_size,
-                    job.output_dir.display()
+                    job.output_dir().display()
                 );
                 match state {
                     simsweep::OutputState::New => println!("output: new"),
@@ -349,7 +349,7 @@ fn run(mut job: Job, settings: RunSettings) -> ExitCode {
     let RunSettings { out, batch_size, workers, max_buffer_bytes, restart, verbose, shard } =
         settings;
     if let Some(out) = out {
-        job.output_dir = out;
+        job.set_output_dir(out);
     }
     let mut options = RunOptions::for_job(&job);
     if let Some(b) = batch_size {
@@ -769,7 +769,7 @@ fn print_report(job: &Job, report: &Report) {
         p.failed,
         report.elapsed.as_secs_f64()
     );
-    let names: Vec<&str> = job.sweep.columns().iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = job.sweep().columns().iter().map(|(n, _)| n.as_str()).collect();
     for target in &report.summary {
         println!("\nbest parameter sets for target `{}` (loss: smaller is better)", target.target);
         if target.null_losses > 0 {
@@ -821,10 +821,10 @@ fn print_report(job: &Job, report: &Report) {
     } else {
         println!("  manifest.json, summary.json");
     }
-    for o in &job.model_outputs {
+    for o in job.model_outputs() {
         println!("  model_outputs/{o}/batch-*.parquet");
     }
-    for t in &job.targets {
+    for t in job.targets() {
         println!("  targets/{}/batch-*.parquet", t.name);
     }
     println!("  failures/batch-*.parquet");

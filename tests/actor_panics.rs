@@ -25,9 +25,9 @@ fn a_panic_in_any_stage_ends_the_run_with_an_error_and_the_output_resumes() {
         workers: NonZeroUsize::new(2).unwrap(),
         ..RunOptions::default()
     };
-    job.output_dir = dir.path().join("reference");
+    job.set_output_dir(dir.path().join("reference"));
     simsweep::run(&job, &options, Arc::new(NoProgress), CancelToken::new()).unwrap();
-    let reference = read_output(&job.output_dir);
+    let reference = read_output(job.output_dir());
 
     for point in [
         PanicPoint::Batcher,
@@ -35,7 +35,7 @@ fn a_panic_in_any_stage_ends_the_run_with_an_error_and_the_output_resumes() {
         PanicPoint::Aggregator,
         PanicPoint::ParquetWriter,
     ] {
-        job.output_dir = dir.path().join(format!("{point:?}"));
+        job.set_output_dir(dir.path().join(format!("{point:?}")));
         let failing = RunOptions { panic_in: Some(point), ..options.clone() };
         let (tx, rx) = std::sync::mpsc::channel();
         let run_job = job.clone();
@@ -72,6 +72,6 @@ fn a_panic_in_any_stage_ends_the_run_with_an_error_and_the_output_resumes() {
         // What was committed stays; a rerun resumes to the uninterrupted output.
         simsweep::run(&job, &options, Arc::new(NoProgress), CancelToken::new())
             .unwrap_or_else(|e| panic!("{point:?}: resume failed: {e}"));
-        assert_same_output(&reference, &read_output(&job.output_dir), &format!("{point:?}"));
+        assert_same_output(&reference, &read_output(job.output_dir()), &format!("{point:?}"));
     }
 }

@@ -32,9 +32,9 @@ fn manifest(out: &Path) -> Manifest {
 fn reference(dir: &Path) -> (simsweep::Job, Vec<(String, arrow::record_batch::RecordBatch)>) {
     let job_path = SmallJob::default().write(dir);
     let mut job = simsweep::load_job(&job_path).unwrap();
-    job.output_dir = dir.join("reference");
+    job.set_output_dir(dir.join("reference"));
     simsweep::run(&job, &options(3), Arc::new(NoProgress), CancelToken::new()).unwrap();
-    let rows = read_output(&job.output_dir);
+    let rows = read_output(job.output_dir());
     (job, rows)
 }
 
@@ -42,20 +42,20 @@ fn reference(dir: &Path) -> (simsweep::Job, Vec<(String, arrow::record_batch::Re
 fn a_torn_commit_record_is_not_committed_and_a_resume_gives_the_same_output() {
     let dir = tempfile::tempdir().unwrap();
     let (mut job, reference) = reference(dir.path());
-    let reference_summary = fs::read(job.output_dir.join("summary.json")).unwrap();
+    let reference_summary = fs::read(job.output_dir().join("summary.json")).unwrap();
 
-    job.output_dir = dir.path().join("torn");
+    job.set_output_dir(dir.path().join("torn"));
     let torn = RunOptions { fault: Some((FaultPoint::TornCommitRecord, Some(4))), ..options(3) };
     let err = simsweep::run(&job, &torn, Arc::new(NoProgress), CancelToken::new()).unwrap_err();
     assert!(err.to_string().contains("injected fault"), "{err}");
-    let m = manifest(&job.output_dir);
+    let m = manifest(job.output_dir());
     assert!(!m.is_committed(4), "the torn batch is not committed");
     assert!(!m.finished);
 
     simsweep::run(&job, &options(5), Arc::new(NoProgress), CancelToken::new()).unwrap();
-    assert_same_output(&reference, &read_output(&job.output_dir), "after a torn record");
+    assert_same_output(&reference, &read_output(job.output_dir()), "after a torn record");
     assert_eq!(
-        String::from_utf8(fs::read(job.output_dir.join("summary.json")).unwrap()).unwrap(),
+        String::from_utf8(fs::read(job.output_dir().join("summary.json")).unwrap()).unwrap(),
         String::from_utf8(reference_summary).unwrap()
     );
 }
@@ -64,23 +64,23 @@ fn a_torn_commit_record_is_not_committed_and_a_resume_gives_the_same_output() {
 fn a_torn_tail_left_by_a_crash_is_ignored_on_resume() {
     let dir = tempfile::tempdir().unwrap();
     let (mut job, reference) = reference(dir.path());
-    job.output_dir = dir.path().join("crashed");
+    job.set_output_dir(dir.path().join("crashed"));
     // Stop after the first batches: a run whose log holds records, then a torn one appended as
     // a crash in the middle of an append leaves it.
     let cancel = CancelToken::new();
     let observer = Arc::new(CancelAfterCommits { cancel: cancel.clone(), after: 2 });
     let report = simsweep::run(&job, &options(3), observer, cancel).unwrap();
     assert!(report.cancelled);
-    let committed = manifest(&job.output_dir).batches.len();
+    let committed = manifest(job.output_dir()).batches.len();
     assert!(committed >= 2 && committed < 8, "{committed} batches committed");
-    let mut next = manifest(&job.output_dir).batches[0].clone();
+    let mut next = manifest(job.output_dir()).batches[0].clone();
     next.index = 999;
-    let log = job.output_dir.join("commits.log");
+    let log = job.output_dir().join("commits.log");
     commit_log::append_torn_record(&log, &next).unwrap();
-    assert_eq!(manifest(&job.output_dir).batches.len(), committed, "torn record not read");
+    assert_eq!(manifest(job.output_dir()).batches.len(), committed, "torn record not read");
 
     simsweep::run(&job, &options(4), Arc::new(NoProgress), CancelToken::new()).unwrap();
-    assert_same_output(&reference, &read_output(&job.output_dir), "after a torn tail");
+    assert_same_output(&reference, &read_output(job.output_dir()), "after a torn tail");
     assert_eq!(fs::metadata(&log).unwrap().len(), 0, "compacted at the end");
 }
 
@@ -104,7 +104,7 @@ impl simsweep::ProgressObserver for CancelAfterCommits {
 fn commits_append_and_only_the_run_start_and_end_rewrite_the_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let (job, _) = reference(dir.path());
-    let out = &job.output_dir;
+    let out = job.output_dir();
     // Finished: compacted, every batch in manifest.json itself, the log empty.
     let text: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
@@ -117,7 +117,7 @@ fn commits_append_and_only_the_run_start_and_end_rewrite_the_manifest() {
 fn status_and_summary_answer_from_the_log_without_opening_batch_files() {
     let dir = tempfile::tempdir().unwrap();
     let (job, _) = reference(dir.path());
-    let out = &job.output_dir;
+    let out = job.output_dir();
     let summary: Vec<simsweep::TargetSummary> =
         serde_json::from_slice(&fs::read(out.join("summary.json")).unwrap()).unwrap();
     // status lists targets by name, the summary in the job's order.
@@ -146,11 +146,11 @@ fn status_and_summary_answer_from_the_log_without_opening_batch_files() {
 fn a_format_1_output_is_read_and_upgraded_by_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let (mut job, reference) = reference(dir.path());
-    let summary = fs::read(job.output_dir.join("summary.json")).unwrap();
+    let summary = fs::read(job.output_dir().join("summary.json")).unwrap();
     // Rewrite the finished output as a format-1 engine left it, with its last two batches
     // not yet run: batches inline, no best lists, no commit log.
     let out = dir.path().join("v1");
-    copy_dir(&job.output_dir, &out);
+    copy_dir(job.output_dir(), &out);
     let path = out.join("manifest.json");
     let mut v1: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     v1["format_version"] = 1.into();
@@ -176,7 +176,7 @@ fn a_format_1_output_is_read_and_upgraded_by_the_next_run() {
     let status = simsweep::status(&out).unwrap();
     assert!(status.best.iter().all(|s| s.rows == 18), "{:?}", status.best);
 
-    job.output_dir = out.clone();
+    job.set_output_dir(out.clone());
     simsweep::run(&job, &options(3), Arc::new(NoProgress), CancelToken::new()).unwrap();
     let upgraded = manifest(&out);
     assert_eq!((upgraded.format_version, upgraded.batches.len()), (2, 8));

@@ -125,9 +125,9 @@ fn failing_at_each_fault_point_then_resuming_gives_identical_output() {
     let dir = tempfile::tempdir().unwrap();
     let job_path = SmallJob::default().write(dir.path());
     let mut job = simsweep::load_job(&job_path).unwrap();
-    job.output_dir = dir.path().join("reference");
+    job.set_output_dir(dir.path().join("reference"));
     simsweep::run(&job, &options(3), Arc::new(NoProgress), CancelToken::new()).unwrap();
-    let reference = read_output(&job.output_dir);
+    let reference = read_output(job.output_dir());
 
     for (i, point) in
         [FaultPoint::AfterTempWrite, FaultPoint::AfterRename, FaultPoint::BeforeManifest]
@@ -135,7 +135,7 @@ fn failing_at_each_fault_point_then_resuming_gives_identical_output() {
             .enumerate()
     {
         for fault_batch in [Some(0), Some(3), None] {
-            job.output_dir = dir.path().join(format!("out-{i}-{fault_batch:?}"));
+            job.set_output_dir(dir.path().join(format!("out-{i}-{fault_batch:?}")));
             let failing = RunOptions { fault: Some((point, fault_batch)), ..options(3) };
             let err = simsweep::run(&job, &failing, Arc::new(NoProgress), CancelToken::new())
                 .expect_err("the injected fault fails the run");
@@ -143,10 +143,10 @@ fn failing_at_each_fault_point_then_resuming_gives_identical_output() {
             assert!(text.contains("injected fault"), "{point:?}: {text}");
             assert!(!err.is_input_error(), "{point:?}: an I/O failure, exit code 3");
             // Without a batch given, BeforeManifest fails the first manifest: none written.
-            let has_manifest = job.output_dir.join("manifest.json").exists();
+            let has_manifest = job.output_dir().join("manifest.json").exists();
             assert!(has_manifest || (point, fault_batch) == (FaultPoint::BeforeManifest, None));
             if let (Some(b), true) = (fault_batch, has_manifest) {
-                let m = manifest(&job.output_dir);
+                let m = manifest(job.output_dir());
                 let listed: Vec<u64> = m["batches"]
                     .as_array()
                     .unwrap()
@@ -160,9 +160,9 @@ fn failing_at_each_fault_point_then_resuming_gives_identical_output() {
                 if point != FaultPoint::AfterTempWrite {
                     // Renamed under its final name, yet not committed: resume must delete it.
                     let renamed = job
-                        .output_dir
+                        .output_dir()
                         .join(format!("model_outputs/prevalence/batch-{b:05}.parquet"));
-                    let any_renamed = tree(&job.output_dir)
+                    let any_renamed = tree(job.output_dir())
                         .iter()
                         .any(|f| f.ends_with(&format!("batch-{b:05}.parquet")));
                     assert!(
@@ -173,7 +173,7 @@ fn failing_at_each_fault_point_then_resuming_gives_identical_output() {
                 }
             }
             // What the crash left: a temporary file, or a renamed file the manifest does not list.
-            let left = tree(&job.output_dir);
+            let left = tree(job.output_dir());
             if point == FaultPoint::AfterTempWrite {
                 assert!(left.iter().any(|f| f.ends_with(".parquet.tmp")), "{point:?}: {left:?}");
             }
@@ -181,7 +181,7 @@ fn failing_at_each_fault_point_then_resuming_gives_identical_output() {
             let report = simsweep::run(&job, &options(5), Arc::new(NoProgress), CancelToken::new())
                 .unwrap_or_else(|e| panic!("{point:?}: resume failed: {e}"));
             assert!(!report.cancelled);
-            let got = read_output(&job.output_dir);
+            let got = read_output(job.output_dir());
             assert_same_output(&reference, &got, &format!("{point:?} at batch {fault_batch:?}"));
         }
     }
@@ -424,9 +424,9 @@ fn an_io_error_names_the_path_exits_3_and_a_rerun_after_the_fix_resumes() {
     let job = simsweep::load_job(&job_path).unwrap();
     let reference_dir = tempfile::tempdir().unwrap();
     let mut reference_job = job.clone();
-    reference_job.output_dir = reference_dir.path().join("output");
+    reference_job.set_output_dir(reference_dir.path().join("output"));
     simsweep::run(&reference_job, &options(3), Arc::new(NoProgress), CancelToken::new()).unwrap();
-    let reference = read_output(&reference_job.output_dir);
+    let reference = read_output(reference_job.output_dir());
 
     let cancel = CancelToken::new();
     let report =

@@ -72,7 +72,7 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
 
     // targets/prevalence: one row per parameter set, in sweep order.
     let t = read_dataset(&dir.path().join("output/targets/prevalence"));
-    let names: Vec<String> = t.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = t.schema().fields().iter().map(|f| f.name().to_string()).collect();
     assert_eq!(names, ["param_id", "beta", "gamma", "loss", "n_replicates", "n_failed", "seeds"]);
     let col = |name: &str| t.column_by_name(name).unwrap().clone();
     let ids = col("param_id");
@@ -88,14 +88,14 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     let seeds = col("seeds");
     let seeds = seeds.as_any().downcast_ref::<ListArray>().unwrap();
     assert_eq!(t.num_rows(), 23);
-    let prevalence_target = job.targets.iter().find(|t| t.name == "prevalence").unwrap();
+    let prevalence_target = job.targets().iter().find(|t| t.name == "prevalence").unwrap();
     for row in 0..t.num_rows() {
         let mut params = ParameterSet::new();
         params.insert("beta", ParamValue::Float(beta.value(row)));
         params.insert("gamma", ParamValue::Float(gamma.value(row)));
-        assert_eq!(params, job.sweep.params(row), "row {row} is not sweep point {row}");
+        assert_eq!(params, job.sweep().params(row), "row {row} is not sweep point {row}");
         let id = param_id(&params).unwrap();
-        assert_eq!(id, job.sweep.param_id(row));
+        assert_eq!(id, job.sweep().param_id(row));
         assert_eq!(ids.value(row), id.hex().as_str());
         assert_eq!(n_rep.value(row), 3);
         let row_seeds = seeds.value(row);
@@ -104,7 +104,7 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
         assert_eq!(row_seeds.values().to_vec(), expected_seeds);
         // Recompute the loss from the model directly.
         let outputs: Vec<_> =
-            expected_seeds.iter().map(|&s| job.simulator.simulate(&params, s).unwrap()).collect();
+            expected_seeds.iter().map(|&s| job.simulator().simulate(&params, s).unwrap()).collect();
         // The likelihood aggregation by hand, with statrs as the reference for the negative
         // binomial (size k = 5, mean μ = the replicate's prevalence on the observed day):
         // loss = −(ln Σ_r exp(ll_r) − ln R), ll_r = Σ_t ln NB(y_t; k, p = k/(k+μ_rt)).
@@ -141,7 +141,7 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     // model_outputs/prevalence: the model's rows + param_id, replicate, seed, sorted by
     // (parameter set, replicate).
     let m = read_dataset(&dir.path().join("output/model_outputs/prevalence"));
-    let names: Vec<String> = m.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = m.schema().fields().iter().map(|f| f.name().to_string()).collect();
     assert_eq!(names, ["day", "infected", "param_id", "replicate", "seed"]);
     assert_eq!(m.num_rows(), 23 * 3 * 15);
     let day = m.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
@@ -150,11 +150,11 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     let rep = m.column(3).as_any().downcast_ref::<UInt32Array>().unwrap();
     let seed = m.column(4).as_any().downcast_ref::<UInt32Array>().unwrap();
     let mut row = 0;
-    for point in 0..job.sweep.len() {
-        let (id, params) = (job.sweep.param_id(point), job.sweep.params(point));
+    for point in 0..job.sweep().len() {
+        let (id, params) = (job.sweep().param_id(point), job.sweep().params(point));
         for r in 0..3u32 {
             let s = replicate_seed(&id, r);
-            let out = job.simulator.simulate(&params, s).unwrap();
+            let out = job.simulator().simulate(&params, s).unwrap();
             let table = &out.tables[0];
             let tday = table.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
             let tinf = table.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
@@ -177,7 +177,7 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
             .unwrap();
     assert_eq!(manifest["finished"], true);
     assert_eq!(manifest["batches"].as_array().unwrap().len(), 4);
-    assert_eq!(manifest["spec_hash"], job.spec_hash.as_str());
+    assert_eq!(manifest["spec_hash"], job.spec_hash());
 
     // The report's best parameter sets are the smallest losses of the file.
     let mut losses: Vec<f64> =
@@ -272,7 +272,7 @@ fn output_hashed_set_by_set_resumes_and_its_manifest_is_upgraded() {
     };
     // The manifest as the earlier build wrote it for this job.
     let legacy = job.legacy_spec_hash().expect("a space's sweep has a legacy hash");
-    assert_ne!(legacy, job.spec_hash);
+    assert_ne!(legacy, job.spec_hash());
     let mut manifest = read();
     manifest["spec_hash"] = legacy.clone().into();
     manifest["spec_parts"] =
@@ -282,7 +282,7 @@ fn output_hashed_set_by_set_resumes_and_its_manifest_is_upgraded() {
 
     simsweep::run(&job, &opts, Arc::new(NoProgress), CancelToken::new()).unwrap();
     let upgraded = read();
-    assert_eq!(upgraded["spec_hash"], job.spec_hash.as_str());
+    assert_eq!(upgraded["spec_hash"], job.spec_hash());
     assert_eq!(
         upgraded["spec_parts"],
         serde_json::to_value(simsweep::engine::output::SpecIdentity::of_job(&job).parts).unwrap()

@@ -25,7 +25,7 @@ impl ProgressObserver for Peaks {
 
 /// Bytes of one replicate's outputs of the small SIR job (every replicate has the same rows).
 fn replicate_bytes(job: &simsweep::Job) -> u64 {
-    let output = job.simulator.simulate(&job.sweep.params(0), 1).expect("runs");
+    let output = job.simulator().simulate(&job.sweep().params(0), 1).expect("runs");
     output_bytes(&output)
 }
 
@@ -59,13 +59,13 @@ fn batches_over_the_budget_run_one_at_a_time_with_the_same_rows() {
 
     let reference_dir = tempfile::tempdir().unwrap();
     let mut reference = job.clone();
-    reference.output_dir = reference_dir.path().join("output");
+    reference.set_output_dir(reference_dir.path().join("output"));
     simsweep::run(&reference, &options(u64::MAX), Arc::new(NoProgress), CancelToken::new())
         .unwrap();
     for dataset in ["model_outputs/prevalence", "targets/prevalence", "targets/incidence"] {
         assert_eq!(
             read_dataset(&dir.path().join("output").join(dataset)),
-            read_dataset(&reference.output_dir.join(dataset)),
+            read_dataset(&reference.output_dir().join(dataset)),
             "{dataset}"
         );
     }

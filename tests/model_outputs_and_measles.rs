@@ -21,7 +21,7 @@ fn only_selected_model_outputs_are_written_and_targets_still_scored() {
     run(all.path(), "");
     let some = tempfile::tempdir().unwrap();
     let job = run(some.path(), "model_outputs = [\"incidence\"]");
-    assert_eq!(job.model_outputs, ["incidence"]);
+    assert_eq!(job.model_outputs(), ["incidence"]);
     let out = some.path().join("output");
     assert!(!out.join("model_outputs/prevalence").exists());
     assert_eq!(
@@ -49,15 +49,15 @@ fn only_selected_model_outputs_are_written_and_targets_still_scored() {
 fn measles_example_loads_and_its_target_aligns_with_the_model_weeks() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/measles-london/job.toml");
     let job = simsweep::load_job(&path).unwrap();
-    assert_eq!(job.simulator.name(), "seir_seasonal");
+    assert_eq!(job.simulator().name(), "seir_seasonal");
     assert_eq!(job.simulations(), 20_000);
-    assert_eq!(job.model_outputs, ["cases"]);
-    let target = &job.targets[0];
+    assert_eq!(job.model_outputs(), ["cases"]);
+    let target = &job.targets()[0];
     assert_eq!(target.times.len(), 1096);
     assert_eq!((target.times[0], target.times[1095]), (1.0, 1096.0));
     assert_eq!((target.observed[0], target.observed[1095]), (82.0, 1157.0));
 
-    let out = job.simulator.simulate(&job.sweep.params(0), 1).unwrap();
+    let out = job.simulator().simulate(&job.sweep().params(0), 1).unwrap();
     let cases = &out.tables[0];
     assert_eq!(cases.num_rows(), 1096);
     let aligned = target.align(cases).expect("every observed week has a model week");

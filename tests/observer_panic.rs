@@ -39,11 +39,11 @@ fn a_panicking_observer_ends_the_run_with_an_error_and_the_output_resumes() {
         workers: NonZeroUsize::new(2).unwrap(),
         ..RunOptions::default()
     };
-    job.output_dir = dir.path().join("reference");
+    job.set_output_dir(dir.path().join("reference"));
     simsweep::run(&job, &options, Arc::new(NoProgress), CancelToken::new()).unwrap();
-    let reference = read_output(&job.output_dir);
+    let reference = read_output(job.output_dir());
 
-    job.output_dir = dir.path().join("out");
+    job.set_output_dir(dir.path().join("out"));
     let (tx, rx) = std::sync::mpsc::channel();
     let (run_job, run_options) = (job.clone(), options.clone());
     std::thread::spawn(move || {
@@ -59,11 +59,11 @@ fn a_panicking_observer_ends_the_run_with_an_error_and_the_output_resumes() {
         }
         other => panic!("expected RunError::Internal, got {other:?}"),
     }
-    let m = simsweep::engine::output::Manifest::load(&job.output_dir.join("manifest.json"))
+    let m = simsweep::engine::output::Manifest::load(&job.output_dir().join("manifest.json"))
         .unwrap()
         .unwrap();
     assert!(m.batches.len() >= 2 && !m.finished, "{} batches committed", m.batches.len());
 
     simsweep::run(&job, &options, Arc::new(NoProgress), CancelToken::new()).unwrap();
-    assert_same_output(&reference, &read_output(&job.output_dir), "resumed after the panic");
+    assert_same_output(&reference, &read_output(job.output_dir()), "resumed after the panic");
 }

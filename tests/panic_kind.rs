@@ -36,8 +36,16 @@ impl Simulator for PanicsAboveOne {
 #[test]
 fn a_panicking_model_fails_its_replicates_with_kind_panic_and_the_run_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut job = simsweep::load_job(&SmallJob::default().write(dir.path())).unwrap();
-    job.simulator = Arc::new(PanicsAboveOne(job.simulator.clone()));
+    let path = SmallJob::default().write(dir.path());
+    let built_in = simsweep::load_job(&path).unwrap();
+    // The same job with the host's own simulator: the built-in model, panicking for β > 1.
+    let spec: simsweep::engine::spec::JobSpec =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let job = simsweep::JobBuilder::from_spec(spec, dir.path())
+        .simulator(Arc::new(PanicsAboveOne(built_in.simulator().clone())), "panics-above-one-1")
+        .build()
+        .unwrap();
+    assert_ne!(job.spec_hash(), built_in.spec_hash());
     let options = RunOptions {
         batch_size: NonZeroUsize::new(5).unwrap(),
         workers: NonZeroUsize::new(2).unwrap(),
@@ -45,8 +53,8 @@ fn a_panicking_model_fails_its_replicates_with_kind_panic_and_the_run_finishes()
     };
     let report = simsweep::run(&job, &options, Arc::new(NoProgress), CancelToken::new()).unwrap();
     assert!(!report.cancelled);
-    let panicking: Vec<usize> = (0..job.sweep.len())
-        .filter(|&i| job.sweep.params(i).get_f64("beta").unwrap() > 1.0)
+    let panicking: Vec<usize> = (0..job.sweep().len())
+        .filter(|&i| job.sweep().params(i).get_f64("beta").unwrap() > 1.0)
         .collect();
     assert!((1..23).contains(&panicking.len()), "{} of 23 sets panic", panicking.len());
     assert_eq!(report.progress.failed, 3 * panicking.len() as u64);
@@ -62,13 +70,13 @@ fn a_panicking_model_fails_its_replicates_with_kind_panic_and_the_run_finishes()
     let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
     let expected_ids: Vec<String> = panicking
         .iter()
-        .flat_map(|&i| std::iter::repeat_n(job.sweep.param_id(i).to_string(), 3))
+        .flat_map(|&i| std::iter::repeat_n(job.sweep().param_id(i).to_string(), 3))
         .collect();
     let got_ids: Vec<String> = (0..f.num_rows()).map(|i| ids.value(i).to_string()).collect();
     assert_eq!(got_ids, expected_ids);
     for i in 0..f.num_rows() {
         assert_eq!(kind.value(i), "panic");
-        let beta = job.sweep.params(panicking[i / 3]).get_f64("beta").unwrap();
+        let beta = job.sweep().params(panicking[i / 3]).get_f64("beta").unwrap();
         assert_eq!(message.value(i), format!("model panicked: beta {beta} is above 1"));
     }
 

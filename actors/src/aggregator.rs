@@ -67,7 +67,9 @@ impl Handler<Replicates> for Aggregator {
         let scored: Vec<_> = msg
             .0
             .into_iter()
-            .filter_map(|ret| self.collector.add(ret, &job.sweep, job.replicates, &job.targets))
+            .filter_map(|ret| {
+                self.collector.add(ret, &job.sweep(), job.replicates(), job.targets())
+            })
             .collect();
         self.counters.replicates_awaiting_aggregation.set(self.collector.held_replicates() as u64);
         if scored.is_empty() {

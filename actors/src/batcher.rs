@@ -107,7 +107,7 @@ impl Batcher {
             max_buffer_bytes: parts.max_buffer_bytes,
         };
         let dispatch =
-            Dispatch::new(parts.job.sweep.clone(), parts.job.replicates, parts.planner, limits);
+            Dispatch::new(parts.job.sweep().clone(), parts.job.replicates(), parts.planner, limits);
         Batcher {
             job: parts.job,
             dispatch,
@@ -258,7 +258,7 @@ impl Actor for Batcher {
                 }
                 // Again at every poll: a simulation may have started after the last call.
                 if act.dispatch.in_flight() > 0 {
-                    act.job.simulator.abort();
+                    act.job.simulator().abort();
                 }
             }
             if act.cancel.is_cancelled() || act.dispatch.is_winding_down() {

@@ -68,7 +68,7 @@ pub fn run_dataflow(
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     // Each SimWorker holds a sender; all dropped = every worker thread has released what it held.
     let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
-    let simulator = job.simulator.clone();
+    let simulator = job.simulator().clone();
     let hard_stop = cancel.clone();
     // The caller's `job` span: every actor enters it, so every log line names the job.
     let span = tracing::Span::current();

@@ -74,17 +74,17 @@ impl ParquetWriter {
         span: tracing::Span,
     ) -> Self {
         let assembler = BatchAssembler::new(
-            job.sweep.clone(),
-            job.replicates,
-            job.simulator.outputs(),
-            &job.targets,
+            job.sweep().clone(),
+            job.replicates(),
+            job.simulator().outputs(),
+            job.targets(),
         )
-        .with_model_outputs(&job.model_outputs);
+        .with_model_outputs(job.model_outputs());
         let oom_context = (
-            job.model.external().and_then(|e| e.memory_limit_mb),
+            job.model().external().and_then(|e| e.memory_limit_mb),
             options.workers.get(),
             options.batch_size.get(),
-            job.replicates,
+            job.replicates(),
         );
         ParquetWriter {
             layout,
@@ -98,7 +98,7 @@ impl ParquetWriter {
             max_buffer_bytes: options.max_buffer_bytes,
             slow_commit: options.slow_commit,
             warned_batch_bytes: false,
-            batch_shape: (options.batch_size.get(), job.replicates),
+            batch_shape: (options.batch_size.get(), job.replicates()),
             queue: CommitQueue::new(),
             oom_context,
             panic_in: options.panic_in,

@@ -63,7 +63,7 @@ impl SimWorker {
         alive: crossbeam_channel::Sender<()>,
         span: tracing::Span,
     ) -> Self {
-        let outputs = job.simulator.outputs();
+        let outputs = job.simulator().outputs();
         SimWorker {
             job,
             outputs,
@@ -84,13 +84,13 @@ impl SimWorker {
     fn run(&self, task: &SimTask, params: &ParameterSet) -> Attempts {
         let cancel = &self.cancel;
         self.job
-            .model
+            .model()
             .retry
             .run_while(|| !cancel.is_cancelled(), |_attempt| self.simulate(task, params))
     }
 
     fn simulate(&self, task: &SimTask, params: &ParameterSet) -> Result<SimOutput, SimError> {
-        let simulator = &self.job.simulator;
+        let simulator = &self.job.simulator();
         let output = catch_unwind(AssertUnwindSafe(|| simulator.simulate(params, task.seed)))
             .unwrap_or_else(|panic| Err(SimError::Panic(panic_message(panic.as_ref()))))?;
         check_outputs(&self.outputs, &output)?;
@@ -142,7 +142,7 @@ impl Drop for SimWorker {
     /// that nothing the run started outlives it.
     fn drop(&mut self) {
         let _entered = self.span.clone().entered();
-        self.job.simulator.release_thread();
+        self.job.simulator().release_thread();
     }
 }
 
@@ -169,7 +169,7 @@ impl Handler<RunChunk> for SimWorker {
             }
             counters.tasks_running.add(1);
             if self.params_point != Some(task.point) {
-                self.params = self.job.sweep.params(task.point as usize);
+                self.params = self.job.sweep().params(task.point as usize);
                 self.params_point = Some(task.point);
             }
             let Attempts { result, failed_attempts } = self.run(&task, &self.params);

@@ -132,7 +132,7 @@ impl RunOptions {
     /// is always [`DEFAULT_BATCH_SIZE`].)
     pub fn for_job(job: &crate::spec::Job) -> RunOptions {
         let mut options = RunOptions::default();
-        if let Some(batch_size) = job.batch_size {
+        if let Some(batch_size) = job.batch_size() {
             options.batch_size = batch_size;
         }
         options

@@ -223,41 +223,115 @@ impl ParametersSpec {
     }
 }
 
-/// A validated job, ready to run.
+/// A validated job, ready to run: from a job file ([`load_job`], [`parse_job`]) or built in
+/// code ([`JobBuilder`]), with the same validation.
+///
+/// Its fields are read through methods: what is derived from the spec (the sweep, the spec
+/// hash, the model built, the targets' data) cannot be changed after validation, so it cannot
+/// disagree with the spec. What does not change the results can be set:
+/// [`Job::set_output_dir`].
 #[derive(Clone)]
 pub struct Job {
     /// Job name.
-    pub name: String,
+    name: String,
     /// The job file (or the path given to [`parse_job`]).
-    pub spec_file: PathBuf,
+    spec_file: PathBuf,
     /// Lowercase hex BLAKE2b-256 of what determines the results (module docs, *Spec hash*).
-    pub spec_hash: String,
+    spec_hash: String,
     /// The parameter sets with their ids, in sweep order. Shared: the one part of a job that
     /// grows with its size, so clones of the job and the dataflow's actors never copy it.
-    pub sweep: Arc<Sweep>,
+    sweep: Arc<Sweep>,
     /// Replicates per parameter set without a fixed seed.
-    pub replicates: u32,
+    replicates: u32,
     /// The job seed (default sampler seed only).
-    pub seed: u64,
+    seed: u64,
     /// The model spec as written.
-    pub model: ModelSpec,
+    model: ModelSpec,
     /// The model, built.
-    pub simulator: SharedSimulator,
+    simulator: SharedSimulator,
     /// The targets, data loaded, in spec order.
-    pub targets: Vec<Target>,
+    targets: Vec<Target>,
     /// Output directory (resolved against the job file's directory).
-    pub output_dir: PathBuf,
+    output_dir: PathBuf,
     /// Parameter sets per batch, when the spec sets it.
-    pub batch_size: Option<NonZeroUsize>,
+    batch_size: Option<NonZeroUsize>,
     /// Names of the model outputs written to `model_outputs/`, in the model's output order (all
     /// of them when the spec does not choose).
-    pub model_outputs: Vec<String>,
+    model_outputs: Vec<String>,
     /// The spec hash's lines after the parameter sets ([`hash_tail`]), kept to compute the
     /// [`SPEC_HASH_VERSION`] hash of a space's sweep when an older output asks for it.
     hash_tail: Arc<[String]>,
 }
 
 impl Job {
+    /// Job name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The job file (or the path given to [`parse_job`], or [`JobBuilder::new`]'s base
+    /// folder joined with `job.toml` for a job built in code).
+    pub fn spec_file(&self) -> &Path {
+        &self.spec_file
+    }
+
+    /// Lowercase hex BLAKE2b-256 of what determines the results (module docs, *Spec hash*).
+    pub fn spec_hash(&self) -> &str {
+        &self.spec_hash
+    }
+
+    /// The parameter sets, in sweep order. Shared: clones of the job never copy it.
+    pub fn sweep(&self) -> &Arc<Sweep> {
+        &self.sweep
+    }
+
+    /// Replicates per parameter set without a fixed seed.
+    pub fn replicates(&self) -> u32 {
+        self.replicates
+    }
+
+    /// The job seed (default sampler seed only).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The model spec as written.
+    pub fn model(&self) -> &ModelSpec {
+        &self.model
+    }
+
+    /// The model, built.
+    pub fn simulator(&self) -> &SharedSimulator {
+        &self.simulator
+    }
+
+    /// The targets, data loaded, in spec order.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Output directory (resolved against the job file's directory).
+    pub fn output_dir(&self) -> &Path {
+        &self.output_dir
+    }
+
+    /// Writes the results to `dir` instead (not part of the spec hash: it does not change
+    /// them).
+    pub fn set_output_dir(&mut self, dir: impl Into<PathBuf>) {
+        self.output_dir = dir.into();
+    }
+
+    /// Parameter sets per batch, when the spec sets it.
+    pub fn batch_size(&self) -> Option<NonZeroUsize> {
+        self.batch_size
+    }
+
+    /// Names of the model outputs written to `model_outputs/`, in the model's output order
+    /// (all of them when the spec does not choose).
+    pub fn model_outputs(&self) -> &[String] {
+        &self.model_outputs
+    }
+
     /// For a sweep computed from a space: the [`SPEC_HASH_VERSION`] hash this job had before
     /// spaces were hashed by their description, so that an output directory written then is
     /// recognised (and its manifest upgraded) instead of refused. O(sets): ≈ 1 µs per set.
@@ -296,6 +370,215 @@ impl Job {
         } else {
             self.sweep.len() as u64 * u64::from(self.replicates)
         }
+    }
+}
+
+/// Builds a [`Job`] in code, with the validation a job file gets: the model (built-in,
+/// external command, or the host's own [`Simulator`](crate::model::Simulator)), the parameter
+/// space or file, the targets with their observations from files or Arrow tables, the output.
+///
+/// ```
+/// use simsweep_engine::model::ModelSpec;
+/// use simsweep_engine::params::space::ParameterSpaceSpec;
+/// use simsweep_engine::spec::JobBuilder;
+///
+/// let model: ModelSpec = toml::from_str(
+///     "name = \"sir\"\npopulation = 1000\ninitial_infected = 10\ndays = 30",
+/// )?;
+/// let space: ParameterSpaceSpec = toml::from_str(
+///     "sampler = \"latin_hypercube\"\ncount = 100\n\
+///      space = { beta = { min = 0.1, max = 2.0 }, gamma = { min = 0.05, max = 0.5 } }",
+/// )?;
+/// let job = JobBuilder::new("flu", "/tmp/flu").replicates(10).model(model).space(space).build()?;
+/// assert_eq!((job.name(), job.sweep().len(), job.replicates()), ("flu", 100, 10));
+/// assert_eq!(job.output_dir(), std::path::Path::new("/tmp/flu/output"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Errors name the builder's settings by the job file's field paths (`replicates`,
+/// `parameters.space.beta.min`, `targets[0].data_column`, ...), with the file
+/// `<base_dir>/(JobBuilder)`.
+#[derive(Clone)]
+pub struct JobBuilder {
+    name: String,
+    base_dir: PathBuf,
+    replicates: u32,
+    seed: u64,
+    batch_size: Option<usize>,
+    output: Option<PathBuf>,
+    model_outputs: Option<Vec<String>>,
+    parameters: ParametersSpec,
+    model: Option<ModelSpec>,
+    host: Option<SharedSimulator>,
+    targets: Vec<TargetSpec>,
+    tables: Vec<(usize, arrow::record_batch::RecordBatch)>,
+}
+
+impl JobBuilder {
+    /// A job called `name` whose relative paths (output, parameter file, data files) are
+    /// resolved against `base_dir`. Nothing else is set: give at least
+    /// [`replicates`](Self::replicates), a model and the parameters.
+    pub fn new(name: impl Into<String>, base_dir: impl Into<PathBuf>) -> JobBuilder {
+        JobBuilder {
+            name: name.into(),
+            base_dir: base_dir.into(),
+            replicates: 0,
+            seed: 0,
+            batch_size: None,
+            output: None,
+            model_outputs: None,
+            parameters: ParametersSpec::default(),
+            model: None,
+            host: None,
+            targets: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    /// A builder holding everything `spec` (a job file as read) says, its relative paths
+    /// resolved against `base_dir` (the job file's folder): to change parts in code before
+    /// validating, e.g. give the host's own simulator in place of the file's model.
+    pub fn from_spec(spec: JobSpec, base_dir: impl Into<PathBuf>) -> JobBuilder {
+        let JobSpec {
+            name,
+            replicates,
+            seed,
+            batch_size,
+            output,
+            model_outputs,
+            parameters,
+            model,
+            targets,
+        } = spec;
+        JobBuilder {
+            replicates,
+            seed,
+            batch_size,
+            output,
+            model_outputs,
+            parameters,
+            model: Some(model),
+            targets,
+            ..JobBuilder::new(name.unwrap_or_else(|| "job".to_string()), base_dir)
+        }
+    }
+
+    /// Replicates per parameter set (≥ 1), the job file's `replicates`.
+    pub fn replicates(mut self, replicates: u32) -> JobBuilder {
+        self.replicates = replicates;
+        self
+    }
+
+    /// The job seed (default 0): the sampler seed when the space gives none.
+    pub fn seed(mut self, seed: u64) -> JobBuilder {
+        self.seed = seed;
+        self
+    }
+
+    /// Parameter sets per batch (≥ 1).
+    pub fn batch_size(mut self, batch_size: usize) -> JobBuilder {
+        self.batch_size = Some(batch_size);
+        self
+    }
+
+    /// The output folder, relative to the base folder (default [`DEFAULT_OUTPUT_DIR`]).
+    pub fn output(mut self, dir: impl Into<PathBuf>) -> JobBuilder {
+        self.output = Some(dir.into());
+        self
+    }
+
+    /// The model outputs written, by name (default: all).
+    pub fn model_outputs<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.model_outputs = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The parameter sets: a space and its sampler (replaces a parameter file).
+    pub fn space(mut self, space: ParameterSpaceSpec) -> JobBuilder {
+        let ParameterSpaceSpec { space, sampler, count, points_per_axis, seed } = space;
+        self.parameters = ParametersSpec {
+            file: None,
+            space: Some(space),
+            sampler,
+            count,
+            points_per_axis,
+            seed,
+        };
+        self
+    }
+
+    /// The parameter sets: a CSV or Parquet parameter file (replaces a space).
+    pub fn parameter_file(mut self, file: impl Into<PathBuf>) -> JobBuilder {
+        self.parameters = ParametersSpec { file: Some(file.into()), ..ParametersSpec::default() };
+        self
+    }
+
+    /// The model: built-in or external, as a job file's `[model]` gives it.
+    pub fn model(mut self, model: ModelSpec) -> JobBuilder {
+        self.model = Some(model);
+        self.host = None;
+        self
+    }
+
+    /// The model: the host's own simulator. `version` is recorded in the spec hash in its
+    /// place (the host's code is not hashed): change it whenever the model's results change.
+    pub fn simulator(mut self, simulator: SharedSimulator, version: impl Into<String>) -> Self {
+        let host =
+            crate::model::HostModel { host: simulator.name().to_string(), version: version.into() };
+        self.model = Some(ModelSpec {
+            model: crate::model::ModelKind::Host(host),
+            retry: crate::model::RetryPolicy::default(),
+        });
+        self.host = Some(simulator);
+        self
+    }
+
+    /// A target whose observations are in its `data` file.
+    pub fn target(mut self, target: TargetSpec) -> JobBuilder {
+        self.targets.push(target);
+        self
+    }
+
+    /// A target whose observations are the columns `data_column` and `data_time_column` of
+    /// `table` (its `data` is ignored): see [`TargetSpec::resolve_table`]. The spec hash covers
+    /// the observations.
+    pub fn target_table(
+        mut self,
+        target: TargetSpec,
+        table: arrow::record_batch::RecordBatch,
+    ) -> JobBuilder {
+        self.tables.push((self.targets.len(), table));
+        self.targets.push(target);
+        self
+    }
+
+    /// Validates everything as a job file is validated and builds the job.
+    ///
+    /// # Errors
+    /// As [`JobSpec::resolve`], with the file `<base_dir>/(JobBuilder)`; and
+    /// [`EngineError::SpecInvalid`] for `model` when no model was given.
+    pub fn build(self) -> Result<Job> {
+        let file = self.base_dir.join("(JobBuilder)");
+        let Some(model) = self.model else {
+            return Err(invalid(
+                &file,
+                "model",
+                "no model; give one with JobBuilder::model (built-in or external) or \
+                 JobBuilder::simulator (the host's own)",
+            ));
+        };
+        let spec = JobSpec {
+            name: Some(self.name),
+            replicates: self.replicates,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            output: self.output,
+            model_outputs: self.model_outputs,
+            parameters: self.parameters,
+            model,
+            targets: self.targets,
+        };
+        spec.resolve_with(&file, self.host, &self.tables)
     }
 }
 
@@ -457,6 +740,19 @@ impl JobSpec {
     /// a model parameter without a column, and two rows with the same parameter values (naming
     /// both lines); target errors from [`TargetSpec::resolve`].
     pub fn resolve(self, file: &Path) -> Result<Job> {
+        self.resolve_with(file, None, &[])
+    }
+
+    /// [`JobSpec::resolve`] with a host's own simulator instead of building `model` (which
+    /// then records it, [`ModelKind::Host`](crate::model::ModelKind::Host)), and with the
+    /// observations of target `i` from the table paired with `i` in `tables` instead of its
+    /// `data` file.
+    fn resolve_with(
+        self,
+        file: &Path,
+        host: Option<SharedSimulator>,
+        tables: &[(usize, arrow::record_batch::RecordBatch)],
+    ) -> Result<Job> {
         let base_dir = file.parent().unwrap_or(Path::new(""));
         if self.replicates == 0 {
             return Err(invalid(file, "replicates", "must be at least 1"));
@@ -497,11 +793,14 @@ impl JobSpec {
                 .map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned()),
         };
 
-        let simulator = self
-            .model
-            .resolved(base_dir)
-            .build(base_dir)
-            .map_err(|e| invalid(file, format!("model.{}", e.setting), e.message))?;
+        let simulator = match host {
+            Some(simulator) => simulator,
+            None => self
+                .model
+                .resolved(base_dir)
+                .build(base_dir)
+                .map_err(|e| invalid(file, format!("model.{}", e.setting), e.message))?,
+        };
         let mut model_params = simulator.parameter_names();
         model_params.sort();
 
@@ -609,7 +908,10 @@ impl JobSpec {
             .targets
             .iter()
             .enumerate()
-            .map(|(i, t)| t.resolve(i, file, base_dir, &outputs))
+            .map(|(i, t)| match tables.iter().find(|(j, _)| *j == i) {
+                Some((_, table)) => t.resolve_table(i, file, base_dir, &outputs, table),
+                None => t.resolve(i, file, base_dir, &outputs),
+            })
             .collect::<Result<Vec<_>>>()?;
         for target in &targets {
             if let Some(times) = simulator.output_times(&target.output) {
@@ -887,9 +1189,19 @@ fn hash_tail(
     lines.push(format!("targets={}", target_specs.len()));
     for (spec, target) in target_specs.iter().zip(targets) {
         lines.push(json(spec));
-        let bytes =
-            std::fs::read(&target.data_file).map_err(|e| EngineError::io(&target.data_file, e))?;
-        lines.push(format!("data={}", digest(&bytes)));
+        if target.data_from_table {
+            // The observations as aligned: times and values, bit for bit.
+            let mut bytes = Vec::with_capacity(16 * target.times.len());
+            for (t, y) in target.times.iter().zip(&target.observed) {
+                bytes.extend_from_slice(&t.to_le_bytes());
+                bytes.extend_from_slice(&y.to_le_bytes());
+            }
+            lines.push(format!("data_table={}", digest(&bytes)));
+        } else {
+            let bytes = std::fs::read(&target.data_file)
+                .map_err(|e| EngineError::io(&target.data_file, e))?;
+            lines.push(format!("data={}", digest(&bytes)));
+        }
     }
     if let Some(names) = model_outputs {
         lines.push(format!("model_outputs={}", names.join(",")));
@@ -1164,6 +1476,7 @@ mod tests {
             aggregation: spec.aggregation,
             loss_fn: crate::loss::Loss::Mse,
             data_file: data.clone(),
+            data_from_table: false,
             data_time_column: "day".into(),
             lines: vec![2],
         };

@@ -127,8 +127,12 @@ pub struct Target {
     /// The loss function with its parameters (the negative binomial's dispersion); this is
     /// what [`Target::loss`] uses. Its kind, as written in the spec: `loss_fn.kind()`.
     pub loss_fn: Loss,
-    /// The observed data file, as resolved (`base_dir` joined with the spec's `data`).
+    /// The observed data file, as resolved (`base_dir` joined with the spec's `data`); for
+    /// observations given as a table ([`TargetSpec::resolve_table`]), a label naming it.
     pub data_file: PathBuf,
+    /// True when the observations came from a table given in code rather than a file: the
+    /// spec hash then covers the observations themselves.
+    pub data_from_table: bool,
     /// Column of the data file holding time.
     pub data_time_column: String,
     /// Line of each observation in the data file (header = line 1), same order as `times`.
@@ -276,6 +280,37 @@ impl TargetSpec {
         base_dir: &Path,
         outputs: &[OutputSpec],
     ) -> Result<Target> {
+        self.resolve_from(index, job_file, base_dir, outputs, None)
+    }
+
+    /// [`TargetSpec::resolve`] with the observations in `table` (an Arrow record batch with
+    /// the columns `data_column` and `data_time_column`, of the types a Parquet data file may
+    /// have) instead of the file `data`, which is then ignored. The target's
+    /// [`Target::data_file`] is a label, `<base_dir>/(table of target <name>)`, and its
+    /// [`Target::data_from_table`] is set.
+    ///
+    /// # Errors
+    /// As [`TargetSpec::resolve`]; data errors name the label as the file and the row as line
+    /// `row + 2` (as if the table had a header line).
+    pub fn resolve_table(
+        &self,
+        index: usize,
+        job_file: &Path,
+        base_dir: &Path,
+        outputs: &[OutputSpec],
+        table: &RecordBatch,
+    ) -> Result<Target> {
+        self.resolve_from(index, job_file, base_dir, outputs, Some(table))
+    }
+
+    fn resolve_from(
+        &self,
+        index: usize,
+        job_file: &Path,
+        base_dir: &Path,
+        outputs: &[OutputSpec],
+        table: Option<&RecordBatch>,
+    ) -> Result<Target> {
         let invalid = |field: &str, message: String| EngineError::SpecInvalid {
             file: job_file.to_path_buf(),
             field: format!("targets[{index}].{field}"),
@@ -352,26 +387,6 @@ impl TargetSpec {
             ));
         }
 
-        let format = match self
-            .data
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("csv") => DataFormat::Csv,
-            Some("parquet") => DataFormat::Parquet,
-            _ => {
-                return Err(invalid(
-                    "data",
-                    format!(
-                        "`{}`: cannot tell the format; the data file must end in `.csv` or \
-                         `.parquet`",
-                        self.data.display()
-                    ),
-                ))
-            }
-        };
         let origin = match &self.origin {
             None => None,
             Some(text) => Some(NaiveDate::parse_from_str(text, DATE_FORMAT).map_err(|_| {
@@ -392,42 +407,87 @@ impl TargetSpec {
             }
         };
 
-        let data_file = base_dir.join(&self.data);
-        if data_file.is_dir() {
-            return Err(invalid(
-                "data",
-                format!(
+        let (data_file, rows) = match table {
+            Some(table) => {
+                let label = base_dir.join(format!("(table of target {})", self.name));
+                let batches = std::iter::once(Ok(table.clone()));
+                let rows = read_record_batches(
+                    &label,
+                    &table.schema(),
+                    batches,
+                    &self.data_column,
+                    &self.data_time_column,
+                )?;
+                (label, rows)
+            }
+            None => {
+                let format = match self
+                    .data
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                {
+                    Some("csv") => DataFormat::Csv,
+                    Some("parquet") => DataFormat::Parquet,
+                    _ => {
+                        return Err(invalid(
+                            "data",
+                            format!(
+                        "`{}`: cannot tell the format; the data file must end in `.csv` or \
+                         `.parquet`",
+                        self.data.display()
+                    ),
+                        ))
+                    }
+                };
+                let data_file = base_dir.join(&self.data);
+                if data_file.is_dir() {
+                    return Err(invalid(
+                        "data",
+                        format!(
                     "`{}` is a directory, not a data file; give the target's CSV or Parquet file",
                     data_file.display()
                 ),
-            ));
-        }
-        let rows = match format {
-            DataFormat::Csv => read_csv(&data_file, &self.data_column, &self.data_time_column),
-            DataFormat::Parquet => {
-                read_parquet(&data_file, &self.data_column, &self.data_time_column)
-            }
-        }
-        .map_err(|e| match e {
-            EngineError::Data { file, line, column, message } if message == FILE_NOT_FOUND => {
-                EngineError::Data {
-                    file,
-                    line,
-                    column,
-                    message: format!(
-                        "{FILE_NOT_FOUND}; check `targets[{index}].data` ({})",
-                        if self.data.is_absolute() {
-                            "an absolute path".to_string()
-                        } else if base_dir.as_os_str().is_empty() {
-                            "relative to the job file's folder, the current directory".to_string()
-                        } else {
-                            format!("relative to the job file's folder {}", base_dir.display())
-                        }
-                    ),
+                    ));
                 }
+                let rows = match format {
+                    DataFormat::Csv => {
+                        read_csv(&data_file, &self.data_column, &self.data_time_column)
+                    }
+                    DataFormat::Parquet => {
+                        read_parquet(&data_file, &self.data_column, &self.data_time_column)
+                    }
+                }
+                .map_err(|e| match e {
+                    EngineError::Data { file, line, column, message }
+                        if message == FILE_NOT_FOUND =>
+                    {
+                        EngineError::Data {
+                            file,
+                            line,
+                            column,
+                            message: format!(
+                                "{FILE_NOT_FOUND}; check `targets[{index}].data` ({})",
+                                if self.data.is_absolute() {
+                                    "an absolute path".to_string()
+                                } else if base_dir.as_os_str().is_empty() {
+                                    "relative to the job file's folder, the current directory"
+                                        .to_string()
+                                } else {
+                                    format!(
+                                        "relative to the job file's folder {}",
+                                        base_dir.display()
+                                    )
+                                }
+                            ),
+                        }
+                    }
+                    other => other,
+                })?;
+                (data_file, rows)
             }
-            other => other,
-        })?;
+        };
         let data_error = |line: u64, column: &str, message: String| EngineError::Data {
             file: data_file.clone(),
             line: Some(line),
@@ -551,6 +611,7 @@ impl TargetSpec {
             aggregation: self.aggregation,
             loss_fn,
             data_file,
+            data_from_table: table.is_some(),
             data_time_column: self.data_time_column.clone(),
             lines: rows.iter().map(|r| r.line).collect(),
         })
@@ -716,6 +777,20 @@ fn read_parquet(path: &Path, value_column: &str, time_column: &str) -> Result<Ve
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
     let schema = builder.schema().clone();
+    let reader = builder.build().map_err(parquet_error)?;
+    read_record_batches(path, &schema, reader, value_column, time_column)
+}
+
+/// Reads the value and time columns of Arrow record batches of schema `schema` (a Parquet
+/// file's, or a table given in code), as [`read_parquet`] describes; `path` names them in
+/// errors, and "lines" count rows from 2 (as if under a header).
+fn read_record_batches(
+    path: &Path,
+    schema: &arrow::datatypes::SchemaRef,
+    batches: impl Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>>,
+    value_column: &str,
+    time_column: &str,
+) -> Result<Vec<RawRow>> {
     let present: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let find = |name: &str| schema.index_of(name).map_err(|_| missing_column(path, name, &present));
     let (value_index, time_index) = (find(value_column)?, find(time_column)?);
@@ -739,9 +814,8 @@ fn read_parquet(path: &Path, value_column: &str, time_column: &str) -> Result<Ve
         return Err(type_error(time_column, &time_type, "numbers, Date32/Date64, or strings"));
     }
 
-    let reader = builder.build().map_err(parquet_error)?;
     let mut rows = Vec::new();
-    for batch in reader {
+    for batch in batches {
         let read_error = |e: arrow::error::ArrowError| EngineError::Data {
             file: path.to_path_buf(),
             line: None,
@@ -1008,7 +1082,7 @@ impl Target {
             let array = table.column_by_name(name).ok_or_else(|| AlignError::MissingColumn {
                 target: self.name.clone(),
                 column: name.to_string(),
-                available: table.schema().fields().iter().map(|f| f.name().clone()).collect(),
+                available: table.schema().fields().iter().map(|f| f.name().to_string()).collect(),
             })?;
             let view = NumericView::new(array.as_ref()).ok_or_else(|| AlignError::NotNumeric {
                 target: self.name.clone(),
@@ -1592,6 +1666,7 @@ mod tests {
             aggregation,
             loss_fn,
             data_file: PathBuf::from("obs.csv"),
+            data_from_table: false,
             data_time_column: "day".to_string(),
             lines: (2..2 + times.len() as u64).collect(),
         }

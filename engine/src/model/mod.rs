@@ -289,7 +289,7 @@ pub struct ModelSpec {
     pub retry: RetryPolicy,
 }
 
-/// A built-in model or an external one.
+/// A built-in model, an external one, or a host application's own.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
 pub enum ModelKind {
@@ -297,6 +297,20 @@ pub enum ModelKind {
     BuiltIn(BuiltInModel),
     /// A worker program speaking `docs/worker-protocol.md`, chosen by `command`.
     External(external::ExternalSettings),
+    /// A host application's own [`Simulator`], given in code
+    /// ([`crate::spec::JobBuilder::simulator`]); never read from a job file.
+    Host(HostModel),
+}
+
+/// What the spec (and so the spec hash) records of a host application's own [`Simulator`]:
+/// its name and the version the host declares. The host's code is not hashed: bump `version`
+/// whenever the model's results change, or resumes will mix old and new results.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostModel {
+    /// [`Simulator::name`].
+    pub host: String,
+    /// The version the host declares for the model's results.
+    pub version: String,
 }
 
 /// The built-in models with their fixed settings.
@@ -451,6 +465,16 @@ impl ModelSpec {
             }
             ModelKind::BuiltIn(BuiltInModel::Noop(s)) => Arc::new(noop::NoopModel::new(s.clone())?),
             ModelKind::External(s) => Arc::new(external::ExternalModel::new(s.clone())?),
+            ModelKind::Host(h) => {
+                return Err(ModelSettingError {
+                    setting: "host",
+                    message: format!(
+                        "`{}` is a host application's model: it is given as a Simulator \
+                         (JobBuilder::simulator), it cannot be built from a spec",
+                        h.host
+                    ),
+                })
+            }
         })
     }
 
@@ -482,7 +506,7 @@ impl ModelSpec {
     pub fn external(&self) -> Option<&external::ExternalSettings> {
         match &self.model {
             ModelKind::External(s) => Some(s),
-            ModelKind::BuiltIn(_) => None,
+            ModelKind::BuiltIn(_) | ModelKind::Host(_) => None,
         }
     }
 }

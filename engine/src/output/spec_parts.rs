@@ -76,35 +76,35 @@ impl SpecIdentity {
     fn of_job_with(job: &Job, legacy: bool) -> SpecIdentity {
         let mut parts = BTreeMap::new();
         let mut points = Hasher::default();
-        match job.sweep.space_points() {
+        match job.sweep().space_points() {
             Some(space) if !legacy => points.line(space.description()),
             _ => {
                 let mut point = String::new();
-                let n = job.sweep.len();
+                let n = job.sweep().len();
                 for chunk in (0..n).step_by(crate::spec::PARAM_ID_CHUNK) {
                     let end = (chunk + crate::spec::PARAM_ID_CHUNK).min(n);
-                    for (i, id) in (chunk..end).zip(job.sweep.param_ids(chunk..end)) {
+                    for (i, id) in (chunk..end).zip(job.sweep().param_ids(chunk..end)) {
                         point.clear();
                         // `{param_id}:{fixed seed:?}`, e.g. `…:None`; writing to a String
                         // cannot fail.
-                        let _ = write!(point, "{id}:{:?}", job.sweep.fixed_seed(i));
+                        let _ = write!(point, "{id}:{:?}", job.sweep().fixed_seed(i));
                         points.line(&point);
                     }
                 }
             }
         }
-        let names: Vec<&str> = job.sweep.columns().iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = job.sweep().columns().iter().map(|(n, _)| n.as_str()).collect();
         parts.insert(
             "parameter sets".to_string(),
-            format!("{} sets of ({}), {}", job.sweep.len(), names.join(", "), points.finish()),
+            format!("{} sets of ({}), {}", job.sweep().len(), names.join(", "), points.finish()),
         );
-        parts.insert("replicates".to_string(), job.replicates.to_string());
-        let model = serde_json::to_string(&job.model).unwrap_or_else(|e| format!("<{e}>"));
+        parts.insert("replicates".to_string(), job.replicates().to_string());
+        let model = serde_json::to_string(&job.model()).unwrap_or_else(|e| format!("<{e}>"));
         let mut h = Hasher::default();
         h.line(&model);
-        parts.insert("model".to_string(), format!("{}, {}", job.simulator.name(), h.finish()));
-        let job_dir = job.spec_file.parent().unwrap_or(std::path::Path::new(""));
-        for t in &job.targets {
+        parts.insert("model".to_string(), format!("{}, {}", job.simulator().name(), h.finish()));
+        let job_dir = job.spec_file().parent().unwrap_or(std::path::Path::new(""));
+        for t in job.targets() {
             let mut h = Hasher::default();
             // Debug of the resolved target: output, column, aligned observations (f64 Debug is
             // exact), aggregation and loss with its settings; and the data file's path as the
@@ -124,23 +124,23 @@ impl SpecIdentity {
             ));
             parts.insert(format!("{TARGET_PREFIX}{}", t.name), h.finish());
         }
-        let all: Vec<String> = job.simulator.outputs().into_iter().map(|o| o.name).collect();
-        let written = if job.model_outputs == all {
+        let all: Vec<String> = job.simulator().outputs().into_iter().map(|o| o.name).collect();
+        let written = if job.model_outputs() == all {
             "all".to_string()
         } else {
-            format!("[{}]", job.model_outputs.join(", "))
+            format!("[{}]", job.model_outputs().join(", "))
         };
         parts.insert(MODEL_OUTPUTS.to_string(), written);
-        let resolved = job.model.resolved(job_dir);
+        let resolved = job.model().resolved(job_dir);
         if let Some(files) = resolved.external().and_then(model_files) {
             parts.insert(MODEL_FILES.to_string(), files);
         }
-        SpecIdentity { hash: job.spec_hash.clone(), parts, legacy: None }
+        SpecIdentity { hash: job.spec_hash().to_string(), parts, legacy: None }
     }
 
     /// Adds `job`'s [`Job::legacy_spec_hash`], when it has one, computed on demand.
     fn with_legacy(mut self, job: &Job) -> SpecIdentity {
-        if job.sweep.space_points().is_some() {
+        if job.sweep().space_points().is_some() {
             let job = job.clone();
             self.legacy = Some(LegacySpecHash::new(move || job.legacy_spec_hash()));
         }

@@ -635,7 +635,7 @@ pub fn load_job(path: &Path) -> Result<Job> {
 /// ```no_run
 /// # use std::path::Path;
 /// let job = simsweep_engine::spec::load_job(Path::new("flu.toml"))?;
-/// println!("{}: {} simulations", job.name, job.simulations());
+/// println!("{}: {} simulations", job.name(), job.simulations());
 /// # Ok::<(), simsweep_engine::EngineError>(())
 /// ```
 pub fn parse_job(text: &str, file: &Path) -> Result<Job> {

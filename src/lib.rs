@@ -32,6 +32,8 @@
 //! # Ok::<(), simsweep::Error>(())
 //! ```
 
+pub mod daemon;
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -133,6 +133,24 @@ enum Command {
         /// The output directory.
         dir: PathBuf,
     },
+    /// Run a daemon serving the jobs API over HTTP (loopback only): submit, watch, cancel
+    /// and fetch the results of jobs; see the README, "Daemon".
+    Serve {
+        /// Address to listen on (loopback only; port 0 picks a free one and prints it).
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+        /// Registry and job folders [default: $XDG_DATA_HOME/simsweep, else
+        /// ~/.local/share/simsweep].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Jobs running at once; the rest wait in the queue.
+        #[arg(long, default_value_t = NonZeroUsize::MIN)]
+        max_running: NonZeroUsize,
+        /// Simulation workers of the whole server, shared by the running jobs (default: one per
+        /// core).
+        #[arg(long)]
+        workers: Option<NonZeroUsize>,
+    },
     /// Check a job spec and its data files without running anything.
     Validate {
         /// The job spec (TOML).
@@ -142,6 +160,15 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `$XDG_DATA_HOME/simsweep`, else `~/.local/share/simsweep`.
+fn default_data_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = xdg.or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share"))
+    })?;
+    Some(base.join("simsweep"))
 }
 
 fn main() -> ExitCode {
@@ -160,6 +187,37 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
+        Command::Serve { listen, data_dir, max_running, workers } => {
+            let Some(data_dir) = data_dir.or_else(default_data_dir) else {
+                eprintln!(
+                    "error: no --data-dir given and no $XDG_DATA_HOME or $HOME to put it under"
+                );
+                return ExitCode::from(EXIT_INPUT);
+            };
+            let config = simsweep::daemon::ServeConfig {
+                listen,
+                data_dir: data_dir.clone(),
+                max_running: max_running.get(),
+                workers: workers.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+                    NonZeroUsize::get,
+                ),
+                max_parameter_sets: simsweep::engine::params::space::MAX_POINTS as usize,
+            };
+            let served = simsweep::daemon::serve(config, |addr| {
+                println!(
+                    "simsweep serve: listening on http://{addr} (data dir {})",
+                    data_dir.display()
+                );
+            });
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::from(EXIT_INPUT)
+                }
+            }
+        }
         Command::Validate { job, out } => match simsweep::load_job(&job) {
             Ok(mut job) => {
                 if let Some(out) = out {

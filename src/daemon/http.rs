@@ -1,0 +1,438 @@
+//! The daemon's HTTP API (actix-web): `/v1` JSON, Server-Sent Events, health and metrics.
+//!
+//! Errors are RFC 9457 problem documents (`application/problem+json`) whose `type` is stable:
+//! `https://simsweep.dev/problems/<kind>`. Every request must name the daemon in `Host` (its
+//! listen address, `localhost:PORT`, `127.0.0.1:PORT` or `[::1]:PORT`), and a state-changing
+//! request that carries `Origin` must come from one of those: a web page elsewhere cannot drive
+//! a loopback daemon (DNS rebinding, cross-site requests).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::registry::{JobRow, JobState};
+use super::{Daemon, Refusal, Submission, MAX_BODY_BYTES};
+
+/// Interval at which an events stream looks for new events.
+const EVENTS_POLL: Duration = Duration::from_millis(200);
+
+/// A problem document.
+fn problem(status: u16, kind: &str, detail: impl Into<String>) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).content_type("application/problem+json").json(json!({
+        "type": format!("https://simsweep.dev/problems/{kind}"),
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    }))
+}
+
+fn refused(r: Refusal) -> HttpResponse {
+    problem(r.status, r.kind, r.detail)
+}
+
+fn not_found(id: &str) -> HttpResponse {
+    problem(404, "not-found", format!("no job {id}"))
+}
+
+/// The job as the API shows it.
+fn job_json(daemon: &Daemon, row: &JobRow) -> serde_json::Value {
+    let mut job = json!({
+        "id": row.id,
+        "name": row.name,
+        "state": row.state.as_str(),
+        "priority": row.priority,
+        "submitted_at": row.submitted_at,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "error": row.error,
+    });
+    // Progress: what the output directory has committed (source of truth), and what the run
+    // reported since, while it runs.
+    if let Ok(status) = crate::status(&daemon.output_dir(&row.id)) {
+        let m = &status.manifest;
+        job["progress"] = json!({
+            "batches_committed": m.batches.len(),
+            "batches_planned": m.batches_planned,
+            "simulations_committed": status.simulations_committed,
+            "failed": status.failed,
+            "finished": m.finished,
+        });
+        job["best"] = json!(status
+            .best
+            .iter()
+            .map(|t| json!({
+                "target": t.target,
+                "rows": t.rows,
+                "null_losses": t.null_losses,
+                "best": t.best.iter().map(|b| json!({
+                    "param_id": b.param_id,
+                    "loss": if b.loss.is_finite() { json!(b.loss) } else { json!(b.loss.to_string()) },
+                    "parameters": b.parameters.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>(),
+                    "n_failed": b.n_failed,
+                })).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>());
+    }
+    if let Some(live) = daemon.live_progress(&row.id) {
+        job["live"] = live;
+    }
+    job
+}
+
+/// Checks `Host` on every request and `Origin` on state-changing ones.
+pub async fn check_host(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let allowed = req.app_data::<web::Data<Allowed>>().map(|a| a.get_ref().clone());
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string);
+    if let Some(allowed) = allowed {
+        let ok_host = host.as_deref().is_some_and(|h| allowed.hosts.iter().any(|a| a == h));
+        if !ok_host {
+            let resp = problem(
+                421,
+                "wrong-host",
+                format!(
+                    "Host `{}` is not this daemon; use one of {}",
+                    host.unwrap_or_default(),
+                    allowed.hosts.join(", ")
+                ),
+            );
+            return Ok(req.into_response(resp).map_into_right_body());
+        }
+        let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let origin = req.headers().get(header::ORIGIN).and_then(|h| h.to_str().ok());
+        if let (true, Some(origin)) = (changes, origin) {
+            let ok = allowed.hosts.iter().any(|a| origin == format!("http://{a}"));
+            if !ok {
+                let resp = problem(
+                    403,
+                    "cross-origin",
+                    format!("requests from origin `{origin}` may not change this daemon's jobs"),
+                );
+                return Ok(req.into_response(resp).map_into_right_body());
+            }
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// The `Host` values the daemon answers to.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// `host:port` forms.
+    pub hosts: Vec<String>,
+}
+
+impl Allowed {
+    /// The forms of a loopback listen address `addr` a client may use.
+    pub fn for_addr(addr: std::net::SocketAddr) -> Allowed {
+        let port = addr.port();
+        let mut hosts = vec![
+            addr.to_string(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        hosts.dedup();
+        Allowed { hosts }
+    }
+}
+
+/// Parses a submission: JSON (`{"spec", "files", "priority"}`) or the spec's TOML itself.
+fn submission(req: &HttpRequest, body: &web::Bytes) -> Result<Submission, HttpResponse> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| problem(400, "bad-request", "the body is not UTF-8 text"))?;
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if json {
+        serde_json::from_str(text).map_err(|e| {
+            problem(400, "bad-request", format!("the JSON body is not a submission: {e}"))
+        })
+    } else {
+        Ok(Submission { spec: text.to_string(), ..Submission::default() })
+    }
+}
+
+async fn submit(
+    daemon: web::Data<Arc<Daemon>>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let submission = match submission(&req, &body) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let key =
+        req.headers().get("Idempotency-Key").and_then(|h| h.to_str().ok()).map(str::to_string);
+    let daemon = daemon.get_ref().clone();
+    let result =
+        web::block(move || daemon.submit(submission, key).map(|(row, new)| (daemon, row, new)))
+            .await;
+    match result {
+        Ok(Ok((daemon, row, created))) => {
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            HttpResponse::build(status)
+                .insert_header((header::LOCATION, format!("/v1/jobs/{}", row.id)))
+                .json(job_json(&daemon, &row))
+        }
+        Ok(Err(r)) => refused(r),
+        Err(e) => problem(500, "internal", e.to_string()),
+    }
+}
+
+async fn validate(
+    daemon: web::Data<Arc<Daemon>>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let submission = match submission(&req, &body) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let daemon = daemon.get_ref().clone();
+    match web::block(move || daemon.validate(&submission)).await {
+        Ok(Ok(name)) => HttpResponse::Ok().json(json!({ "valid": true, "name": name })),
+        Ok(Err(r)) => refused(r),
+        Err(e) => problem(500, "internal", e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+async fn list(daemon: web::Data<Arc<Daemon>>, query: web::Query<ListQuery>) -> HttpResponse {
+    let state =
+        match query.state.as_deref().map(|s| (s, JobState::parse(s))) {
+            None => None,
+            Some((_, Some(state))) => Some(state),
+            Some((s, None)) => return problem(
+                400,
+                "bad-request",
+                format!(
+                    "state `{s}`: use queued, running, stopping, succeeded, failed or cancelled"
+                ),
+            ),
+        };
+    let limit = query.limit.unwrap_or(100).min(1000);
+    match daemon.registry().list(state, limit, query.offset.unwrap_or(0)) {
+        Ok(rows) => HttpResponse::Ok().json(json!({
+            "jobs": rows.iter().map(|r| job_json(&daemon, r)).collect::<Vec<_>>(),
+        })),
+        Err(e) => problem(500, "internal", e.to_string()),
+    }
+}
+
+async fn get(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> HttpResponse {
+    match daemon.registry().get(&id) {
+        Ok(Some(row)) => HttpResponse::Ok().json(job_json(&daemon, &row)),
+        Ok(None) => not_found(&id),
+        Err(e) => problem(500, "internal", e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CancelQuery {
+    force: Option<bool>,
+}
+
+async fn cancel(
+    daemon: web::Data<Arc<Daemon>>,
+    id: web::Path<String>,
+    query: web::Query<CancelQuery>,
+) -> HttpResponse {
+    match daemon.cancel(&id, query.force.unwrap_or(false)) {
+        None => not_found(&id),
+        Some(Err(r)) => refused(r),
+        Some(Ok(state)) => {
+            HttpResponse::Accepted().json(json!({ "id": *id, "state": state.as_str() }))
+        }
+    }
+}
+
+async fn resume(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> HttpResponse {
+    match daemon.resume(&id) {
+        None => not_found(&id),
+        Some(Err(r)) => refused(r),
+        Some(Ok(state)) => {
+            HttpResponse::Accepted().json(json!({ "id": *id, "state": state.as_str() }))
+        }
+    }
+}
+
+async fn delete(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> HttpResponse {
+    match daemon.delete(&id) {
+        None => not_found(&id),
+        Some(Err(r)) => refused(r),
+        Some(Ok(())) => HttpResponse::NoContent().finish(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BestQuery {
+    target: Option<String>,
+    k: Option<usize>,
+}
+
+async fn best(
+    daemon: web::Data<Arc<Daemon>>,
+    id: web::Path<String>,
+    query: web::Query<BestQuery>,
+) -> HttpResponse {
+    let row = match daemon.registry().get(&id) {
+        Ok(Some(row)) => row,
+        Ok(None) => return not_found(&id),
+        Err(e) => return problem(500, "internal", e.to_string()),
+    };
+    let mut job = job_json(&daemon, &row);
+    let mut best = job["best"].take();
+    let Some(targets) = best.as_array_mut() else {
+        return problem(409, "no-results", format!("job {id} has no committed batch yet"));
+    };
+    if let Some(target) = &query.target {
+        targets.retain(|t| t["target"] == json!(target));
+        if targets.is_empty() {
+            return problem(404, "not-found", format!("job {id} has no target `{target}`"));
+        }
+    }
+    if let Some(k) = query.k {
+        for t in targets.iter_mut() {
+            if let Some(b) = t["best"].as_array_mut() {
+                b.truncate(k);
+            }
+        }
+    }
+    HttpResponse::Ok().json(json!({ "id": *id, "targets": best }))
+}
+
+/// `GET /v1/jobs/{id}/events`: the job's events as Server-Sent Events (`id:` the event's seq,
+/// `event:` its kind, `data:` its JSON), from the one after `Last-Event-ID` (or `?after=`) on;
+/// the stream ends once the job is in a terminal state and every event has been sent.
+async fn events(
+    daemon: web::Data<Arc<Daemon>>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let id = id.into_inner();
+    match daemon.registry().get(&id) {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(&id),
+        Err(e) => return problem(500, "internal", e.to_string()),
+    }
+    let after = req
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .or_else(|| {
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .ok()
+                .and_then(|q| q.get("after").and_then(|a| a.parse().ok()))
+        })
+        .unwrap_or(0);
+    let daemon = daemon.get_ref().clone();
+    let stream = futures_util::stream::unfold((after, false), move |(after, done)| {
+        let daemon = daemon.clone();
+        let id = id.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let events = daemon.registry().events_after(&id, after, 256).unwrap_or_default();
+                if let Some(last) = events.last() {
+                    let mut text = String::new();
+                    for e in &events {
+                        text.push_str(&format!(
+                            "id: {}\nevent: {}\ndata: {}\n\n",
+                            e.seq, e.kind, e.data
+                        ));
+                    }
+                    let next = last.seq;
+                    return Some((
+                        Ok::<_, actix_web::Error>(web::Bytes::from(text)),
+                        (next, false),
+                    ));
+                }
+                let terminal = match daemon.registry().get(&id) {
+                    Ok(Some(row)) => row.state.is_terminal(),
+                    _ => true,
+                };
+                if terminal {
+                    // The terminal state's event is written with the state: nothing follows.
+                    return Some((Ok(web::Bytes::from_static(b": end\n\n")), (after, true)));
+                }
+                actix_rt::time::sleep(EVENTS_POLL).await;
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(stream)
+}
+
+async fn metrics(daemon: web::Data<Arc<Daemon>>) -> HttpResponse {
+    let mut text = String::from(
+        "# HELP simsweep_jobs Jobs in the registry, by state.\n# TYPE simsweep_jobs gauge\n",
+    );
+    let counts = daemon.registry().count_by_state().unwrap_or_default();
+    for state in ["queued", "running", "stopping", "succeeded", "failed", "cancelled"] {
+        let n = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+        text.push_str(&format!("simsweep_jobs{{state=\"{state}\"}} {n}\n"));
+    }
+    text.push_str(&format!(
+        "# HELP simsweep_batches_committed_total Batches committed by this daemon process.\n\
+         # TYPE simsweep_batches_committed_total counter\n\
+         simsweep_batches_committed_total {}\n",
+        daemon.batches_committed.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(daemon: web::Data<Arc<Daemon>>) -> HttpResponse {
+    match daemon.registry().count_by_state() {
+        Ok(_) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Err(e) => problem(503, "not-ready", format!("registry: {e}")),
+    }
+}
+
+async fn unknown(req: HttpRequest) -> HttpResponse {
+    problem(404, "not-found", format!("no such endpoint: {} {}", req.method(), req.path()))
+}
+
+/// The API's routes, for `App::configure`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/v1/jobs", web::post().to(submit))
+        .route("/v1/jobs", web::get().to(list))
+        .route("/v1/jobs:validate", web::post().to(validate))
+        .route("/v1/jobs/{id}", web::get().to(get))
+        .route("/v1/jobs/{id}", web::delete().to(delete))
+        .route("/v1/jobs/{id}/cancel", web::post().to(cancel))
+        .route("/v1/jobs/{id}/resume", web::post().to(resume))
+        .route("/v1/jobs/{id}/best", web::get().to(best))
+        .route("/v1/jobs/{id}/events", web::get().to(events))
+        .default_service(web::to(unknown));
+}

@@ -1,0 +1,660 @@
+//! `simsweep serve`: a daemon that runs jobs submitted over HTTP, one more host of
+//! [`crate::run`].
+//!
+//! - [`registry`]: jobs, states and events in SQLite (WAL); each job's output directory stays
+//!   the source of truth for what is committed.
+//! - [`Daemon`]: the queue (at most `max_running` jobs at once, sharing the server's workers),
+//!   the runs (one thread each, calling [`crate::run`]), their events, the stop sequence.
+//! - `http`: the `/v1` JSON API, Server-Sent Events, health, metrics (actix-web).
+//!
+//! Layout of the data directory: `registry.sqlite`; `jobs/<id>/job.toml` with the files
+//! submitted beside it; `jobs/<id>/output/` the job's output. A job's relative paths resolve
+//! inside its own folder and cannot leave it.
+
+pub mod http;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde_json::json;
+
+use crate::engine::model::ModelKind;
+use crate::engine::output::utc_now_rfc3339;
+use crate::engine::spec::JobSpec;
+use crate::{CancelToken, ProgressEvent, ProgressObserver, RunOptions};
+use registry::{JobRow, JobState, Registry};
+
+/// Largest request body accepted, in bytes (a job spec with its inline files): 16 MiB.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// How the daemon is set up (`simsweep serve` flags).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on; loopback only (see [`ServeConfig::check`]).
+    pub listen: SocketAddr,
+    /// Registry and job folders.
+    pub data_dir: PathBuf,
+    /// Jobs running at once; the rest wait in the queue.
+    pub max_running: usize,
+    /// Simulation workers of the whole server, shared by the running jobs.
+    pub workers: usize,
+    /// Most parameter sets one job may have.
+    pub max_parameter_sets: usize,
+}
+
+impl ServeConfig {
+    /// Simulation workers each running job gets: the server's divided among `max_running`
+    /// (at least 1), so running jobs never oversubscribe the cores.
+    pub fn workers_per_job(&self) -> usize {
+        (self.workers / self.max_running.max(1)).max(1)
+    }
+
+    /// Refuses what this version cannot serve safely.
+    ///
+    /// # Errors
+    /// A message when `listen` is not a loopback address: a daemon reachable by others needs
+    /// authentication, which this version does not have yet.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--listen {}: simsweep serve listens on loopback only (127.0.0.1 or ::1) until \
+                 it has token authentication; reach it from elsewhere through an SSH tunnel or \
+                 an authenticating reverse proxy",
+                self.listen
+            ));
+        }
+        if self.max_running == 0 {
+            return Err("--max-running must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a submission was refused for, as the API reports it (a 422 problem document).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// Stable problem type slug, e.g. `invalid-spec`.
+    pub kind: &'static str,
+    /// What is wrong and what to change, naming the field, file and line where known.
+    pub detail: String,
+    /// HTTP status: 422 for a bad spec, 413 for one too large.
+    pub status: u16,
+}
+
+impl Refusal {
+    fn invalid(detail: impl Into<String>) -> Refusal {
+        Refusal { kind: "invalid-spec", detail: detail.into(), status: 422 }
+    }
+}
+
+/// A submission: the job spec (TOML) and the files it refers to, by name.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// The job spec, as a job file holds it.
+    pub spec: String,
+    /// Files the spec refers to (parameter file, data files), by the relative path the spec
+    /// uses (plain names or `dir/name`), with their contents as text.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Higher starts first among queued jobs (default 0).
+    #[serde(default)]
+    pub priority: i64,
+}
+
+/// A running job: how to stop it, and the thread running it.
+struct Running {
+    cancel: CancelToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The daemon: registry, queue and runs. Shared by the HTTP handlers.
+pub struct Daemon {
+    config: ServeConfig,
+    registry: Registry,
+    running: Mutex<HashMap<String, Running>>,
+    /// Latest progress of each running job (from its events), for `GET /v1/jobs/{id}`.
+    live: Mutex<HashMap<String, serde_json::Value>>,
+    shutting_down: AtomicBool,
+    /// Batches committed by this process, for the metrics.
+    pub(crate) batches_committed: std::sync::atomic::AtomicU64,
+}
+
+impl Daemon {
+    /// Opens the data directory (creating it) and its registry; jobs a previous daemon left
+    /// running or stopping are queued again (they resume from their committed batches).
+    ///
+    /// # Errors
+    /// A message naming the data directory or registry that cannot be used.
+    pub fn open(config: ServeConfig) -> Result<Arc<Daemon>, String> {
+        config.check()?;
+        let jobs = config.data_dir.join("jobs");
+        std::fs::create_dir_all(&jobs)
+            .map_err(|e| format!("--data-dir {}: {e}", config.data_dir.display()))?;
+        let path = config.data_dir.join("registry.sqlite");
+        let registry =
+            Registry::open(&path).map_err(|e| format!("registry {}: {e}", path.display()))?;
+        let daemon = Arc::new(Daemon {
+            config,
+            registry,
+            running: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            batches_committed: Default::default(),
+        });
+        for state in [JobState::Running, JobState::Stopping] {
+            let rows = daemon.registry.list(Some(state), u32::MAX, 0).map_err(|e| e.to_string())?;
+            for row in rows {
+                daemon.set_state(&row.id, JobState::Queued, None, "the daemon restarted");
+            }
+        }
+        Ok(daemon)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServeConfig {
+        &self.config
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Job `id`'s folder.
+    pub fn job_dir(&self, id: &str) -> PathBuf {
+        self.config.data_dir.join("jobs").join(id)
+    }
+
+    /// Job `id`'s output folder.
+    pub fn output_dir(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("output")
+    }
+
+    /// The latest progress of a running job, if it reported any.
+    pub fn live_progress(&self, id: &str) -> Option<serde_json::Value> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    fn set_state(&self, id: &str, state: JobState, error: Option<&str>, reason: &str) {
+        let now = utc_now_rfc3339();
+        let event = json!({ "state": state.as_str(), "reason": reason, "error": error, "at": now });
+        if let Err(e) = self.registry.set_state(id, state, error, &now, &event.to_string()) {
+            tracing::error!(job = id, error = %e, "registry: cannot record the job's state");
+        }
+    }
+
+    /// Checks a submission and, when it is valid, stores it as a queued job. With `key`, a
+    /// second submission with the same key returns the first job (and `false`: not created).
+    ///
+    /// # Errors
+    /// A [`Refusal`]: the spec's own errors (located as `simsweep validate` locates them),
+    /// paths leaving the job's folder, an external model command, a job over the limits.
+    pub fn submit(
+        self: &Arc<Self>,
+        submission: Submission,
+        key: Option<String>,
+    ) -> Result<(JobRow, bool), Refusal> {
+        if let Some(key) = &key {
+            if let Some(row) = self.registry.by_idempotency_key(key).map_err(internal)? {
+                return Ok((row, false));
+            }
+        }
+        let id = self.registry.next_id().map_err(internal)?;
+        let staging = self.config.data_dir.join("jobs").join(format!("{id}.staging"));
+        let _ = std::fs::remove_dir_all(&staging);
+        let result = self.stage(&staging, &submission);
+        let name = match result {
+            Ok(name) => name,
+            Err(refusal) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(refusal);
+            }
+        };
+        let dir = self.job_dir(&id);
+        std::fs::rename(&staging, &dir).map_err(internal)?;
+        let row = JobRow {
+            id: id.clone(),
+            name,
+            state: JobState::Queued,
+            priority: submission.priority,
+            idempotency_key: key,
+            submitted_at: utc_now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+        };
+        let event = json!({ "state": "queued", "reason": "submitted", "at": row.submitted_at });
+        if let Err(e) = self.registry.insert(&row, &event.to_string()) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(internal(e));
+        }
+        self.schedule();
+        Ok((row, true))
+    }
+
+    /// Checks a submission as [`Daemon::submit`] does, without keeping anything.
+    ///
+    /// # Errors
+    /// As [`Daemon::submit`].
+    pub fn validate(&self, submission: &Submission) -> Result<String, Refusal> {
+        let dir = tempfile::Builder::new()
+            .prefix("validate-")
+            .tempdir_in(self.config.data_dir.join("jobs"))
+            .map_err(internal)?;
+        self.stage(dir.path(), submission)
+    }
+
+    /// Writes the submission into `dir` and validates it there; returns the job's name.
+    fn stage(&self, dir: &Path, submission: &Submission) -> Result<String, Refusal> {
+        let spec: JobSpec = toml::from_str(&submission.spec).map_err(|e| {
+            let at = e.span().map(|s| line_column(&submission.spec, s.start));
+            Refusal::invalid(match at {
+                Some((line, column)) => {
+                    format!("job.toml:{line}:{column}: {}", e.message().trim_end())
+                }
+                None => format!("job.toml: {}", e.message().trim_end()),
+            })
+        })?;
+        check_spec_paths(&spec, &submission.files)?;
+        std::fs::create_dir_all(dir).map_err(internal)?;
+        for (name, contents) in &submission.files {
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(internal)?;
+            }
+            std::fs::write(&path, contents).map_err(internal)?;
+        }
+        let job_file = dir.join("job.toml");
+        std::fs::write(&job_file, &submission.spec).map_err(internal)?;
+        let job = crate::load_job(&job_file).map_err(|e| {
+            // Paths in messages relative to the job's folder: the client knows no other.
+            let text = e.to_string().replace(&format!("{}/", dir.display()), "");
+            Refusal::invalid(text)
+        })?;
+        if job.sweep().len() > self.config.max_parameter_sets {
+            return Err(Refusal {
+                kind: "too-large",
+                detail: format!(
+                    "{} parameter sets, more than the {} this server runs per job; split the \
+                     sweep into several jobs",
+                    job.sweep().len(),
+                    self.config.max_parameter_sets
+                ),
+                status: 422,
+            });
+        }
+        Ok(job.name().to_string())
+    }
+
+    /// Starts queued jobs while there is a free slot.
+    pub fn schedule(self: &Arc<Self>) {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.len() >= self.config.max_running {
+            return;
+        }
+        let queued = match self.registry.queued() {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "registry: cannot read the queue");
+                return;
+            }
+        };
+        for row in queued {
+            if running.len() >= self.config.max_running {
+                break;
+            }
+            if running.contains_key(&row.id) {
+                continue;
+            }
+            let cancel = CancelToken::new();
+            self.set_state(&row.id, JobState::Running, None, "started");
+            let daemon = Arc::clone(self);
+            let (id, token) = (row.id.clone(), cancel.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("job-{id}"))
+                .spawn(move || daemon.run_job(&id, token));
+            match thread {
+                Ok(thread) => {
+                    running.insert(row.id.clone(), Running { cancel, thread: Some(thread) });
+                }
+                Err(e) => self.set_state(&row.id, JobState::Failed, Some(&e.to_string()), "error"),
+            }
+        }
+    }
+
+    /// Runs job `id` to its end (on its own thread) and records how it ended.
+    fn run_job(self: Arc<Self>, id: &str, cancel: CancelToken) {
+        let outcome = (|| -> Result<crate::Report, String> {
+            let mut job =
+                crate::load_job(&self.job_dir(id).join("job.toml")).map_err(|e| e.to_string())?;
+            job.set_output_dir(self.output_dir(id));
+            let mut options = RunOptions::for_job(&job);
+            options.workers = std::num::NonZeroUsize::new(self.config.workers_per_job())
+                .unwrap_or(std::num::NonZeroUsize::MIN);
+            options.job_id = Some(id.to_string());
+            let observer = Arc::new(JobObserver { daemon: Arc::clone(&self), id: id.to_string() });
+            crate::run(&job, &options, observer, cancel).map_err(|e| e.to_string())
+        })();
+        let stopping_daemon = self.shutting_down.load(Ordering::SeqCst);
+        match outcome {
+            Ok(report) if !report.cancelled => {
+                self.set_state(id, JobState::Succeeded, None, "every batch committed")
+            }
+            // Stopped by the daemon's own stop: queued again, resumed at its next start.
+            Ok(_) if stopping_daemon => {
+                self.set_state(id, JobState::Queued, None, "daemon stopped")
+            }
+            Ok(_) => self.set_state(id, JobState::Cancelled, None, "cancelled"),
+            Err(e) => self.set_state(id, JobState::Failed, Some(&e), "error"),
+        }
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        if let Some(mut r) = self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(id) {
+            // This very thread: nothing to join.
+            drop(r.thread.take());
+        }
+        self.schedule();
+    }
+
+    /// Asks job `id` to stop (hard with `force`). A queued job is cancelled at once.
+    /// Returns the job's state after the request, `None` when there is no such job.
+    pub fn cancel(&self, id: &str, force: bool) -> Option<Result<JobState, Refusal>> {
+        let row = self.registry.get(id).ok().flatten()?;
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        Some(match (row.state, running.get(id)) {
+            (_, Some(run)) => {
+                if force {
+                    run.cancel.cancel_now();
+                } else {
+                    run.cancel.cancel();
+                }
+                if row.state != JobState::Stopping {
+                    self.set_state(
+                        id,
+                        JobState::Stopping,
+                        None,
+                        if force { "cancel (force)" } else { "cancel" },
+                    );
+                }
+                Ok(JobState::Stopping)
+            }
+            (JobState::Queued, None) => {
+                self.set_state(id, JobState::Cancelled, None, "cancelled while queued");
+                Ok(JobState::Cancelled)
+            }
+            (state, None) => Err(Refusal {
+                kind: "conflict",
+                detail: format!("job {id} is {}, not queued or running", state.as_str()),
+                status: 409,
+            }),
+        })
+    }
+
+    /// Queues a cancelled or failed job again (it resumes from its committed batches).
+    pub fn resume(self: &Arc<Self>, id: &str) -> Option<Result<JobState, Refusal>> {
+        let row = self.registry.get(id).ok().flatten()?;
+        Some(match row.state {
+            JobState::Cancelled | JobState::Failed => {
+                self.set_state(id, JobState::Queued, None, "resume");
+                self.schedule();
+                Ok(JobState::Queued)
+            }
+            state => Err(Refusal {
+                kind: "conflict",
+                detail: format!(
+                    "job {id} is {}; only cancelled or failed jobs resume",
+                    state.as_str()
+                ),
+                status: 409,
+            }),
+        })
+    }
+
+    /// Deletes a job that is not running: its folder (spec, files, output) and its rows.
+    pub fn delete(&self, id: &str) -> Option<Result<(), Refusal>> {
+        let row = self.registry.get(id).ok().flatten()?;
+        if matches!(row.state, JobState::Running | JobState::Stopping | JobState::Queued)
+            && self.running.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
+        {
+            return Some(Err(Refusal {
+                kind: "conflict",
+                detail: format!("job {id} is running; cancel it first"),
+                status: 409,
+            }));
+        }
+        if let Err(e) = std::fs::remove_dir_all(self.job_dir(id)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Some(Err(internal(e)));
+            }
+        }
+        Some(self.registry.delete(id).map_err(internal))
+    }
+
+    /// Stops the daemon's jobs: gracefully (they stop at a batch boundary and are queued
+    /// again), or hard. Returns the threads to join.
+    pub fn stop_jobs(&self, hard: bool) -> Vec<JoinHandle<()>> {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .values_mut()
+            .filter_map(|r| {
+                if hard {
+                    r.cancel.cancel_now();
+                } else {
+                    r.cancel.cancel();
+                }
+                r.thread.take()
+            })
+            .collect()
+    }
+
+    /// Number of jobs running now.
+    pub fn running_count(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Records a running job's events in the registry and its progress for the API.
+struct JobObserver {
+    daemon: Arc<Daemon>,
+    id: String,
+}
+
+impl ProgressObserver for JobObserver {
+    fn on_event(&self, event: &ProgressEvent) {
+        let progress = |p: &crate::Progress| {
+            json!({
+                "batches_committed": p.batches_committed,
+                "batches_planned": p.batches_planned,
+                "simulations_committed": p.simulations_committed,
+                "simulations_planned": p.simulations_planned,
+                "failed": p.failed,
+            })
+        };
+        let (kind, data) = match event {
+            ProgressEvent::Started { progress: p, .. } => {
+                ("started", json!({ "progress": progress(p) }))
+            }
+            ProgressEvent::BatchCommitted { index, progress: p, elapsed, .. } => {
+                self.daemon.batches_committed.fetch_add(1, Ordering::Relaxed);
+                (
+                    "batch_committed",
+                    json!({ "batch": index, "progress": progress(p), "elapsed_s": elapsed.as_secs_f64() }),
+                )
+            }
+            ProgressEvent::InFlight { simulations_finished, elapsed, .. } => {
+                let mut live = self.daemon.live.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = live.entry(self.id.clone()).or_insert_with(|| json!({}));
+                entry["simulations_finished_this_run"] = json!(simulations_finished);
+                entry["elapsed_s"] = json!(elapsed.as_secs_f64());
+                return;
+            }
+            _ => return,
+        };
+        {
+            let mut live = self.daemon.live.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = live.entry(self.id.clone()).or_insert_with(|| json!({}));
+            entry["progress"] = data["progress"].clone();
+        }
+        if let Err(e) = self.daemon.registry.append(&self.id, kind, &data.to_string()) {
+            tracing::error!(job = %self.id, error = %e, "registry: cannot record an event");
+        }
+    }
+}
+
+/// Refuses paths that would leave the job's folder, files the spec does not name safely, an
+/// output folder chosen by the client and external model commands.
+fn check_spec_paths(
+    spec: &JobSpec,
+    files: &std::collections::BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    let inside = |field: &str, path: &Path| -> Result<(), Refusal> {
+        let escapes = path.is_absolute()
+            || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+        if escapes || path.as_os_str().is_empty() {
+            return Err(Refusal::invalid(format!(
+                "field `{field}`: `{}` is not a path inside the job's folder; give a relative \
+                 path without `..` and upload the file with the job",
+                path.display()
+            )));
+        }
+        Ok(())
+    };
+    for name in files.keys() {
+        if name == "job.toml" {
+            return Err(Refusal::invalid("files: `job.toml` is the spec itself; rename the file"));
+        }
+        inside(&format!("files.{name}"), Path::new(name))?;
+    }
+    if spec.output.is_some() {
+        return Err(Refusal::invalid(
+            "field `output`: the server chooses each job's output folder; remove the field",
+        ));
+    }
+    if let Some(file) = &spec.parameters.file {
+        inside("parameters.file", file)?;
+    }
+    for (i, t) in spec.targets.iter().enumerate() {
+        inside(&format!("targets[{i}].data"), &t.data)?;
+    }
+    for file in spec.model.input_files(Path::new("")) {
+        inside("model", &file)?;
+    }
+    if matches!(spec.model.model, ModelKind::External(_) | ModelKind::Host(_)) {
+        return Err(Refusal::invalid(
+            "field `model.command`: this server runs built-in models only (external model \
+             commands come from a server-side allow-list, and it has none); use a built-in model",
+        ));
+    }
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal { kind: "internal", detail: format!("internal error: {e}"), status: 500 }
+}
+
+/// 1-based line and column of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Runs the daemon until SIGINT or SIGTERM: serves the API on `config.listen`, runs the queued
+/// jobs. `ready` is called with the bound address once the server listens (port 0 picks one).
+///
+/// The first signal stops gracefully: no new requests, running jobs stop at a batch boundary
+/// and are queued again for the next start; a second signal stops them hard (external model
+/// processes killed). A daemon killed outright loses nothing either: each job resumes from
+/// its committed batches at the next start.
+///
+/// # Errors
+/// A message when the configuration is refused ([`ServeConfig::check`]), the data directory or
+/// registry cannot be used, or the address cannot be bound.
+pub fn serve(config: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
+    use actix_web::{middleware, web, App, HttpServer};
+
+    let daemon = Daemon::open(config.clone())?;
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| format!("--listen {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let allowed = http::Allowed::for_addr(addr);
+    let system = actix_rt::System::new();
+    let app_daemon = Arc::clone(&daemon);
+    let server = system.block_on(async move {
+        HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(Arc::clone(&app_daemon)))
+                .app_data(web::Data::new(allowed.clone()))
+                .wrap(middleware::from_fn(http::check_host))
+                .configure(http::routes)
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)
+        .map(|s| s.run())
+    });
+    let server = server.map_err(|e| format!("--listen {addr}: {e}"))?;
+    let handle = server.handle();
+    ready(addr);
+    daemon.schedule();
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal_daemon = Arc::clone(&daemon);
+    std::thread::spawn(move || {
+        let mut signals = signals.forever();
+        if signals.next().is_none() {
+            return;
+        }
+        tracing::warn!(
+            "stopping: running jobs stop at a batch boundary (signal again to stop hard)"
+        );
+        let graceful = {
+            let daemon = Arc::clone(&signal_daemon);
+            std::thread::spawn(move || {
+                for thread in daemon.stop_jobs(false) {
+                    let _ = thread.join();
+                }
+            })
+        };
+        let handle2 = handle.clone();
+        std::thread::spawn(move || {
+            let _ = graceful.join();
+            drop(handle2.stop(true));
+        });
+        if signals.next().is_some() {
+            tracing::warn!("stopping hard");
+            signal_daemon.stop_jobs(true);
+            drop(handle.stop(false));
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            std::process::exit(crate::daemon::EXIT_HARD_STOP);
+        }
+    });
+    system.block_on(server).map_err(|e| e.to_string())?;
+    // Jobs the graceful stop did not join (none unless the server ended otherwise).
+    for thread in daemon.stop_jobs(false) {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+/// Exit code of a daemon stopped hard whose jobs did not return within 5 s.
+pub const EXIT_HARD_STOP: i32 = 143;

@@ -1,0 +1,390 @@
+//! `simsweep serve`, driven over real HTTP on loopback: submit, watch (SSE), fetch and compare
+//! with a CLI run of the same spec; refusals (bad specs, paths, models, hosts, origins); the
+//! queue, cancel (graceful and forced), resume, delete, and a daemon killed with SIGKILL and
+//! started again.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A daemon process on an ephemeral loopback port.
+struct Server {
+    child: Child,
+    /// `127.0.0.1:PORT`
+    addr: String,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_simsweep"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("SIMSWEEP_BATCH_SIZE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the daemon");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Server { child, addr, agent }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut resp = self.agent.get(&self.url(path)).call().unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn post(&self, path: &str, content_type: &str, body: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req = self.agent.post(&self.url(path)).header("Content-Type", content_type);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let mut resp = req.send(body).unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn submit(&self, submission: &Value, key: Option<&str>) -> (u16, Value) {
+        self.post("/v1/jobs", "application/json", &submission.to_string(), key)
+    }
+
+    fn state(&self, id: &str) -> String {
+        self.get(&format!("/v1/jobs/{id}")).1["state"].as_str().unwrap().to_string()
+    }
+
+    /// Waits (up to `secs`) until job `id` is in `state`.
+    fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}"));
+            if job["state"] == state {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} not {state} after {secs} s: {job}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until job `id` has committed at least `batches` batches.
+    fn wait_batches(&self, id: &str, batches: u64, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}"));
+            if job["progress"]["batches_committed"].as_u64().unwrap_or(0) >= batches {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job {id}: fewer than {batches} batches: {job}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The events of job `id` after `after`, read from the SSE stream to its end.
+    fn events(&self, id: &str, after: Option<i64>) -> Vec<(i64, String, Value)> {
+        let mut req = self.agent.get(&self.url(&format!("/v1/jobs/{id}/events")));
+        if let Some(after) = after {
+            req = req.header("Last-Event-ID", &after.to_string());
+        }
+        let resp = req.call().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let content_type = resp.headers().get("content-type").unwrap().to_str().unwrap();
+        assert_eq!(content_type, "text/event-stream");
+        let reader = BufReader::new(resp.into_body().into_reader());
+        let (mut events, mut current) = (Vec::new(), (0, String::new(), Value::Null));
+        for line in reader.lines() {
+            let line = line.unwrap();
+            if let Some(v) = line.strip_prefix("id: ") {
+                current.0 = v.parse().unwrap();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                current.1 = v.to_string();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                current.2 = serde_json::from_str(v).unwrap();
+            } else if line.is_empty() && current.0 > 0 {
+                events.push(std::mem::replace(&mut current, (0, String::new(), Value::Null)));
+            }
+        }
+        events
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const OBSERVED: &str = "day,value\n0,4\n5,4\n10,5\n15,5\n";
+
+/// A no-op job spec: `count` sets × 2 replicates, batch `batch`, one target on `observed.csv`.
+fn spec(count: u64, batch: u64, rows: u64) -> String {
+    format!(
+        "name = \"noop\"\nreplicates = 2\nseed = 3\nbatch_size = {batch}\n\
+         [parameters]\nsampler = \"uniform\"\ncount = {count}\n\
+         [parameters.space]\na = {{ min = 1.0, max = 5.0 }}\nb = {{ min = 0.0, max = 10.0 }}\n\
+         [model]\nname = \"noop\"\nrows = {rows}\n\
+         [[targets]]\nname = \"cases\"\noutput = \"signal\"\ncolumn = \"value\"\n\
+         data = \"observed.csv\"\ndata_column = \"value\"\ndata_time_column = \"day\"\n\
+         aggregation = \"likelihood\"\nloss = \"poisson\"\n"
+    )
+}
+
+fn submission(spec: &str) -> Value {
+    json!({ "spec": spec, "files": { "observed.csv": OBSERVED } })
+}
+
+/// Runs `spec` with the CLI in a fresh folder; returns its output folder.
+fn cli_run(dir: &Path, spec: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("job.toml"), spec).unwrap();
+    std::fs::write(dir.join("observed.csv"), OBSERVED).unwrap();
+    let out = simsweep(&["run", "job.toml", "--workers", "2"], dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir.join("output")
+}
+
+fn assert_same_rows(a: &Path, b: &Path) {
+    for dataset in ["model_outputs/signal", "targets/cases"] {
+        assert_eq!(read_dataset(&a.join(dataset)), read_dataset(&b.join(dataset)), "{dataset}");
+    }
+}
+
+#[test]
+fn submit_watch_and_fetch_match_the_cli() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--workers", "2"]);
+    assert_eq!(server.get("/healthz"), (200, json!({ "status": "ok" })));
+    assert_eq!(server.get("/readyz").0, 200);
+
+    let spec = spec(60, 10, 20);
+    let (status, job) = server.submit(&submission(&spec), Some("key-1"));
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(id, "j000001");
+    // The same key: the same job, not a second one.
+    let (status, again) = server.submit(&submission(&spec), Some("key-1"));
+    assert_eq!((status, again["id"].as_str()), (200, Some(id.as_str())));
+
+    let events = server.events(&id, None);
+    let seqs: Vec<i64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{events:?}");
+    let states: Vec<&str> =
+        events.iter().filter(|e| e.1 == "state").map(|e| e.2["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["queued", "running", "succeeded"]);
+    let committed: Vec<u64> = events
+        .iter()
+        .filter(|e| e.1 == "batch_committed")
+        .map(|e| e.2["progress"]["batches_committed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(committed, (1..=6).collect::<Vec<_>>());
+    // Reconnecting after event 3 gives exactly the events after it.
+    let rest = server.events(&id, Some(3));
+    assert_eq!(rest, events[3..].to_vec());
+
+    let (status, job) = server.get(&format!("/v1/jobs/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["progress"]["simulations_committed"], 120);
+    assert_eq!(job["progress"]["finished"], true);
+    let (_, list) = server.get("/v1/jobs?state=succeeded");
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+
+    // Row for row what the CLI writes for the same spec.
+    let cli_dir = data.path().join("cli");
+    let cli_out = cli_run(&cli_dir, &spec);
+    assert_same_rows(&data.path().join("jobs").join(&id).join("output"), &cli_out);
+
+    let (status, best) = server.get(&format!("/v1/jobs/{id}/best?target=cases&k=3"));
+    assert_eq!(status, 200, "{best}");
+    let losses: Vec<f64> = best["targets"][0]["best"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 3);
+    assert!(losses.windows(2).all(|w| w[0] <= w[1]), "{losses:?}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(cli_out.join("summary.json")).unwrap()).unwrap();
+    let cli_best = summary.to_string();
+    assert!(cli_best.contains(best["targets"][0]["best"][0]["param_id"].as_str().unwrap()));
+
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(metrics.contains("simsweep_jobs{state=\"succeeded\"} 1"), "{metrics}");
+    assert!(metrics.contains("simsweep_batches_committed_total 6"), "{metrics}");
+}
+
+/// A raw HTTP/1.1 request (to set `Host` and `Origin` freely); returns the status.
+fn raw(addr: &str, request: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn bad_specs_paths_models_hosts_and_origins_are_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let good = spec(10, 5, 5);
+    let refused = |spec: &str, needle: &str| {
+        let (status, problem) = server.submit(&submission(spec), None);
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["type"], "https://simsweep.dev/problems/invalid-spec");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(needle), "{needle:?} not in {detail}");
+    };
+    refused("replicates = [", "job.toml:1:");
+    refused(&good.replace("replicates = 2", "replicates = 0"), "replicates");
+    refused(
+        &good.replace("data = \"observed.csv\"", "data = \"../observed.csv\""),
+        "targets[0].data",
+    );
+    refused(&good.replace("data = \"observed.csv\"", "data = \"/etc/passwd\""), "targets[0].data");
+    refused(&format!("output = \"/tmp/x\"\n{good}"), "field `output`");
+    refused(
+        &good.replace("name = \"noop\"\nrows = 5", "command = [\"python3\", \"m.py\"]"),
+        "built-in models only",
+    );
+    refused(
+        &good.replace("min = 1.0, max = 5.0", "min = 5.0, max = 1.0"),
+        "parameters.space.a.min",
+    );
+    // A file that would leave the job's folder.
+    let (status, problem) =
+        server.submit(&json!({ "spec": good, "files": { "../observed.csv": OBSERVED } }), None);
+    assert_eq!(status, 422, "{problem}");
+    // Validation alone: answers, creates nothing.
+    let (status, ok) =
+        server.post("/v1/jobs:validate", "application/json", &submission(&good).to_string(), None);
+    assert_eq!((status, &ok["valid"]), (200, &json!(true)), "{ok}");
+    assert_eq!(server.get("/v1/jobs").1, json!({ "jobs": [] }));
+    assert_eq!(tree(&data.path().join("jobs")), Vec::<String>::new());
+    // The body as TOML: the spec alone (no files: its data file is missing).
+    let (status, problem) = server.post("/v1/jobs", "application/toml", &good, None);
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("observed.csv"), "{problem}");
+
+    let addr = server.addr.clone();
+    let port = addr.rsplit(':').next().unwrap();
+    let get = |host: &str| {
+        raw(&addr, &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+    };
+    assert_eq!(get(&addr), 200);
+    assert_eq!(get(&format!("localhost:{port}")), 200);
+    assert_eq!(get("evil.example:80"), 421);
+    assert_eq!(get(&format!("evil.example:{port}")), 421);
+    let post = |origin: &str| {
+        let body = submission(&good).to_string();
+        raw(
+            &addr,
+            &format!(
+                "POST /v1/jobs:validate HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    assert_eq!(post("http://evil.example"), 403);
+    assert_eq!(post(&format!("http://{addr}")), 200);
+    assert_eq!(server.get("/v1/nothing").0, 404);
+    assert_eq!(server.get("/v1/jobs/j999999").0, 404);
+
+    // Beyond loopback: refused at start, exit 2.
+    let dir = data.path().to_str().unwrap();
+    let out = simsweep(&["serve", "--listen", "0.0.0.0:0", "--data-dir", dir], data.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
+}
+
+#[test]
+fn queue_cancel_resume_delete_and_a_killed_daemon() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data.path(), &["--max-running", "1", "--workers", "1"]);
+    // Long enough to act on while it runs: 400 batches.
+    let long = spec(40_000, 100, 200);
+    let (_, a) = server.submit(&submission(&long), None);
+    let a = a["id"].as_str().unwrap().to_string();
+    let (_, b) = server.submit(&submission(&spec(10, 5, 5)), None);
+    let b = b["id"].as_str().unwrap().to_string();
+    server.wait_state(&a, "running", 10);
+    server.wait_batches(&a, 1, 30);
+    // One slot: the second job waits; cancelled while queued, it never runs.
+    assert_eq!(server.state(&b), "queued");
+    assert_eq!(server.post(&format!("/v1/jobs/{b}/cancel"), "text/plain", "", None).0, 202);
+    assert_eq!(server.state(&b), "cancelled");
+    assert_eq!(
+        server.agent.delete(&server.url(&format!("/v1/jobs/{b}"))).call().unwrap().status(),
+        204
+    );
+    assert_eq!(server.get(&format!("/v1/jobs/{b}")).0, 404);
+    assert!(!data.path().join("jobs").join(&b).exists());
+    // A running job cannot be deleted.
+    let resp = server.agent.delete(&server.url(&format!("/v1/jobs/{a}"))).call().unwrap();
+    assert_eq!(resp.status(), 409);
+
+    // Graceful cancel: stops at a batch boundary, resumable.
+    assert_eq!(server.post(&format!("/v1/jobs/{a}/cancel"), "text/plain", "", None).0, 202);
+    let job = server.wait_state(&a, "cancelled", 30);
+    let done = job["progress"]["batches_committed"].as_u64().unwrap();
+    assert!((1..400).contains(&done), "{job}");
+    // Resume, then a forced cancel: back within the hard-stop bound.
+    assert_eq!(server.post(&format!("/v1/jobs/{a}/resume"), "text/plain", "", None).0, 202);
+    server.wait_batches(&a, done + 1, 30);
+    let asked = Instant::now();
+    assert_eq!(
+        server.post(&format!("/v1/jobs/{a}/cancel?force=true"), "text/plain", "", None).0,
+        202
+    );
+    server.wait_state(&a, "cancelled", 10);
+    assert!(asked.elapsed() < Duration::from_secs(3), "{:?}", asked.elapsed());
+    let done =
+        server.get(&format!("/v1/jobs/{a}")).1["progress"]["batches_committed"].as_u64().unwrap();
+    // Resume, and kill the daemon outright while it runs.
+    assert_eq!(server.post(&format!("/v1/jobs/{a}/resume"), "text/plain", "", None).0, 202);
+    server.wait_batches(&a, done + 1, 30);
+    server.kill();
+
+    // Started again: the job resumes by itself and ends as an uninterrupted run would.
+    let server = Server::start(data.path(), &["--max-running", "1", "--workers", "2"]);
+    server.wait_state(&a, "succeeded", 120);
+    let events = server.events(&a, None);
+    let restarted =
+        events.iter().any(|e| e.1 == "state" && e.2["reason"] == "the daemon restarted");
+    assert!(restarted, "{events:?}");
+    let cli_out = cli_run(&data.path().join("cli"), &long);
+    assert_same_rows(&data.path().join("jobs").join(&a).join("output"), &cli_out);
+}

@@ -151,6 +151,46 @@ enum Command {
         #[arg(long)]
         workers: Option<NonZeroUsize>,
     },
+    /// Submit a job file (and the files it names) to a daemon; prints the job's id.
+    Submit {
+        /// The job spec (TOML).
+        job: PathBuf,
+        /// The daemon.
+        #[arg(long, env = "SIMSWEEP_SERVER", default_value = simsweep::daemon::client::DEFAULT_SERVER)]
+        server: String,
+        /// Higher starts first among queued jobs.
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+    },
+    /// List a daemon's jobs.
+    Jobs {
+        /// The daemon.
+        #[arg(long, env = "SIMSWEEP_SERVER", default_value = simsweep::daemon::client::DEFAULT_SERVER)]
+        server: String,
+        /// Only jobs in this state (queued, running, stopping, succeeded, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Cancel a daemon's job (resumable with its API's resume).
+    Cancel {
+        /// The job's id.
+        id: String,
+        /// Stop at once (external model processes killed) instead of at a batch boundary.
+        #[arg(long)]
+        force: bool,
+        /// The daemon.
+        #[arg(long, env = "SIMSWEEP_SERVER", default_value = simsweep::daemon::client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Follow a daemon's job until it ends: a progress bar from its events. Exit 0 when it
+    /// succeeded, 3 when it failed, 1 when it was cancelled.
+    Watch {
+        /// The job's id.
+        id: String,
+        /// The daemon.
+        #[arg(long, env = "SIMSWEEP_SERVER", default_value = simsweep::daemon::client::DEFAULT_SERVER)]
+        server: String,
+    },
     /// Check a job spec and its data files without running anything.
     Validate {
         /// The job spec (TOML).
@@ -216,6 +256,109 @@ fn main() -> ExitCode {
                     eprintln!("error: {message}");
                     ExitCode::from(EXIT_INPUT)
                 }
+            }
+        }
+        Command::Submit { job, server, priority } => {
+            let client = simsweep::daemon::client::Client::new(&server);
+            match client.submit(&job, priority) {
+                Ok(created) => {
+                    println!(
+                        "{}: submitted as {} ({}); watch it with `simsweep watch {} --server {server}`",
+                        job.display(),
+                        created["id"].as_str().unwrap_or("?"),
+                        created["state"].as_str().unwrap_or("?"),
+                        created["id"].as_str().unwrap_or("?"),
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => client_fail(&e),
+            }
+        }
+        Command::Jobs { server, state } => {
+            let client = simsweep::daemon::client::Client::new(&server);
+            let path = match &state {
+                Some(s) => format!("/v1/jobs?state={s}&limit=1000"),
+                None => "/v1/jobs?limit=1000".to_string(),
+            };
+            match client.get(&path) {
+                Ok(list) => {
+                    println!(
+                        "{:<9} {:<10} {:>12}  {:>24}  name",
+                        "id", "state", "batches", "submitted"
+                    );
+                    for job in list["jobs"].as_array().into_iter().flatten() {
+                        let p = &job["progress"];
+                        let batches = match (
+                            p["batches_committed"].as_u64(),
+                            p["batches_planned"].as_u64(),
+                        ) {
+                            (Some(done), Some(all)) => format!("{done}/{all}"),
+                            _ => "-".to_string(),
+                        };
+                        println!(
+                            "{:<9} {:<10} {:>12}  {:>24}  {}",
+                            job["id"].as_str().unwrap_or("?"),
+                            job["state"].as_str().unwrap_or("?"),
+                            batches,
+                            job["submitted_at"].as_str().unwrap_or("?"),
+                            job["name"].as_str().unwrap_or("?"),
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => client_fail(&e),
+            }
+        }
+        Command::Cancel { id, force, server } => {
+            let client = simsweep::daemon::client::Client::new(&server);
+            let path = format!("/v1/jobs/{id}/cancel{}", if force { "?force=true" } else { "" });
+            match client.post(&path, &serde_json::json!({})) {
+                Ok(answer) => {
+                    println!("{id}: {}", answer["state"].as_str().unwrap_or("?"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => client_fail(&e),
+            }
+        }
+        Command::Watch { id, server } => {
+            let client = simsweep::daemon::client::Client::new(&server);
+            let bar = ProgressBar::new(0);
+            if std::io::stderr().is_terminal() {
+                bar.set_style(
+                    ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} batches, ETA {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+            } else {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            bar.set_message(id.clone());
+            let watched = client.watch(&id, |kind, data| {
+                let p = &data["progress"];
+                if let (Some(done), Some(all)) =
+                    (p["batches_committed"].as_u64(), p["batches_planned"].as_u64())
+                {
+                    bar.set_length(all);
+                    bar.set_position(done);
+                }
+                if kind == "state" {
+                    bar.println(format!(
+                        "{id}: {}{}",
+                        data["state"].as_str().unwrap_or("?"),
+                        data["error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default()
+                    ));
+                }
+            });
+            bar.finish_and_clear();
+            match watched {
+                Ok(state) => {
+                    println!("{id}: {state}");
+                    match state.as_str() {
+                        "succeeded" => ExitCode::SUCCESS,
+                        "failed" => ExitCode::from(EXIT_RUNTIME),
+                        _ => ExitCode::from(1),
+                    }
+                }
+                Err(e) => client_fail(&e),
             }
         }
         Command::Validate { job, out } => match simsweep::load_job(&job) {
@@ -676,6 +819,16 @@ fn render(error: &simsweep::Error) -> String {
             path.display()
         ),
         other => other.to_string(),
+    }
+}
+
+/// Prints a client's error; exit 2 for the user's input (a refused request), 3 otherwise.
+fn client_fail(error: &simsweep::daemon::client::ClientError) -> ExitCode {
+    eprintln!("error: {error}");
+    if error.is_input_error() {
+        ExitCode::from(EXIT_INPUT)
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
     }
 }
 

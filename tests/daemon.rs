@@ -388,3 +388,62 @@ fn queue_cancel_resume_delete_and_a_killed_daemon() {
     let cli_out = cli_run(&data.path().join("cli"), &long);
     assert_same_rows(&data.path().join("jobs").join(&a).join("output"), &cli_out);
 }
+
+#[test]
+fn the_cli_as_a_client_and_a_graceful_stop() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data.path(), &["--workers", "2"]);
+    let url = format!("http://{}", server.addr);
+    let dir = data.path().join("client");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("job.toml"), spec(40, 10, 10)).unwrap();
+    std::fs::write(dir.join("observed.csv"), OBSERVED).unwrap();
+    let out = simsweep(&["submit", "job.toml", "--server", &url], &dir);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("submitted as j000001"), "{stdout}");
+    let out = simsweep(&["watch", "j000001", "--server", &url], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("j000001: succeeded"));
+    let out = simsweep(&["jobs", "--server", &url], &dir);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains("j000001") && listed.contains("succeeded") && listed.contains("4/4"),
+        "{listed}"
+    );
+    // Cancelling a finished job: refused by the server, exit 2 with its reason.
+    let out = simsweep(&["cancel", "j000001", "--server", &url], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("succeeded, not queued or running"));
+    // A spec the server refuses: exit 2 with the located reason.
+    std::fs::write(
+        dir.join("bad.toml"),
+        spec(40, 10, 10).replace("replicates = 2", "replicates = 0"),
+    )
+    .unwrap();
+    let out = simsweep(&["submit", "bad.toml", "--server", &url], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replicates"));
+    // No server there: exit 3.
+    let out = simsweep(&["jobs", "--server", "http://127.0.0.1:9"], &dir);
+    assert_eq!(out.status.code(), Some(3));
+
+    // SIGTERM while a job runs: it stops at a batch boundary, is queued again, and the next
+    // start finishes it.
+    let (_, job) = server.submit(&submission(&spec(40_000, 100, 200)), None);
+    let id = job["id"].as_str().unwrap().to_string();
+    server.wait_batches(&id, 1, 30);
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let server = Server::start(data.path(), &["--workers", "2"]);
+    let events = server.events(&id, None);
+    let reasons: Vec<&str> =
+        events.iter().filter(|e| e.1 == "state").map(|e| e.2["reason"].as_str().unwrap()).collect();
+    assert_eq!(
+        reasons,
+        ["submitted", "started", "daemon stopped", "started", "every batch committed"],
+        "{events:?}"
+    );
+}

@@ -216,18 +216,19 @@ struct ListQuery {
 }
 
 async fn list(daemon: web::Data<Arc<Daemon>>, query: web::Query<ListQuery>) -> HttpResponse {
-    let state =
-        match query.state.as_deref().map(|s| (s, JobState::parse(s))) {
-            None => None,
-            Some((_, Some(state))) => Some(state),
-            Some((s, None)) => return problem(
+    let state = match query.state.as_deref().map(|s| (s, JobState::parse(s))) {
+        None => None,
+        Some((_, Some(state))) => Some(state),
+        Some((s, None)) => {
+            return problem(
                 400,
                 "bad-request",
                 format!(
                     "state `{s}`: use queued, running, stopping, succeeded, failed or cancelled"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let limit = query.limit.unwrap_or(100).min(1000);
     match daemon.registry().list(state, limit, query.offset.unwrap_or(0)) {
         Ok(rows) => HttpResponse::Ok().json(json!({

@@ -11,6 +11,7 @@
 //! submitted beside it; `jobs/<id>/output/` the job's output. A job's relative paths resolve
 //! inside its own folder and cannot leave it.
 
+pub mod client;
 pub mod http;
 pub mod registry;
 

@@ -275,6 +275,7 @@ fn bad_specs_paths_models_hosts_and_origins_are_refused() {
     );
     refused(&good.replace("data = \"observed.csv\"", "data = \"/etc/passwd\""), "targets[0].data");
     refused(&format!("output = \"/tmp/x\"\n{good}"), "field `output`");
+    refused(&format!("output = \"../x\"\n{good}"), "field `output`");
     refused(
         &good.replace("name = \"noop\"\nrows = 5", "command = [\"python3\", \"m.py\"]"),
         "built-in models only",

@@ -416,6 +416,41 @@ async fn readyz(daemon: web::Data<Arc<Daemon>>) -> HttpResponse {
     }
 }
 
+/// The web page's files, compiled into the binary (no build step, nothing from elsewhere).
+const INDEX_HTML: &str = include_str!("web/index.html");
+const APP_JS: &str = include_str!("web/app.js");
+const APP_CSS: &str = include_str!("web/app.css");
+const FAVICON_SVG: &str = include_str!("web/favicon.svg");
+
+/// What the page may load and run: its own files and the API, nothing else.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
+}
+
+async fn index() -> HttpResponse {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> HttpResponse {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+async fn favicon() -> HttpResponse {
+    asset("image/svg+xml", FAVICON_SVG)
+}
+
 async fn unknown(req: HttpRequest) -> HttpResponse {
     problem(404, "not-found", format!("no such endpoint: {} {}", req.method(), req.path()))
 }
@@ -423,6 +458,11 @@ async fn unknown(req: HttpRequest) -> HttpResponse {
 /// The API's routes, for `App::configure`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .route("/", web::get().to(index))
+        .route("/app.js", web::get().to(app_js))
+        .route("/app.css", web::get().to(app_css))
+        .route("/favicon.svg", web::get().to(favicon))
+        .route("/favicon.ico", web::get().to(favicon))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))

@@ -535,10 +535,10 @@ fn check_spec_paths(
         }
         inside(&format!("files.{name}"), Path::new(name))?;
     }
-    if spec.output.is_some() {
-        return Err(Refusal::invalid(
-            "field `output`: the server chooses each job's output folder; remove the field",
-        ));
+    // The server puts every job's results in its own folder: `output` is ignored, but a path
+    // that would leave the job's folder is still refused rather than silently dropped.
+    if let Some(output) = &spec.output {
+        inside("output", output)?;
     }
     if let Some(file) = &spec.parameters.file {
         inside("parameters.file", file)?;

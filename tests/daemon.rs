@@ -239,11 +239,55 @@ fn submit_watch_and_fetch_match_the_cli() {
     let cli_best = summary.to_string();
     assert!(cli_best.contains(best["targets"][0]["best"][0]["param_id"].as_str().unwrap()));
 
+    // The committed tables: the list, one batch file as on disk, a whole table as Arrow IPC.
+    let (status, tables) = server.get(&format!("/v1/jobs/{id}/tables"));
+    assert_eq!(status, 200, "{tables}");
+    let names: Vec<&str> =
+        tables["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["failures", "model_outputs/signal", "targets/cases"]);
+    assert_eq!(tables["tables"][2]["rows"], 60);
+    let output = data.path().join("jobs").join(&id).join("output");
+    let mut resp = server
+        .agent
+        .get(&server.url(&format!("/v1/jobs/{id}/tables/targets/cases/batch-00002.parquet")))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let bytes = resp.body_mut().read_to_vec().unwrap();
+    assert_eq!(bytes, std::fs::read(output.join("targets/cases/batch-00002.parquet")).unwrap());
+    let resp = server
+        .agent
+        .get(&server.url(&format!("/v1/jobs/{id}/tables/targets/cases")))
+        .header("Accept", "application/vnd.apache.arrow.stream")
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(resp.into_body().into_reader(), None).unwrap();
+    let schema = reader.schema();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    let streamed = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    assert_eq!(streamed, read_dataset(&output.join("targets/cases")));
+    assert_eq!(server.get(&format!("/v1/jobs/{id}/tables/targets/nothing")).0, 404);
+    assert_eq!(
+        server.get(&format!("/v1/jobs/{id}/tables/targets/cases/batch-00099.parquet")).0,
+        404
+    );
+    assert_eq!(server.get(&format!("/v1/jobs/{id}/tables/../../registry.sqlite")).0, 404);
+    let (status, failures) = server.get(&format!("/v1/jobs/{id}/failures"));
+    assert_eq!((status, &failures["by_kind"]), (200, &json!({})));
+    let (status, openapi) = server.get("/v1/openapi.json");
+    assert_eq!((status, &openapi["openapi"]), (200, &json!("3.1.0")));
+    for path in ["/v1/jobs", "/v1/jobs/{id}/events", "/v1/jobs/{id}/tables/{name}"] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} not documented");
+    }
+
     let (status, metrics) = server.get("/metrics");
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap().to_string();
     assert!(metrics.contains("simsweep_jobs{state=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("simsweep_batches_committed_total 6"), "{metrics}");
+    assert!(metrics.contains("simsweep_queue_length 0"), "{metrics}");
 }
 
 /// A raw HTTP/1.1 request (to set `Host` and `Origin` freely); returns the status.
@@ -397,7 +441,7 @@ fn the_cli_as_a_client_and_a_graceful_stop() {
     let url = format!("http://{}", server.addr);
     let dir = data.path().join("client");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("job.toml"), spec(40, 10, 10)).unwrap();
+    std::fs::write(dir.join("job.toml"), spec(40, 10, 20)).unwrap();
     std::fs::write(dir.join("observed.csv"), OBSERVED).unwrap();
     let out = simsweep(&["submit", "job.toml", "--server", &url], &dir);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();

@@ -396,6 +396,13 @@ async fn metrics(daemon: web::Data<Arc<Daemon>>) -> HttpResponse {
         let n = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
         text.push_str(&format!("simsweep_jobs{{state=\"{state}\"}} {n}\n"));
     }
+    let queued = counts.iter().find(|(s, _)| s == "queued").map_or(0, |(_, n)| *n);
+    text.push_str(&format!(
+        "# HELP simsweep_queue_length Jobs waiting for a slot.\n# TYPE simsweep_queue_length gauge\n\
+         simsweep_queue_length {queued}\n# HELP simsweep_running_jobs Jobs running now.\n\
+         # TYPE simsweep_running_jobs gauge\nsimsweep_running_jobs {}\n",
+        daemon.running_count()
+    ));
     text.push_str(&format!(
         "# HELP simsweep_batches_committed_total Batches committed by this daemon process.\n\
          # TYPE simsweep_batches_committed_total counter\n\
@@ -421,6 +428,7 @@ const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
 const APP_CSS: &str = include_str!("web/app.css");
 const FAVICON_SVG: &str = include_str!("web/favicon.svg");
+const OPENAPI_JSON: &str = include_str!("web/openapi.json");
 
 /// What the page may load and run: its own files and the API, nothing else.
 const CONTENT_SECURITY_POLICY: &str =
@@ -447,6 +455,10 @@ async fn app_css() -> HttpResponse {
     asset("text/css; charset=utf-8", APP_CSS)
 }
 
+async fn openapi() -> HttpResponse {
+    asset("application/json", OPENAPI_JSON)
+}
+
 async fn favicon() -> HttpResponse {
     asset("image/svg+xml", FAVICON_SVG)
 }
@@ -466,6 +478,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
+        .route("/v1/openapi.json", web::get().to(openapi))
         .route("/v1/jobs", web::post().to(submit))
         .route("/v1/jobs", web::get().to(list))
         .route("/v1/jobs:validate", web::post().to(validate))
@@ -475,5 +488,211 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/jobs/{id}/resume", web::post().to(resume))
         .route("/v1/jobs/{id}/best", web::get().to(best))
         .route("/v1/jobs/{id}/events", web::get().to(events))
+        .route("/v1/jobs/{id}/failures", web::get().to(failures))
+        .route("/v1/jobs/{id}/tables", web::get().to(tables))
+        .route("/v1/jobs/{id}/tables/{name:.*}", web::get().to(table))
         .default_service(web::to(unknown));
+}
+
+/// The committed files of each dataset of job `id`'s output, from its manifest: dataset name
+/// (`targets/cases`, …) → (rows, batch indices).
+fn committed_tables(
+    daemon: &Daemon,
+    id: &str,
+) -> Result<std::collections::BTreeMap<String, (u64, Vec<u32>)>, HttpResponse> {
+    let status = crate::status(&daemon.output_dir(id))
+        .map_err(|_| problem(409, "no-results", format!("job {id} has no committed batch yet")))?;
+    let mut tables: std::collections::BTreeMap<String, (u64, Vec<u32>)> = Default::default();
+    for batch in &status.manifest.batches {
+        for (name, rows) in &batch.rows {
+            let entry = tables.entry(name.clone()).or_default();
+            entry.0 += rows;
+            entry.1.push(batch.index);
+        }
+    }
+    Ok(tables)
+}
+
+async fn tables(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> HttpResponse {
+    if let Ok(None) = daemon.registry().get(&id) {
+        return not_found(&id);
+    }
+    match committed_tables(&daemon, &id) {
+        Ok(tables) => HttpResponse::Ok().json(json!({
+            "id": *id,
+            "tables": tables.iter().map(|(name, (rows, batches))| json!({
+                "name": name,
+                "rows": rows,
+                "url": format!("/v1/jobs/{id}/tables/{name}"),
+                "files": batches.iter().map(|b| format!("/v1/jobs/{id}/tables/{name}/batch-{b:05}.parquet")).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })),
+        Err(resp) => resp,
+    }
+}
+
+/// Sends what is written to it as chunks of a streaming response.
+struct ChunkWriter(tokio::sync::mpsc::Sender<web::Bytes>);
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(web::Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `GET /v1/jobs/{id}/tables/{dataset}[/batch-NNNNN.parquet]`: one committed batch file as it
+/// is on disk, or a whole dataset's committed rows as one Arrow IPC stream (`Accept:
+/// application/vnd.apache.arrow.stream`; read and sent one record batch at a time). A dataset
+/// asked for without that `Accept` answers with the list of its files.
+async fn table(
+    daemon: web::Data<Arc<Daemon>>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (id, rest) = path.into_inner();
+    if let Ok(None) = daemon.registry().get(&id) {
+        return not_found(&id);
+    }
+    let tables = match committed_tables(&daemon, &id) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let (name, file) = match rest.rsplit_once('/') {
+        Some((name, file)) if file.ends_with(".parquet") => {
+            (name.to_string(), Some(file.to_string()))
+        }
+        _ => (rest.clone(), None),
+    };
+    let Some((_, batches)) = tables.get(&name) else {
+        return problem(404, "not-found", format!("job {id} has no committed table `{name}`"));
+    };
+    let Some(dataset) = crate::engine::output::Dataset::from_relative_dir(&name) else {
+        return problem(404, "not-found", format!("`{name}` is not a table name"));
+    };
+    let layout = crate::engine::output::OutputLayout::new(daemon.output_dir(&id));
+    if let Some(file) = file {
+        let Some(&index) = batches.iter().find(|&&b| format!("batch-{b:05}.parquet") == file)
+        else {
+            return problem(404, "not-found", format!("`{name}` has no committed file `{file}`"));
+        };
+        return match std::fs::read(layout.batch_file(&dataset, index)) {
+            Ok(bytes) => {
+                HttpResponse::Ok().content_type("application/vnd.apache.parquet").body(bytes)
+            }
+            Err(e) => problem(500, "internal", e.to_string()),
+        };
+    }
+    let arrow = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| a.contains("application/vnd.apache.arrow.stream"));
+    if !arrow {
+        return HttpResponse::Ok().json(json!({
+            "name": name,
+            "files": batches.iter().map(|b| format!("/v1/jobs/{id}/tables/{name}/batch-{b:05}.parquet")).collect::<Vec<_>>(),
+            "arrow_stream": "send `Accept: application/vnd.apache.arrow.stream` for every row as one Arrow IPC stream",
+        }));
+    }
+    let files: Vec<std::path::PathBuf> =
+        batches.iter().map(|&b| layout.batch_file(&dataset, b)).collect();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<web::Bytes>(16);
+    std::thread::spawn(move || {
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let mut writer: Option<arrow::ipc::writer::StreamWriter<ChunkWriter>> = None;
+            for file in files {
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                        std::fs::File::open(&file)?,
+                    )?
+                    .build()?;
+                for batch in reader {
+                    let batch = batch?;
+                    if writer.is_none() {
+                        writer = Some(arrow::ipc::writer::StreamWriter::try_new(
+                            ChunkWriter(tx.clone()),
+                            &batch.schema(),
+                        )?);
+                    }
+                    if let Some(w) = writer.as_mut() {
+                        w.write(&batch)?;
+                    }
+                }
+            }
+            if let Some(mut w) = writer {
+                w.finish()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "table stream ended early");
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|c| c.map(Ok::<_, actix_web::Error>))
+    });
+    HttpResponse::Ok().content_type("application/vnd.apache.arrow.stream").streaming(stream)
+}
+
+/// `GET /v1/jobs/{id}/failures`: failed attempts by kind, with the first messages of each.
+async fn failures(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> HttpResponse {
+    if let Ok(None) = daemon.registry().get(&id) {
+        return not_found(&id);
+    }
+    let tables = match committed_tables(&daemon, &id) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let layout = crate::engine::output::OutputLayout::new(daemon.output_dir(&id));
+    let dataset = crate::engine::output::Dataset::Failures;
+    let batches = tables.get("failures").map(|(_, b)| b.clone()).unwrap_or_default();
+    let counted = web::block(move || -> Result<serde_json::Value, String> {
+        use arrow::array::{Array, AsArray};
+        let mut by_kind: std::collections::BTreeMap<String, (u64, Vec<String>)> =
+            Default::default();
+        for b in batches {
+            let file = layout.batch_file(&dataset, b);
+            let Ok(f) = std::fs::File::open(&file) else { continue };
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .and_then(|r| r.build())
+                .map_err(|e| e.to_string())?;
+            for batch in reader {
+                let batch = batch.map_err(|e| e.to_string())?;
+                let (Some(kind), Some(message)) =
+                    (batch.column_by_name("kind"), batch.column_by_name("message"))
+                else {
+                    continue;
+                };
+                let kind = arrow::compute::cast(kind, &arrow::datatypes::DataType::Utf8)
+                    .map_err(|e| e.to_string())?;
+                let message = arrow::compute::cast(message, &arrow::datatypes::DataType::Utf8)
+                    .map_err(|e| e.to_string())?;
+                let (kind, message) = (kind.as_string::<i32>(), message.as_string::<i32>());
+                for i in 0..batch.num_rows() {
+                    let entry = by_kind.entry(kind.value(i).to_string()).or_default();
+                    entry.0 += 1;
+                    if entry.1.len() < 3 && !message.is_null(i) {
+                        entry.1.push(message.value(i).to_string());
+                    }
+                }
+            }
+        }
+        Ok(json!(by_kind
+            .into_iter()
+            .map(|(k, (n, m))| (k, json!({ "count": n, "first_messages": m })))
+            .collect::<serde_json::Map<_, _>>()))
+    })
+    .await;
+    match counted {
+        Ok(Ok(by_kind)) => HttpResponse::Ok().json(json!({ "id": *id, "by_kind": by_kind })),
+        Ok(Err(e)) => problem(500, "internal", e),
+        Err(e) => problem(500, "internal", e.to_string()),
+    }
 }

@@ -19,8 +19,9 @@ use serde_json::json;
 use super::registry::{JobRow, JobState};
 use super::{Daemon, Refusal, Submission, MAX_BODY_BYTES};
 
-/// Interval at which an events stream looks for new events.
-const EVENTS_POLL: Duration = Duration::from_millis(200);
+/// Longest an events stream waits before looking for new events by itself (it is woken as
+/// soon as one is recorded).
+const EVENTS_POLL: Duration = Duration::from_secs(1);
 
 /// A problem document.
 fn problem(status: u16, kind: &str, detail: impl Into<String>) -> HttpResponse {
@@ -346,14 +347,18 @@ async fn events(
         })
         .unwrap_or(0);
     let daemon = daemon.get_ref().clone();
+    let ticks = daemon.event_ticks();
     let stream = futures_util::stream::unfold((after, false), move |(after, done)| {
         let daemon = daemon.clone();
         let id = id.clone();
+        let mut ticks = ticks.clone();
         async move {
             if done {
                 return None;
             }
             loop {
+                // Before reading: an event recorded from here on wakes the wait below.
+                ticks.mark_unchanged();
                 let events = daemon.registry().events_after(&id, after, 256).unwrap_or_default();
                 if let Some(last) = events.last() {
                     let mut text = String::new();
@@ -377,7 +382,7 @@ async fn events(
                     // The terminal state's event is written with the state: nothing follows.
                     return Some((Ok(web::Bytes::from_static(b": end\n\n")), (after, true)));
                 }
-                actix_rt::time::sleep(EVENTS_POLL).await;
+                let _ = tokio::time::timeout(EVENTS_POLL, ticks.changed()).await;
             }
         }
     });

@@ -124,6 +124,8 @@ pub struct Daemon {
     shutting_down: AtomicBool,
     /// Batches committed by this process, for the metrics.
     pub(crate) batches_committed: std::sync::atomic::AtomicU64,
+    /// Bumped after each event recorded: wakes the event streams at once.
+    events_tick: tokio::sync::watch::Sender<u64>,
 }
 
 impl Daemon {
@@ -147,6 +149,7 @@ impl Daemon {
             live: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             batches_committed: Default::default(),
+            events_tick: tokio::sync::watch::Sender::new(0),
         });
         for state in [JobState::Running, JobState::Stopping] {
             let rows = daemon.registry.list(Some(state), u32::MAX, 0).map_err(|e| e.to_string())?;
@@ -188,6 +191,12 @@ impl Daemon {
         if let Err(e) = self.registry.set_state(id, state, error, &now, &event.to_string()) {
             tracing::error!(job = id, error = %e, "registry: cannot record the job's state");
         }
+        self.events_tick.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes whenever an event is recorded.
+    pub fn event_ticks(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_tick.subscribe()
     }
 
     /// Checks a submission and, when it is valid, stores it as a queued job. With `key`, a
@@ -235,6 +244,7 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(internal(e));
         }
+        self.events_tick.send_modify(|n| *n += 1);
         self.schedule();
         Ok((row, true))
     }
@@ -508,6 +518,7 @@ impl ProgressObserver for JobObserver {
         if let Err(e) = self.daemon.registry.append(&self.id, kind, &data.to_string()) {
             tracing::error!(job = %self.id, error = %e, "registry: cannot record an event");
         }
+        self.daemon.events_tick.send_modify(|n| *n += 1);
     }
 }
 

@@ -150,6 +150,17 @@ enum Command {
         /// core).
         #[arg(long)]
         workers: Option<NonZeroUsize>,
+        /// Bearer token file (created, mode 0600, when absent): every request but /healthz must
+        /// carry `Authorization: Bearer <token>`. Required beyond loopback.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Another `Host` the daemon answers to (`name` or `name:port`); repeatable.
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
+        /// The server's model allow-list (TOML): `[models.NAME]` tables as a job file's
+        /// `[model]` of an external model (`command`, …); jobs name them, never a command.
+        #[arg(long, value_name = "FILE")]
+        models: Option<PathBuf>,
     },
     /// Submit a job file (and the files it names) to a daemon; prints the job's id.
     Submit {
@@ -202,6 +213,34 @@ enum Command {
     },
 }
 
+/// The `[models.NAME]` tables of a `--models` file, each checked as a job's `[model]`.
+fn read_models(
+    path: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, toml::Table>, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--models {shown}: {e}"))?;
+    let mut file: toml::Table = text.parse().map_err(|e| format!("--models {shown}: {e}"))?;
+    let Some(toml::Value::Table(models)) = file.remove("models") else {
+        return Err(format!("--models {shown}: no [models.NAME] tables"));
+    };
+    if let Some(other) = file.keys().next() {
+        return Err(format!("--models {shown}: unknown key `{other}`; only [models.NAME] tables"));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (name, model) in models {
+        let toml::Value::Table(model) = model else {
+            return Err(format!("--models {shown}: `models.{name}` is not a table"));
+        };
+        if !model.contains_key("command") {
+            return Err(format!("--models {shown}: `models.{name}` has no `command`"));
+        }
+        let spec: Result<simsweep::engine::model::ModelSpec, _> = model.clone().try_into();
+        spec.map_err(|e| format!("--models {shown}: `models.{name}`: {}", e.message().trim_end()))?;
+        out.insert(name, model);
+    }
+    Ok(out)
+}
+
 /// `$XDG_DATA_HOME/simsweep`, else `~/.local/share/simsweep`.
 fn default_data_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
@@ -227,7 +266,22 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Command::Serve { listen, data_dir, max_running, workers } => {
+        Command::Serve {
+            listen,
+            data_dir,
+            max_running,
+            workers,
+            token_file,
+            allow_hosts,
+            models,
+        } => {
+            let models = match models.as_deref().map(read_models).transpose() {
+                Ok(models) => models.unwrap_or_default(),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(EXIT_INPUT);
+                }
+            };
             let Some(data_dir) = data_dir.or_else(default_data_dir) else {
                 eprintln!(
                     "error: no --data-dir given and no $XDG_DATA_HOME or $HOME to put it under"
@@ -243,6 +297,9 @@ fn main() -> ExitCode {
                     NonZeroUsize::get,
                 ),
                 max_parameter_sets: simsweep::engine::params::space::MAX_POINTS as usize,
+                token_file,
+                allow_hosts,
+                models,
             };
             let served = simsweep::daemon::serve(config, |addr| {
                 println!(

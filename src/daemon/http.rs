@@ -108,6 +108,28 @@ pub async fn check_host(
             );
             return Ok(req.into_response(resp).map_into_right_body());
         }
+        if let Some(token) = &allowed.token {
+            let health = req.method() == Method::GET && req.path() == "/healthz";
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim);
+            let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+            if !health && !ok {
+                let resp = problem(
+                    401,
+                    "unauthorized",
+                    "this daemon needs `Authorization: Bearer <token>` (the token is in its \
+                     --token-file)",
+                );
+                let mut resp = req.into_response(resp);
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                return Ok(resp.map_into_right_body());
+            }
+        }
         let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let origin = req.headers().get(header::ORIGIN).and_then(|h| h.to_str().ok());
         if let (true, Some(origin)) = (changes, origin) {
@@ -125,11 +147,27 @@ pub async fn check_host(
     Ok(next.call(req).await?.map_into_left_body())
 }
 
-/// The `Host` values the daemon answers to.
-#[derive(Debug, Clone)]
+/// Who the daemon answers: the `Host` values, and the bearer token when it has one.
+#[derive(Clone)]
 pub struct Allowed {
     /// `host:port` forms.
     pub hosts: Vec<String>,
+    /// The bearer token every request but `GET /healthz` must carry, when set.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Allowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allowed")
+            .field("hosts", &self.hosts)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// Equality of `a` and `b` in time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Allowed {
@@ -143,7 +181,7 @@ impl Allowed {
             format!("[::1]:{port}"),
         ];
         hosts.dedup();
-        Allowed { hosts }
+        Allowed { hosts, token: None }
     }
 }
 

@@ -46,6 +46,17 @@ pub struct ServeConfig {
     pub workers: usize,
     /// Most parameter sets one job may have.
     pub max_parameter_sets: usize,
+    /// The bearer token file: every request but `GET /healthz` must carry
+    /// `Authorization: Bearer <token>`. Required beyond loopback; created (0600) when absent;
+    /// refused when others may read it.
+    pub token_file: Option<PathBuf>,
+    /// More `Host` values the daemon answers to (`name` or `name:port`), for a daemon reached
+    /// by a name (beyond loopback, or behind a proxy).
+    pub allow_hosts: Vec<String>,
+    /// Server-side model allow-list: a submitted job's `[model] name = "<key>"` runs this
+    /// external model (`[model]` table of a job file, with its `command`). Jobs can name these
+    /// and the built-in models, never a command.
+    pub models: std::collections::BTreeMap<String, toml::Table>,
 }
 
 impl ServeConfig {
@@ -58,14 +69,13 @@ impl ServeConfig {
     /// Refuses what this version cannot serve safely.
     ///
     /// # Errors
-    /// A message when `listen` is not a loopback address: a daemon reachable by others needs
-    /// authentication, which this version does not have yet.
+    /// A message when `listen` is not a loopback address and no token file is given, or
+    /// `max_running` is 0.
     pub fn check(&self) -> Result<(), String> {
-        if !self.listen.ip().is_loopback() {
+        if !self.listen.ip().is_loopback() && self.token_file.is_none() {
             return Err(format!(
-                "--listen {}: simsweep serve listens on loopback only (127.0.0.1 or ::1) until \
-                 it has token authentication; reach it from elsewhere through an SSH tunnel or \
-                 an authenticating reverse proxy",
+                "--listen {}: beyond loopback every request needs a token; give --token-file \
+                 FILE (created, mode 0600, when absent), or listen on 127.0.0.1",
                 self.listen
             ));
         }
@@ -263,7 +273,7 @@ impl Daemon {
 
     /// Writes the submission into `dir` and validates it there; returns the job's name.
     fn stage(&self, dir: &Path, submission: &Submission) -> Result<String, Refusal> {
-        let spec: JobSpec = toml::from_str(&submission.spec).map_err(|e| {
+        let syntax = |e: toml::de::Error| {
             let at = e.span().map(|s| line_column(&submission.spec, s.start));
             Refusal::invalid(match at {
                 Some((line, column)) => {
@@ -271,8 +281,17 @@ impl Daemon {
                 }
                 None => format!("job.toml: {}", e.message().trim_end()),
             })
-        })?;
-        check_spec_paths(&spec, &submission.files)?;
+        };
+        let mut table: toml::Table = toml::from_str(&submission.spec).map_err(syntax)?;
+        // A model of the server's allow-list: its `[model]` table is the server's.
+        let allowed = self.allowed_model(&mut table)?;
+        let text = if allowed {
+            toml::to_string(&table).map_err(internal)?
+        } else {
+            submission.spec.clone()
+        };
+        let spec: JobSpec = toml::from_str(&text).map_err(syntax)?;
+        check_spec_paths(&spec, &submission.files, allowed)?;
         std::fs::create_dir_all(dir).map_err(internal)?;
         for (name, contents) in &submission.files {
             let path = dir.join(name);
@@ -282,7 +301,7 @@ impl Daemon {
             std::fs::write(&path, contents).map_err(internal)?;
         }
         let job_file = dir.join("job.toml");
-        std::fs::write(&job_file, &submission.spec).map_err(internal)?;
+        std::fs::write(&job_file, &text).map_err(internal)?;
         let job = crate::load_job(&job_file).map_err(|e| {
             // Paths in messages relative to the job's folder: the client knows no other.
             let text = e.to_string().replace(&format!("{}/", dir.display()), "");
@@ -301,6 +320,22 @@ impl Daemon {
             });
         }
         Ok(job.name().to_string())
+    }
+
+    /// When the spec's `[model] name` is a key of the server's model allow-list, replaces its
+    /// `[model]` table with the server's and returns true.
+    fn allowed_model(&self, spec: &mut toml::Table) -> Result<bool, Refusal> {
+        let Some(toml::Value::Table(model)) = spec.get("model") else { return Ok(false) };
+        let Some(name) = model.get("name").and_then(|n| n.as_str()) else { return Ok(false) };
+        let Some(server) = self.config.models.get(name) else { return Ok(false) };
+        if let Some(other) = model.keys().find(|k| *k != "name") {
+            return Err(Refusal::invalid(format!(
+                "field `model.{other}`: model `{name}` is configured by the server; give only \
+                 `name = \"{name}\"` in [model]"
+            )));
+        }
+        spec.insert("model".into(), toml::Value::Table(server.clone()));
+        Ok(true)
     }
 
     /// Starts queued jobs while there is a free slot.
@@ -527,6 +562,7 @@ impl ProgressObserver for JobObserver {
 fn check_spec_paths(
     spec: &JobSpec,
     files: &std::collections::BTreeMap<String, String>,
+    allowed_model: bool,
 ) -> Result<(), Refusal> {
     let inside = |field: &str, path: &Path| -> Result<(), Refusal> {
         let escapes = path.is_absolute()
@@ -557,13 +593,15 @@ fn check_spec_paths(
     for (i, t) in spec.targets.iter().enumerate() {
         inside(&format!("targets[{i}].data"), &t.data)?;
     }
-    for file in spec.model.input_files(Path::new("")) {
-        inside("model", &file)?;
+    if !allowed_model {
+        for file in spec.model.input_files(Path::new("")) {
+            inside("model", &file)?;
+        }
     }
-    if matches!(spec.model.model, ModelKind::External(_) | ModelKind::Host(_)) {
+    if !allowed_model && matches!(spec.model.model, ModelKind::External(_) | ModelKind::Host(_)) {
         return Err(Refusal::invalid(
-            "field `model.command`: this server runs built-in models only (external model \
-             commands come from a server-side allow-list, and it has none); use a built-in model",
+            "field `model.command`: a job cannot give a command; name a built-in model or one of \
+             the server's models (`[model] name = \"...\"`, from its --models file)",
         ));
     }
     Ok(())
@@ -585,6 +623,54 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Reads the bearer token from `path`, creating it (32 random bytes as hex, mode 0600) when
+/// absent.
+///
+/// # Errors
+/// A message when the file cannot be read or created, is empty, or may be read by other users
+/// (its mode allows group or others: `chmod 600` it).
+pub fn load_token(path: &Path) -> Result<String, String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "--token-file {shown}: mode {mode:o} lets other users read it; run `chmod 600 \
+                     {shown}`"
+                ));
+            }
+            let token =
+                std::fs::read_to_string(path).map_err(|e| format!("--token-file {shown}: {e}"))?;
+            let token = token.trim().to_string();
+            if token.len() < 16 {
+                return Err(format!(
+                    "--token-file {shown}: holds no token of at least 16 characters"
+                ));
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+                .map_err(|e| format!("cannot draw a token from /dev/urandom: {e}"))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| format!("--token-file {shown}: {e}"))?;
+            writeln!(file, "{token}").map_err(|e| format!("--token-file {shown}: {e}"))?;
+            Ok(token)
+        }
+        Err(e) => Err(format!("--token-file {shown}: {e}")),
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM: serves the API on `config.listen`, runs the queued
 /// jobs. `ready` is called with the bound address once the server listens (port 0 picks one).
 ///
@@ -599,11 +685,21 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 pub fn serve(config: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
     use actix_web::{middleware, web, App, HttpServer};
 
+    config.check()?;
+    let token = config.token_file.as_deref().map(load_token).transpose()?;
     let daemon = Daemon::open(config.clone())?;
     let listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let allowed = http::Allowed::for_addr(addr);
+    let mut allowed = http::Allowed::for_addr(addr);
+    for host in &config.allow_hosts {
+        if host.contains(':') {
+            allowed.hosts.push(host.clone());
+        } else {
+            allowed.hosts.push(format!("{host}:{}", addr.port()));
+        }
+    }
+    allowed.token = token;
     let system = actix_rt::System::new();
     let app_daemon = Arc::clone(&daemon);
     let server = system.block_on(async move {

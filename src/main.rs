@@ -161,6 +161,9 @@ enum Command {
         /// `[model]` of an external model (`command`, …); jobs name them, never a command.
         #[arg(long, value_name = "FILE")]
         models: Option<PathBuf>,
+        /// A folder whose files jobs may name by absolute path (shared data); repeatable.
+        #[arg(long = "allow-dir", value_name = "DIR")]
+        allow_dirs: Vec<PathBuf>,
     },
     /// Submit a job file (and the files it names) to a daemon; prints the job's id.
     Submit {
@@ -274,6 +277,7 @@ fn main() -> ExitCode {
             token_file,
             allow_hosts,
             models,
+            allow_dirs,
         } => {
             let models = match models.as_deref().map(read_models).transpose() {
                 Ok(models) => models.unwrap_or_default(),
@@ -300,6 +304,7 @@ fn main() -> ExitCode {
                 token_file,
                 allow_hosts,
                 models,
+                allow_dirs,
             };
             let served = simsweep::daemon::serve(config, |addr| {
                 println!(

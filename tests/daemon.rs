@@ -591,3 +591,41 @@ fn tokens_and_the_servers_model_allow_list() {
         read_dataset(&data.path().join("jobs").join(id).join("output/model_outputs/prevalence"));
     assert_eq!(rows.num_rows(), 20 * 15, "10 sets × 2 replicates × days 0..=14");
 }
+
+#[test]
+fn allowed_folders_and_the_body_limit() {
+    let data = tempfile::tempdir().unwrap();
+    let shared = data.path().join("shared");
+    let outside = data.path().join("outside");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(shared.join("observed.csv"), OBSERVED).unwrap();
+    std::fs::write(outside.join("observed.csv"), OBSERVED).unwrap();
+    std::os::unix::fs::symlink(outside.join("observed.csv"), shared.join("link.csv")).unwrap();
+    let server = Server::start(&data.path().join("d"), &["--allow-dir", shared.to_str().unwrap()]);
+    let with_data = |path: &Path| {
+        spec(10, 5, 20)
+            .replace("data = \"observed.csv\"", &format!("data = {:?}", path.to_str().unwrap()))
+    };
+    // A file in the allowed folder, by absolute path: accepted and run.
+    let (status, job) =
+        server.post("/v1/jobs", "application/toml", &with_data(&shared.join("observed.csv")), None);
+    assert_eq!(status, 201, "{job}");
+    server.wait_state(job["id"].as_str().unwrap(), "succeeded", 30);
+    // Outside it, directly or through a link inside it: refused.
+    for path in [
+        outside.join("observed.csv"),
+        shared.join("link.csv"),
+        shared.join("../outside/observed.csv"),
+    ] {
+        let (status, problem) =
+            server.post("/v1/jobs", "application/toml", &with_data(&path), None);
+        assert_eq!(status, 422, "{path:?}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("or an --allow-dir"), "{problem}");
+    }
+    // A body over 16 MiB: 413, nothing created.
+    let big = format!("# {}\n{}", "x".repeat(17 << 20), spec(10, 5, 20));
+    let (status, _) = server.post("/v1/jobs", "application/toml", &big, None);
+    assert_eq!(status, 413);
+    assert_eq!(server.get("/v1/jobs").1["jobs"].as_array().unwrap().len(), 1);
+}

@@ -57,6 +57,9 @@ pub struct ServeConfig {
     /// external model (`[model]` table of a job file, with its `command`). Jobs can name these
     /// and the built-in models, never a command.
     pub models: std::collections::BTreeMap<String, toml::Table>,
+    /// Folders whose files a job may name by absolute path (data shared by many jobs); after
+    /// resolving symbolic links, the file must be inside one of them.
+    pub allow_dirs: Vec<PathBuf>,
 }
 
 impl ServeConfig {
@@ -291,7 +294,7 @@ impl Daemon {
             submission.spec.clone()
         };
         let spec: JobSpec = toml::from_str(&text).map_err(syntax)?;
-        check_spec_paths(&spec, &submission.files, allowed)?;
+        check_spec_paths(&spec, &submission.files, allowed, &self.config.allow_dirs)?;
         std::fs::create_dir_all(dir).map_err(internal)?;
         for (name, contents) in &submission.files {
             let path = dir.join(name);
@@ -563,22 +566,37 @@ fn check_spec_paths(
     spec: &JobSpec,
     files: &std::collections::BTreeMap<String, String>,
     allowed_model: bool,
+    allow_dirs: &[PathBuf],
 ) -> Result<(), Refusal> {
-    let inside = |field: &str, path: &Path| -> Result<(), Refusal> {
-        let escapes = path.is_absolute()
-            || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
-        if escapes || path.as_os_str().is_empty() {
-            return Err(Refusal::invalid(format!(
-                "field `{field}`: `{}` is not a path inside the job's folder; give a relative \
-                 path without `..` and upload the file with the job",
-                path.display()
-            )));
-        }
-        Ok(())
+    let in_allowed_dir = |path: &Path| {
+        let Ok(real) = path.canonicalize() else { return false };
+        allow_dirs.iter().any(|d| d.canonicalize().is_ok_and(|d| real.starts_with(d)))
     };
+    let inside =
+        |field: &str, path: &Path| -> Result<(), Refusal> {
+            if path.is_absolute() && in_allowed_dir(path) {
+                return Ok(());
+            }
+            let escapes = path.is_absolute()
+                || path
+                    .components()
+                    .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+            if escapes || path.as_os_str().is_empty() {
+                return Err(Refusal::invalid(format!(
+                "field `{field}`: `{}` is not a path inside the job's folder{}; give a relative \
+                 path without `..` and upload the file with the job",
+                path.display(),
+                if allow_dirs.is_empty() { String::new() } else { " or an --allow-dir".to_string() }
+            )));
+            }
+            Ok(())
+        };
     for name in files.keys() {
         if name == "job.toml" {
             return Err(Refusal::invalid("files: `job.toml` is the spec itself; rename the file"));
+        }
+        if Path::new(name).is_absolute() {
+            return Err(Refusal::invalid(format!("files: `{name}` must be a relative path")));
         }
         inside(&format!("files.{name}"), Path::new(name))?;
     }

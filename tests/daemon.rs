@@ -288,6 +288,13 @@ fn submit_watch_and_fetch_match_the_cli() {
     assert!(metrics.contains("simsweep_jobs{state=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("simsweep_batches_committed_total 6"), "{metrics}");
     assert!(metrics.contains("simsweep_queue_length 0"), "{metrics}");
+    assert!(metrics.contains("simsweep_simulations_committed_total 120"), "{metrics}");
+    assert!(metrics.contains("simsweep_simulations_failed_total 0"), "{metrics}");
+    assert!(
+        metrics.contains("simsweep_batch_commit_interval_seconds_bucket{le=\"+Inf\"} 6")
+            && metrics.contains("simsweep_batch_commit_interval_seconds_count 6"),
+        "{metrics}"
+    );
 }
 
 /// A raw HTTP/1.1 request (to set `Host` and `Origin` freely); returns the status.

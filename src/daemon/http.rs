@@ -452,6 +452,34 @@ async fn metrics(daemon: web::Data<Arc<Daemon>>) -> HttpResponse {
          simsweep_batches_committed_total {}\n",
         daemon.batches_committed.load(std::sync::atomic::Ordering::Relaxed)
     ));
+    let counter = |name: &str, help: &str, value: u64| {
+        format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n")
+    };
+    use std::sync::atomic::Ordering::Relaxed;
+    text.push_str(&counter(
+        "simsweep_simulations_committed_total",
+        "Simulations committed by this daemon process (failed ones included).",
+        daemon.simulations_committed.load(Relaxed),
+    ));
+    text.push_str(&counter(
+        "simsweep_simulations_failed_total",
+        "Failed simulations committed by this daemon process.",
+        daemon.simulations_failed.load(Relaxed),
+    ));
+    {
+        let h = daemon.commit_intervals.lock().unwrap_or_else(|e| e.into_inner());
+        let name = "simsweep_batch_commit_interval_seconds";
+        text.push_str(&format!(
+            "# HELP {name} Seconds between a job's consecutive batch commits.\n# TYPE {name} histogram\n"
+        ));
+        let mut cumulative = 0;
+        for (i, count) in h.0.iter().enumerate() {
+            cumulative += count;
+            let le = super::COMMIT_INTERVAL_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            text.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+        }
+        text.push_str(&format!("{name}_sum {}\n{name}_count {cumulative}\n", h.1));
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }
 

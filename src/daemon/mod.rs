@@ -139,7 +139,16 @@ pub struct Daemon {
     pub(crate) batches_committed: std::sync::atomic::AtomicU64,
     /// Bumped after each event recorded: wakes the event streams at once.
     events_tick: tokio::sync::watch::Sender<u64>,
+    /// Simulations committed and failed by this process, for the metrics.
+    pub(crate) simulations_committed: std::sync::atomic::AtomicU64,
+    pub(crate) simulations_failed: std::sync::atomic::AtomicU64,
+    /// Seconds between a job's consecutive batch commits (its first from the run's start), as
+    /// a histogram: counts per bucket of [`COMMIT_INTERVAL_BUCKETS`], then the sum.
+    pub(crate) commit_intervals: Mutex<(Vec<u64>, f64)>,
 }
+
+/// Upper bounds (seconds) of the batch commit interval histogram's buckets (then `+Inf`).
+pub const COMMIT_INTERVAL_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
 impl Daemon {
     /// Opens the data directory (creating it) and its registry; jobs a previous daemon left
@@ -163,6 +172,9 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             batches_committed: Default::default(),
             events_tick: tokio::sync::watch::Sender::new(0),
+            simulations_committed: Default::default(),
+            simulations_failed: Default::default(),
+            commit_intervals: Mutex::new((vec![0; COMMIT_INTERVAL_BUCKETS.len() + 1], 0.0)),
         });
         for state in [JobState::Running, JobState::Stopping] {
             let rows = daemon.registry.list(Some(state), u32::MAX, 0).map_err(|e| e.to_string())?;
@@ -534,6 +546,7 @@ impl ProgressObserver for JobObserver {
             }
             ProgressEvent::BatchCommitted { index, progress: p, elapsed, .. } => {
                 self.daemon.batches_committed.fetch_add(1, Ordering::Relaxed);
+                self.count(p, elapsed.as_secs_f64());
                 (
                     "batch_committed",
                     json!({ "batch": index, "progress": progress(p), "elapsed_s": elapsed.as_secs_f64() }),
@@ -557,6 +570,33 @@ impl ProgressObserver for JobObserver {
             tracing::error!(job = %self.id, error = %e, "registry: cannot record an event");
         }
         self.daemon.events_tick.send_modify(|n| *n += 1);
+    }
+}
+
+impl JobObserver {
+    /// Adds a commit's simulations, failures and interval to the daemon's metrics.
+    fn count(&self, p: &crate::Progress, elapsed_s: f64) {
+        let mut live = self.daemon.live.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = live.entry(self.id.clone()).or_insert_with(|| json!({}));
+        let before = |key: &str| entry["progress"][key].as_u64();
+        // Counted from this run's first report on (a resumed run starts from its earlier total).
+        let (sims, failed) = (before("simulations_committed"), entry["failed_this_run"].as_u64());
+        let d_sims = sims.map_or(0, |s| p.simulations_committed.saturating_sub(s));
+        let d_failed = p.failed.saturating_sub(failed.unwrap_or(0));
+        entry["failed_this_run"] = json!(p.failed);
+        let last = entry["last_commit_s"].as_f64().unwrap_or(0.0);
+        entry["last_commit_s"] = json!(elapsed_s);
+        drop(live);
+        self.daemon.simulations_committed.fetch_add(d_sims, Ordering::Relaxed);
+        self.daemon.simulations_failed.fetch_add(d_failed, Ordering::Relaxed);
+        let interval = (elapsed_s - last).max(0.0);
+        let bucket = COMMIT_INTERVAL_BUCKETS
+            .iter()
+            .position(|&b| interval <= b)
+            .unwrap_or(COMMIT_INTERVAL_BUCKETS.len());
+        let mut h = self.daemon.commit_intervals.lock().unwrap_or_else(|e| e.into_inner());
+        h.0[bucket] += 1;
+        h.1 += interval;
     }
 }
 

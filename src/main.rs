@@ -262,11 +262,21 @@ fn main() -> ExitCode {
     let default_level = if verbose { "simsweep=debug" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // The daemon keeps each job's warnings with the job, beside what stderr shows.
+    let job_logs = simsweep::daemon::logs::JobLogs::default();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::Layer as _;
+        let stderr = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter);
+        let serving = matches!(cli.command, Command::Serve { .. });
+        let job_layer = serving
+            .then(|| job_logs.clone().with_filter(simsweep::daemon::logs::JobLogs::filter()));
+        tracing_subscriber::registry().with(stderr).with(job_layer).init();
+    }
 
     match cli.command {
         Command::Serve {
@@ -306,7 +316,7 @@ fn main() -> ExitCode {
                 models,
                 allow_dirs,
             };
-            let served = simsweep::daemon::serve(config, |addr| {
+            let served = simsweep::daemon::serve(config, Some(job_logs), |addr| {
                 println!(
                     "simsweep serve: listening on http://{addr} (data dir {})",
                     data_dir.display()

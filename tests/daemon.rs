@@ -474,6 +474,22 @@ fn the_cli_as_a_client_and_a_graceful_stop() {
     let out = simsweep(&["jobs", "--server", "http://127.0.0.1:9"], &dir);
     assert_eq!(out.status.code(), Some(3));
 
+    // A job's warnings are kept with it: day 10 is observed, the model reports days 0..=9.
+    let (_, job) = server.submit(&submission(&spec(10, 5, 10)), None);
+    let warned = job["id"].as_str().unwrap().to_string();
+    server.wait_state(&warned, "succeeded", 30);
+    let (status, logs) = server.get(&format!("/v1/jobs/{warned}/logs"));
+    assert_eq!(status, 200);
+    let lines = logs["logs"].as_array().unwrap();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"].as_str().unwrap().contains("loss set to null")
+            && l["message"].as_str().unwrap().contains("observed time 10")),
+        "{logs}"
+    );
+    let (_, clean) = server.get("/v1/jobs/j000001/logs");
+    assert_eq!(clean["logs"], json!([]));
+
     // SIGTERM while a job runs: it stops at a batch boundary, is queued again, and the next
     // start finishes it.
     let (_, job) = server.submit(&submission(&spec(40_000, 100, 200)), None);

@@ -475,7 +475,8 @@ async fn metrics(daemon: web::Data<Arc<Daemon>>) -> HttpResponse {
         let mut cumulative = 0;
         for (i, count) in h.0.iter().enumerate() {
             cumulative += count;
-            let le = super::COMMIT_INTERVAL_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let le =
+                super::COMMIT_INTERVAL_BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
             text.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
         }
         text.push_str(&format!("{name}_sum {}\n{name}_count {cumulative}\n", h.1));
@@ -560,6 +561,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/jobs/{id}/best", web::get().to(best))
         .route("/v1/jobs/{id}/events", web::get().to(events))
         .route("/v1/jobs/{id}/failures", web::get().to(failures))
+        .route("/v1/jobs/{id}/logs", web::get().to(logs))
         .route("/v1/jobs/{id}/tables", web::get().to(tables))
         .route("/v1/jobs/{id}/tables/{name:.*}", web::get().to(table))
         .default_service(web::to(unknown));
@@ -710,6 +712,33 @@ async fn table(
         rx.poll_recv(cx).map(|c| c.map(Ok::<_, actix_web::Error>))
     });
     HttpResponse::Ok().content_type("application/vnd.apache.arrow.stream").streaming(stream)
+}
+
+/// `GET /v1/jobs/{id}/logs`: the job's warnings and errors, oldest first (`?after=N` for those
+/// after event N).
+async fn logs(
+    daemon: web::Data<Arc<Daemon>>,
+    id: web::Path<String>,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
+    match daemon.registry().get(&id) {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(&id),
+        Err(e) => return problem(500, "internal", e.to_string()),
+    }
+    let mut after = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut lines = Vec::new();
+    loop {
+        let events = daemon.registry().events_after(&id, after, 1000).unwrap_or_default();
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        lines.extend(events.into_iter().filter(|e| e.kind == "log").map(|e| {
+            let mut v: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+            v["seq"] = json!(e.seq);
+            v
+        }));
+    }
+    HttpResponse::Ok().json(json!({ "id": *id, "logs": lines }))
 }
 
 /// `GET /v1/jobs/{id}/failures`: failed attempts by kind, with the first messages of each.

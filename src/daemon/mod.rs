@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod http;
+pub mod logs;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -148,7 +149,8 @@ pub struct Daemon {
 }
 
 /// Upper bounds (seconds) of the batch commit interval histogram's buckets (then `+Inf`).
-pub const COMMIT_INTERVAL_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+pub const COMMIT_INTERVAL_BUCKETS: [f64; 10] =
+    [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
 impl Daemon {
     /// Opens the data directory (creating it) and its registry; jobs a previous daemon left
@@ -217,6 +219,16 @@ impl Daemon {
             tracing::error!(job = id, error = %e, "registry: cannot record the job's state");
         }
         self.events_tick.send_modify(|n| *n += 1);
+    }
+
+    /// Records a `log` event of job `id` (see [`logs`]); jobs it does not know are ignored.
+    pub fn record_log(&self, id: &str, data: &str) {
+        if self.registry.get(id).ok().flatten().is_none() {
+            return;
+        }
+        if self.registry.append(id, "log", data).is_ok() {
+            self.events_tick.send_modify(|n| *n += 1);
+        }
     }
 
     /// A receiver that changes whenever an event is recorded.
@@ -740,12 +752,19 @@ pub fn load_token(path: &Path) -> Result<String, String> {
 /// # Errors
 /// A message when the configuration is refused ([`ServeConfig::check`]), the data directory or
 /// registry cannot be used, or the address cannot be bound.
-pub fn serve(config: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
+pub fn serve(
+    config: ServeConfig,
+    logs: Option<logs::JobLogs>,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
     use actix_web::{middleware, web, App, HttpServer};
 
     config.check()?;
     let token = config.token_file.as_deref().map(load_token).transpose()?;
     let daemon = Daemon::open(config.clone())?;
+    if let Some(logs) = logs {
+        logs.attach(&daemon);
+    }
     let listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| format!("--listen {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -82,6 +82,20 @@ fn job_json(daemon: &Daemon, row: &JobRow) -> serde_json::Value {
             .collect::<Vec<_>>());
     }
     if let Some(live) = daemon.live_progress(&row.id) {
+        // Rate and ETA from this run: simulations finished per second since it started.
+        let finished = live["simulations_finished_this_run"].as_f64();
+        let elapsed = live["elapsed_s"].as_f64();
+        let planned = live["progress"]["simulations_planned"].as_f64();
+        let committed = live["progress"]["simulations_committed"].as_f64();
+        if let (Some(finished), Some(elapsed)) = (finished, elapsed) {
+            if elapsed > 0.0 && finished > 0.0 {
+                let rate = finished / elapsed;
+                job["rate_simulations_per_s"] = json!(rate);
+                if let (Some(planned), Some(committed)) = (planned, committed) {
+                    job["eta_s"] = json!(((planned - committed).max(0.0)) / rate);
+                }
+            }
+        }
         job["live"] = live;
     }
     job

@@ -375,5 +375,12 @@ mod tests {
         assert!(r.events_after("j000002", 0, 10).unwrap().is_empty());
         // A second job with the same key is refused by the table.
         assert!(r.insert(&row("j000009", Some("k1")), "{}").is_err());
+        // The queue: higher priority first, then submission order.
+        r.insert(&row("j000010", None), "{}").unwrap();
+        r.insert(&JobRow { priority: 5, ..row("j000011", None) }, "{}").unwrap();
+        r.insert(&row("j000012", None), "{}").unwrap();
+        r.insert(&JobRow { priority: -1, ..row("j000013", None) }, "{}").unwrap();
+        let order: Vec<String> = r.queued().unwrap().into_iter().map(|j| j.id).collect();
+        assert_eq!(order, ["j000011", "j000010", "j000012", "j000013"]);
     }
 }

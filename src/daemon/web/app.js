@@ -110,6 +110,12 @@ async function jobPage(id) {
     el("p", {}, bar(job), " ", el("span", { id: "counts" }, done + " / " + all + " batches, " +
       (p.simulations_committed || 0) + " simulations, " + (p.failed || 0) + " failed")),
     job.error ? el("p", { class: "error" }, job.error) : "",
+    el("p", { id: "links" }, "Results: ",
+      el("a", { href: "/v1/jobs/" + job.id + "/tables" }, "tables"), " · ",
+      el("a", { href: "/v1/jobs/" + job.id + "/best" }, "best sets"), " · ",
+      el("a", { href: "/v1/jobs/" + job.id + "/failures" }, "failures"), " · ",
+      el("a", { href: "/v1/jobs/" + job.id + "/logs" }, "logs"), " · ",
+      el("a", { href: "/v1/jobs/" + job.id + "/events" }, "events")),
     el("h2", {}, "Best parameter sets"),
     ...(job.best && job.best.length ? bestTables(job) : [el("p", { id: "no-best" }, "No batch committed yet.")]));
   // Refresh the page's figures (best sets included) when a batch commits or the state changes.

@@ -680,8 +680,10 @@ fn key_line_offset(section: &str, key: &str) -> Option<usize> {
     None
 }
 
-/// 1-based line and column (in characters) of byte `offset` of `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+/// 1-based line and column (in characters) of byte `offset` of `text` (an offset past the end
+/// counts as the end; one inside a character as that character), as a job file's errors give
+/// them.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;

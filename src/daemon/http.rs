@@ -304,28 +304,27 @@ struct CancelQuery {
     force: Option<bool>,
 }
 
+/// The answer to a request that changes job `id`'s state: 202 with the state, or why not.
+fn state_change(id: &str, result: Option<Result<JobState, Refusal>>) -> HttpResponse {
+    match result {
+        None => not_found(id),
+        Some(Err(r)) => refused(r),
+        Some(Ok(state)) => {
+            HttpResponse::Accepted().json(json!({ "id": id, "state": state.as_str() }))
+        }
+    }
+}
+
 async fn cancel(
     daemon: web::Data<Arc<Daemon>>,
     id: web::Path<String>,
     query: web::Query<CancelQuery>,
 ) -> HttpResponse {
-    match daemon.cancel(&id, query.force.unwrap_or(false)) {
-        None => not_found(&id),
-        Some(Err(r)) => refused(r),
-        Some(Ok(state)) => {
-            HttpResponse::Accepted().json(json!({ "id": *id, "state": state.as_str() }))
-        }
-    }
+    state_change(&id, daemon.cancel(&id, query.force.unwrap_or(false)))
 }
 
 async fn resume(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> HttpResponse {
-    match daemon.resume(&id) {
-        None => not_found(&id),
-        Some(Err(r)) => refused(r),
-        Some(Ok(state)) => {
-            HttpResponse::Accepted().json(json!({ "id": *id, "state": state.as_str() }))
-        }
-    }
+    state_change(&id, daemon.resume(&id))
 }
 
 async fn delete(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> HttpResponse {

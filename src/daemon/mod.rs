@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::engine::model::ModelKind;
 use crate::engine::output::utc_now_rfc3339;
-use crate::engine::spec::JobSpec;
+use crate::engine::spec::{line_column, JobSpec};
 use crate::{CancelToken, ProgressEvent, ProgressObserver, RunOptions};
 use registry::{JobRow, JobState, Registry};
 
@@ -679,18 +679,6 @@ fn check_spec_paths(
 
 fn internal(e: impl std::fmt::Display) -> Refusal {
     Refusal { kind: "internal", detail: format!("internal error: {e}"), status: 500 }
-}
-
-/// 1-based line and column of byte `offset` of `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 /// Reads the bearer token from `path`, creating it (32 random bytes as hex, mode 0600) when

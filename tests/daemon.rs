@@ -558,13 +558,19 @@ fn tokens_and_the_servers_model_allow_list() {
     let created = data.path().join("new-token");
     let models = data.path().join("models.toml");
     let model_py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/python-sir/model.py");
+    let state = data.path().join("fault-state");
+    std::fs::create_dir_all(&state).unwrap();
     std::fs::write(
         &models,
         format!(
             "[models.python_sir]\ncommand = [\"python3\", {:?}]\ntimeout_seconds = 60\n\
              [models.python_sir.settings]\npopulation = 763\ninitial_infected = 1\ndays = 14\n\
-             steps_per_day = 4\n",
-            model_py.to_str().unwrap()
+             steps_per_day = 4\n\
+             [models.faults]\ncommand = [\"python3\", {:?}]\nmax_attempts = 1\n\
+             env = {{ FAULT_STATE_DIR = {:?} }}\n",
+            model_py.to_str().unwrap(),
+            fault_model_path().to_str().unwrap(),
+            state.to_str().unwrap(),
         ),
     )
     .unwrap();
@@ -637,6 +643,55 @@ fn tokens_and_the_servers_model_allow_list() {
     let rows =
         read_dataset(&data.path().join("jobs").join(id).join("output/model_outputs/prevalence"));
     assert_eq!(rows.num_rows(), 20 * 15, "10 sets × 2 replicates × days 0..=14");
+
+    // Failures: counted by kind in the job's failures, its events and the metrics.
+    let params = "mode,x\nfail_odd_seed,1.0\nfail_odd_seed,2.0\nfail_odd_seed,3.0\n";
+    let faults = json!({
+        "spec": "name = \"faults\"\nreplicates = 4\n[parameters]\nfile = \"params.csv\"\n\
+                 [model]\nname = \"faults\"\n",
+        "files": { "params.csv": params },
+    });
+    let mut resp = server
+        .agent
+        .post(&server.url("/v1/jobs"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(faults.to_string())
+        .unwrap();
+    let job: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let authed = |path: &str| -> Value {
+        let mut resp = server
+            .agent
+            .get(&server.url(path))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while authed(&format!("/v1/jobs/{id}"))["state"] != "succeeded" {
+        assert!(Instant::now() < deadline, "{}", authed(&format!("/v1/jobs/{id}")));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Which of the 12 replicates' seeds are odd: from the written failure rows.
+    let failed = read_dataset(&data.path().join("jobs").join(id).join("output/failures"));
+    let n = failed.num_rows() as u64;
+    assert!((1..12).contains(&n), "{n} of 12 failed");
+    let failures = authed(&format!("/v1/jobs/{id}/failures"));
+    assert_eq!(failures["by_kind"]["error"]["count"], n, "{failures}");
+    let first = failures["by_kind"]["error"]["first_messages"][0].as_str().unwrap();
+    assert!(first.contains("odd seed"), "{failures}");
+    let metrics = authed("/metrics");
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains(&format!("simsweep_failures_total{{kind=\"error\"}} {n}")),
+        "{metrics}"
+    );
+    let job = authed(&format!("/v1/jobs/{id}"));
+    assert_eq!(job["progress"]["failed"], n);
 }
 
 #[test]

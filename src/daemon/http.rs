@@ -480,6 +480,16 @@ async fn metrics(daemon: web::Data<Arc<Daemon>>) -> HttpResponse {
         daemon.simulations_failed.load(Relaxed),
     ));
     {
+        let name = "simsweep_failures_total";
+        text.push_str(&format!(
+            "# HELP {name} Failed attempts committed by this daemon process, by kind.\n# TYPE {name} counter\n"
+        ));
+        let kinds = daemon.failures_by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, n) in kinds.iter() {
+            text.push_str(&format!("{name}{{kind=\"{kind}\"}} {n}\n"));
+        }
+    }
+    {
         let h = daemon.commit_intervals.lock().unwrap_or_else(|e| e.into_inner());
         let name = "simsweep_batch_commit_interval_seconds";
         text.push_str(&format!(
@@ -759,10 +769,8 @@ async fn failures(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> Http
     if let Ok(None) = daemon.registry().get(&id) {
         return not_found(&id);
     }
-    let tables = match committed_tables(&daemon, &id) {
-        Ok(t) => t,
-        Err(resp) => return resp,
-    };
+    // No committed batch yet: no failures yet.
+    let tables = committed_tables(&daemon, &id).unwrap_or_default();
     let layout = crate::engine::output::OutputLayout::new(daemon.output_dir(&id));
     let dataset = crate::engine::output::Dataset::Failures;
     let batches = tables.get("failures").map(|(_, b)| b.clone()).unwrap_or_default();

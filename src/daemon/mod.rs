@@ -146,6 +146,8 @@ pub struct Daemon {
     /// Seconds between a job's consecutive batch commits (its first from the run's start), as
     /// a histogram: counts per bucket of [`COMMIT_INTERVAL_BUCKETS`], then the sum.
     pub(crate) commit_intervals: Mutex<(Vec<u64>, f64)>,
+    /// Failed attempts committed by this process, by kind.
+    pub(crate) failures_by_kind: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Upper bounds (seconds) of the batch commit interval histogram's buckets (then `+Inf`).
@@ -177,6 +179,7 @@ impl Daemon {
             simulations_committed: Default::default(),
             simulations_failed: Default::default(),
             commit_intervals: Mutex::new((vec![0; COMMIT_INTERVAL_BUCKETS.len() + 1], 0.0)),
+            failures_by_kind: Mutex::new(Default::default()),
         });
         for state in [JobState::Running, JobState::Stopping] {
             let rows = daemon.registry.list(Some(state), u32::MAX, 0).map_err(|e| e.to_string())?;
@@ -558,7 +561,9 @@ impl ProgressObserver for JobObserver {
             }
             ProgressEvent::BatchCommitted { index, progress: p, elapsed, .. } => {
                 self.daemon.batches_committed.fetch_add(1, Ordering::Relaxed);
-                self.count(p, elapsed.as_secs_f64());
+                if self.count(p, elapsed.as_secs_f64()) > 0 {
+                    self.failures(*index);
+                }
                 (
                     "batch_committed",
                     json!({ "batch": index, "progress": progress(p), "elapsed_s": elapsed.as_secs_f64() }),
@@ -586,8 +591,63 @@ impl ProgressObserver for JobObserver {
 }
 
 impl JobObserver {
-    /// Adds a commit's simulations, failures and interval to the daemon's metrics.
-    fn count(&self, p: &crate::Progress, elapsed_s: f64) {
+    /// Reads the failures batch `index` committed, counts them by kind into the metrics, and
+    /// records a `failures` event (`{"batch", "by_kind": {kind: {count, first_message}}}`).
+    fn failures(&self, index: u32) {
+        use arrow::array::{Array, AsArray};
+        let layout = crate::engine::output::OutputLayout::new(self.daemon.output_dir(&self.id));
+        let file = layout.batch_file(&crate::engine::output::Dataset::Failures, index);
+        let mut by_kind: std::collections::BTreeMap<String, (u64, Option<String>)> =
+            Default::default();
+        let read = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(&file)?,
+            )?
+            .build()?;
+            for batch in reader {
+                let batch = batch?;
+                let utf8 =
+                    |name: &str| -> Result<arrow::array::ArrayRef, Box<dyn std::error::Error>> {
+                        let column = batch.column_by_name(name).ok_or("no column")?;
+                        Ok(arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?)
+                    };
+                let (kind, message) = (utf8("kind")?, utf8("message")?);
+                let (kind, message) = (kind.as_string::<i32>(), message.as_string::<i32>());
+                for i in 0..batch.num_rows() {
+                    let entry = by_kind.entry(kind.value(i).to_string()).or_default();
+                    entry.0 += 1;
+                    if entry.1.is_none() && !message.is_null(i) {
+                        entry.1 = Some(message.value(i).to_string());
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = read {
+            tracing::warn!(job = %self.id, batch = index, error = %e, "cannot count the batch's failures");
+            return;
+        }
+        {
+            let mut total = self.daemon.failures_by_kind.lock().unwrap_or_else(|e| e.into_inner());
+            for (kind, (n, _)) in &by_kind {
+                *total.entry(kind.clone()).or_default() += n;
+            }
+        }
+        let data = json!({
+            "batch": index,
+            "by_kind": by_kind
+                .into_iter()
+                .map(|(k, (n, m))| (k, json!({ "count": n, "first_message": m })))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        if self.daemon.registry.append(&self.id, "failures", &data.to_string()).is_ok() {
+            self.daemon.events_tick.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Adds a commit's simulations, failures and interval to the daemon's metrics; returns the
+    /// failures the commit added.
+    fn count(&self, p: &crate::Progress, elapsed_s: f64) -> u64 {
         let mut live = self.daemon.live.lock().unwrap_or_else(|e| e.into_inner());
         let entry = live.entry(self.id.clone()).or_insert_with(|| json!({}));
         let before = |key: &str| entry["progress"][key].as_u64();
@@ -609,6 +669,7 @@ impl JobObserver {
         let mut h = self.daemon.commit_intervals.lock().unwrap_or_else(|e| e.into_inner());
         h.0[bucket] += 1;
         h.1 += interval;
+        d_failed
     }
 }
 

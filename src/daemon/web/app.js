@@ -58,7 +58,7 @@ function follow(job, onState) {
       if (onState) onState(data.state);
     }
   };
-  for (const kind of ["state", "started", "batch_committed"]) source.addEventListener(kind, update);
+  for (const kind of ["state", "started", "batch_committed", "failures"]) source.addEventListener(kind, update);
   // The server ends the stream once the job is over; do not reconnect then.
   source.onerror = () => source.close();
 }
@@ -116,8 +116,18 @@ async function jobPage(id) {
       el("a", { href: "/v1/jobs/" + job.id + "/failures" }, "failures"), " · ",
       el("a", { href: "/v1/jobs/" + job.id + "/logs" }, "logs"), " · ",
       el("a", { href: "/v1/jobs/" + job.id + "/events" }, "events")),
+    el("h2", {}, "Failures"),
+    el("div", { id: "failures" }, "…"),
     el("h2", {}, "Best parameter sets"),
     ...(job.best && job.best.length ? bestTables(job) : [el("p", { id: "no-best" }, "No batch committed yet.")]));
+  const failures = await api("/v1/jobs/" + id + "/failures").catch(() => ({ by_kind: {} }));
+  const kinds = Object.entries(failures.by_kind || {});
+  document.getElementById("failures").replaceChildren(kinds.length === 0
+    ? el("p", {}, "None.")
+    : el("table", { class: "failures" },
+        el("tr", {}, el("th", {}, "kind"), el("th", {}, "count"), el("th", {}, "first messages")),
+        ...kinds.map(([kind, f]) => el("tr", {}, el("td", {}, kind), el("td", { class: "num" }, f.count),
+          el("td", {}, (f.first_messages || []).join(" | "))))));
   // Refresh the page's figures (best sets included) when a batch commits or the state changes.
   follow(job, () => setTimeout(route, 200));
   const counts = document.getElementById("counts");

@@ -164,6 +164,9 @@ enum Command {
         /// A folder whose files jobs may name by absolute path (shared data); repeatable.
         #[arg(long = "allow-dir", value_name = "DIR")]
         allow_dirs: Vec<PathBuf>,
+        /// Most parameter sets one job may have (larger jobs get 422) [default: 10,000,000].
+        #[arg(long, value_name = "N")]
+        max_parameter_sets: Option<NonZeroUsize>,
     },
     /// Submit a job file (and the files it names) to a daemon; prints the job's id.
     Submit {
@@ -288,6 +291,7 @@ fn main() -> ExitCode {
             allow_hosts,
             models,
             allow_dirs,
+            max_parameter_sets,
         } => {
             let models = match models.as_deref().map(read_models).transpose() {
                 Ok(models) => models.unwrap_or_default(),
@@ -310,7 +314,10 @@ fn main() -> ExitCode {
                     || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
                     NonZeroUsize::get,
                 ),
-                max_parameter_sets: simsweep::engine::params::space::MAX_POINTS as usize,
+                max_parameter_sets: max_parameter_sets.map_or(
+                    simsweep::engine::params::space::MAX_POINTS as usize,
+                    NonZeroUsize::get,
+                ),
                 token_file,
                 allow_hosts,
                 models,

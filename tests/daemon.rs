@@ -704,7 +704,10 @@ fn allowed_folders_and_the_body_limit() {
     std::fs::write(shared.join("observed.csv"), OBSERVED).unwrap();
     std::fs::write(outside.join("observed.csv"), OBSERVED).unwrap();
     std::os::unix::fs::symlink(outside.join("observed.csv"), shared.join("link.csv")).unwrap();
-    let server = Server::start(&data.path().join("d"), &["--allow-dir", shared.to_str().unwrap()]);
+    let server = Server::start(
+        &data.path().join("d"),
+        &["--allow-dir", shared.to_str().unwrap(), "--max-parameter-sets", "30"],
+    );
     let with_data = |path: &Path| {
         spec(10, 5, 20)
             .replace("data = \"observed.csv\"", &format!("data = {:?}", path.to_str().unwrap()))
@@ -725,6 +728,22 @@ fn allowed_folders_and_the_body_limit() {
         assert_eq!(status, 422, "{path:?}: {problem}");
         assert!(problem["detail"].as_str().unwrap().contains("or an --allow-dir"), "{problem}");
     }
+    // A job over the server's limit of parameter sets: 422, nothing created.
+    let (status, problem) = server.post(
+        "/v1/jobs",
+        "application/toml",
+        &with_data(&shared.join("observed.csv")).replace("count = 10", "count = 31"),
+        None,
+    );
+    assert_eq!(
+        (status, &problem["type"]),
+        (422, &json!("https://simsweep.dev/problems/too-large")),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("31 parameter sets, more than the 30"),
+        "{problem}"
+    );
     // A body over 16 MiB: 413, nothing created.
     let big = format!("# {}\n{}", "x".repeat(17 << 20), spec(10, 5, 20));
     let (status, _) = server.post("/v1/jobs", "application/toml", &big, None);

@@ -133,10 +133,12 @@ enum Command {
         /// The output directory.
         dir: PathBuf,
     },
-    /// Run a daemon serving the jobs API over HTTP (loopback only): submit, watch, cancel
-    /// and fetch the results of jobs; see the README, "Daemon".
+    /// Run a daemon serving the jobs API over HTTP: submit, watch, cancel and fetch the
+    /// results of jobs (loopback by default; beyond it every request needs the token of
+    /// --token-file); see the README, "Daemon".
     Serve {
-        /// Address to listen on (loopback only; port 0 picks a free one and prints it).
+        /// Address to listen on (beyond loopback only with --token-file; port 0 picks a free
+        /// one and prints it).
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: std::net::SocketAddr,
         /// Registry and job folders [default: $XDG_DATA_HOME/simsweep, else

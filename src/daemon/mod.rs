@@ -37,7 +37,8 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 /// How the daemon is set up (`simsweep serve` flags).
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Address to listen on; loopback only (see [`ServeConfig::check`]).
+    /// Address to listen on; beyond loopback only with a token file (see
+    /// [`ServeConfig::check`]).
     pub listen: SocketAddr,
     /// Registry and job folders.
     pub data_dir: PathBuf,

@@ -233,6 +233,8 @@ fn submit_watch_and_fetch_match_the_cli() {
         .map(|b| b["loss"].as_f64().unwrap())
         .collect();
     assert_eq!(losses.len(), 3);
+    let a = &best["targets"][0]["best"][0]["parameters"]["a"];
+    assert!(a.as_f64().is_some_and(|a| (1.0..=5.0).contains(&a)), "a number in its range: {a}");
     assert!(losses.windows(2).all(|w| w[0] <= w[1]), "{losses:?}");
     let summary: Value =
         serde_json::from_slice(&std::fs::read(cli_out.join("summary.json")).unwrap()).unwrap();

@@ -42,6 +42,18 @@ fn not_found(id: &str) -> HttpResponse {
     problem(404, "not-found", format!("no job {id}"))
 }
 
+/// A parameter value as JSON: numbers as numbers (a non-finite float, which a sweep never
+/// holds, as its text), strings as strings.
+fn param_json(v: &crate::engine::params::ParamValue) -> serde_json::Value {
+    use crate::engine::params::ParamValue;
+    match v {
+        ParamValue::Float(x) if x.is_finite() => json!(x),
+        ParamValue::Int(i) => json!(i),
+        ParamValue::Str(s) => json!(s),
+        other => json!(other.to_string()),
+    }
+}
+
 /// The job as the API shows it.
 fn job_json(daemon: &Daemon, row: &JobRow) -> serde_json::Value {
     let mut job = json!({
@@ -75,7 +87,7 @@ fn job_json(daemon: &Daemon, row: &JobRow) -> serde_json::Value {
                 "best": t.best.iter().map(|b| json!({
                     "param_id": b.param_id,
                     "loss": if b.loss.is_finite() { json!(b.loss) } else { json!(b.loss.to_string()) },
-                    "parameters": b.parameters.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>(),
+                    "parameters": b.parameters.iter().map(|(k, v)| (k.clone(), param_json(v))).collect::<serde_json::Map<_, _>>(),
                     "n_failed": b.n_failed,
                 })).collect::<Vec<_>>(),
             }))

@@ -342,7 +342,8 @@ pub fn run(
         let target_names: Vec<String> = job.targets().iter().map(|t| t.name.clone()).collect();
         manifest.best =
             best_per_target(&layout, &manifest, &target_names, SUMMARY_BEST_PER_TARGET)?;
-        manifest.format_version = simsweep_engine::output::MANIFEST_FORMAT_VERSION;
+        // Format 2, not 3: its target files have no `loss_se` column and its new ones won't.
+        manifest.format_version = 2;
     }
     // A resumed run may use another batch size: the manifest tells the plan now in force.
     manifest.batch_size = options.batch_size.get() as u64;

@@ -89,6 +89,8 @@ pub fn run_dataflow(
         let writer_options = options.clone();
         let writer_counters = counters.clone();
         let writer_span = span.clone();
+        // Outputs begun by engines of manifest format 2 or older have no `loss_se` column.
+        let loss_se = manifest.format_version >= 3;
         let writer =
             parquet_writer::ParquetWriter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
                 parquet_writer::ParquetWriter::new(
@@ -100,6 +102,7 @@ pub fn run_dataflow(
                     &writer_options,
                     writer_counters,
                     writer_span,
+                    loss_se,
                 )
             });
         let agg_job = job.clone();

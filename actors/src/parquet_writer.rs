@@ -72,6 +72,7 @@ impl ParquetWriter {
         options: &RunOptions,
         counters: Arc<InFlightCounters>,
         span: tracing::Span,
+        loss_se: bool,
     ) -> Self {
         let assembler = BatchAssembler::new(
             job.sweep().clone(),
@@ -79,7 +80,8 @@ impl ParquetWriter {
             job.simulator().outputs(),
             job.targets(),
         )
-        .with_model_outputs(job.model_outputs());
+        .with_model_outputs(job.model_outputs())
+        .with_loss_se(loss_se);
         let oom_context = (
             job.model().external().and_then(|e| e.memory_limit_mb),
             options.workers.get(),

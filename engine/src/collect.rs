@@ -26,7 +26,7 @@ use crate::error::Result;
 
 use crate::model::{FailureKind, OutputSpec, SimError, SimOutput};
 use crate::output::{BatchTable, Dataset};
-use crate::params::{ParamColumn, ParamKind, Sweep};
+use crate::params::{ParamColumn, ParamKind, ParameterSet, Sweep};
 use crate::plan::BatchRange;
 use crate::target::Target;
 
@@ -135,6 +135,9 @@ pub struct PointLosses {
     /// Loss per target, in the job's target order; `None` when no replicate succeeded or the
     /// model's output could not be aligned with the observations.
     pub losses: Vec<Option<f64>>,
+    /// Monte Carlo standard error of each loss ([`crate::loss::LossEstimate`]), same order;
+    /// `None` where the loss is `None` or has no standard error.
+    pub standard_errors: Vec<Option<f64>>,
     /// Replicates run.
     pub n_replicates: u32,
     /// Replicates that failed.
@@ -199,7 +202,7 @@ impl ReplicateCollector {
         self.held -= done.arrived.len() - 1;
         done.arrived.sort_by_key(|(r, _, _)| *r);
         let warned = &mut self.align_warned;
-        Some(score_point_with(done.batch, point, &done.arrived, targets, |t, error| {
+        Some(score_point_with(done.batch, point, &done.arrived, targets, sweep, |t, error| {
             // The same misalignment usually hits every parameter set: say it once per target
             // at WARN; the run's summary counts the null losses.
             if warned.insert(t) {
@@ -226,8 +229,9 @@ pub fn score_point(
     point: u64,
     replicates: &[(u32, u32, Option<SimOutput>)],
     targets: &[Target],
+    sweep: &Sweep,
 ) -> PointLosses {
-    score_point_with(batch, point, replicates, targets, |t, error| {
+    score_point_with(batch, point, replicates, targets, sweep, |t, error| {
         tracing::debug!(target_name = %targets[t].name, point, %error, "loss set to null");
     })
 }
@@ -239,9 +243,15 @@ pub fn score_point_with(
     point: u64,
     replicates: &[(u32, u32, Option<SimOutput>)],
     targets: &[Target],
+    sweep: &Sweep,
     mut on_align_error: impl FnMut(usize, crate::target::AlignError),
 ) -> PointLosses {
-    let losses = targets
+    // The set's parameters, only when a target's reporting fraction is one of them.
+    let params = targets
+        .iter()
+        .any(|t| t.observation.parameter().is_some())
+        .then(|| sweep.params(point as usize));
+    let (losses, standard_errors) = targets
         .iter()
         .enumerate()
         .map(|(t, target)| {
@@ -250,19 +260,25 @@ pub fn score_point_with(
                 .filter_map(|(_, _, out)| out.as_ref())
                 .filter_map(|out| out.tables.get(target.output_index))
                 .collect();
-            match target.loss(&tables) {
-                Ok(loss) => loss,
+            let rho = params.as_ref().map_or_else(
+                || target.reporting_fraction(&ParameterSet::new()),
+                |p| target.reporting_fraction(p),
+            );
+            match target.estimate(&tables, rho) {
+                Ok(Some(e)) => (Some(e.loss), e.standard_error),
+                Ok(None) => (None, None),
                 Err(error) => {
                     on_align_error(t, error);
-                    None
+                    (None, None)
                 }
             }
         })
-        .collect();
+        .unzip();
     PointLosses {
         batch,
         point,
         losses,
+        standard_errors,
         n_replicates: replicates.len() as u32,
         n_failed: replicates.iter().filter(|(_, _, o)| o.is_none()).count() as u32,
         seeds: replicates.iter().map(|(_, s, _)| *s).collect(),
@@ -428,7 +444,7 @@ impl BatchAssembler {
         outputs: Vec<OutputSpec>,
         targets: &[Target],
     ) -> Self {
-        let target_schema = target_schema(&sweep);
+        let target_schema = target_schema(&sweep, true);
         BatchAssembler {
             replicates,
             kept: (0..outputs.len()).collect(),
@@ -440,6 +456,19 @@ impl BatchAssembler {
             )),
             open: BTreeMap::new(),
         }
+    }
+
+    /// Writes target tables without the `loss_se` column (`with_se` false): what an output
+    /// begun by an engine of manifest format 2 or older holds, kept when such an output is
+    /// resumed so that every file of a dataset has one schema.
+    pub fn with_loss_se(mut self, with_se: bool) -> Self {
+        self.tables = Arc::new(TableBuilder::new(
+            self.tables.sweep.clone(),
+            self.tables.outputs.clone(),
+            self.tables.target_names.clone(),
+            target_schema(&self.tables.sweep, with_se),
+        ));
+        self
     }
 
     /// Writes only the model outputs named in `names` (a job's `model_outputs`; those that are
@@ -689,6 +718,8 @@ impl TableBuilder {
         let n = open.losses.len();
         let mut ids = StringBuilder::with_capacity(n, n * 64);
         let mut loss = Float64Builder::with_capacity(n);
+        let with_se = self.target_schema.column_with_name("loss_se").is_some();
+        let mut loss_se = Float64Builder::with_capacity(if with_se { n } else { 0 });
         let mut n_rep = UInt32Builder::with_capacity(n);
         let mut n_failed = UInt32Builder::with_capacity(n);
         let mut seeds = ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(Field::new(
@@ -699,6 +730,9 @@ impl TableBuilder {
         for l in open.losses.values() {
             ids.append_value(param_ids.hex(l.point));
             loss.append_option(l.losses.get(target).copied().flatten());
+            if with_se {
+                loss_se.append_option(l.standard_errors.get(target).copied().flatten());
+            }
             n_rep.append_value(l.n_replicates);
             n_failed.append_value(l.n_failed);
             seeds.values().append_slice(&l.seeds);
@@ -710,6 +744,9 @@ impl TableBuilder {
             columns.push(param_column(column, open.losses.keys().map(|&p| p - first)));
         }
         columns.push(Arc::new(loss.finish()));
+        if with_se {
+            columns.push(Arc::new(loss_se.finish()));
+        }
         columns.push(Arc::new(n_rep.finish()));
         columns.push(Arc::new(n_failed.finish()));
         columns.push(Arc::new(seeds.finish()));
@@ -818,9 +855,11 @@ fn output_schema_with_param_id(model: &SchemaRef, param_id: DataType) -> SchemaR
 }
 
 /// Schema of `targets/<target>/`: `param_id`, one column per parameter (Float64, Int64 or Utf8),
-/// `loss` (Float64, null when no replicate succeeded), `n_replicates`, `n_failed` (UInt32),
-/// `seeds` (`List<UInt32>`, by replicate number).
-pub fn target_schema(sweep: &Sweep) -> SchemaRef {
+/// `loss` (Float64, null when no replicate succeeded), `loss_se` (Float64, its Monte Carlo
+/// standard error, null with one replicate or a non-finite loss; only when `with_se`: outputs
+/// begun by engines of manifest format 2 or older lack it), `n_replicates`, `n_failed`
+/// (UInt32), `seeds` (`List<UInt32>`, by replicate number).
+pub fn target_schema(sweep: &Sweep, with_se: bool) -> SchemaRef {
     let mut fields = vec![Field::new("param_id", DataType::Utf8, false)];
     for (name, kind) in sweep.columns() {
         let dt = match kind {
@@ -831,6 +870,9 @@ pub fn target_schema(sweep: &Sweep) -> SchemaRef {
         fields.push(Field::new(name, dt, true));
     }
     fields.push(Field::new("loss", DataType::Float64, true));
+    if with_se {
+        fields.push(Field::new("loss_se", DataType::Float64, true));
+    }
     fields.push(Field::new("n_replicates", DataType::UInt32, false));
     fields.push(Field::new("n_failed", DataType::UInt32, false));
     fields.push(Field::new(
@@ -900,6 +942,7 @@ mod model_outputs_tests {
             batch,
             point: 0,
             losses: vec![],
+            standard_errors: vec![],
             n_replicates: 2,
             n_failed: 0,
             seeds: vec![7, 8],

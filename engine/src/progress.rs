@@ -460,6 +460,11 @@ pub struct BestParameterSet {
     /// `"-inf"` or `"NaN"` (JSON has no such numbers; `null` would read as "no loss").
     #[serde(with = "loss_json")]
     pub loss: f64,
+    /// The loss's Monte Carlo standard error over replicates (the target table's `loss_se`;
+    /// see [`crate::loss::aggregate_with_se`]); `None` when there is none (one replicate, a
+    /// non-finite loss, an output written before standard errors were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_loss_json")]
+    pub loss_se: Option<f64>,
     /// Failed replicates among its replicates.
     pub n_failed: u32,
 }
@@ -582,6 +587,7 @@ mod loss_json {
                     point: 3,
                     parameters: vec![],
                     loss,
+                    loss_se: None,
                     n_failed: 0,
                 };
                 let text = serde_json::to_string(&b).unwrap();
@@ -599,5 +605,23 @@ mod loss_json {
             );
             assert!(bad.unwrap_err().to_string().contains("`big` is not a loss"));
         }
+    }
+}
+
+/// [`loss_json`] for an optional value (`+∞` standard errors are written as `"inf"`).
+mod opt_loss_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => super::loss_json::serialize(v, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::loss_json")] f64);
+        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|w| w.0))
     }
 }

@@ -82,14 +82,14 @@ use crate::identity::ParamId;
 use crate::model::{ModelSpec, SharedSimulator};
 use crate::params::file::{read_parameter_file, ParameterTable};
 use crate::params::space::{ParameterSpaceSpec, SamplerKind, SpaceEntry};
-use crate::params::{ParameterSet, Sweep};
+use crate::params::{ParamValue, ParameterSet, Sweep};
 use crate::target::{Target, TargetSpec};
 
 /// Names a parameter cannot have: the columns written beside the parameters in the target
-/// files (`param_id`, `loss`, `n_replicates`, `n_failed`, `seeds`), and `shard`, the column a
+/// files (`param_id`, `loss`, `loss_se`, `n_replicates`, `n_failed`, `seeds`), and `shard`, the column a
 /// sharded output's folders give readers (hive partitioning).
-pub const RESERVED_PARAMETER_NAMES: [&str; 6] =
-    ["param_id", "loss", "n_replicates", "n_failed", "seeds", "shard"];
+pub const RESERVED_PARAMETER_NAMES: [&str; 7] =
+    ["param_id", "loss", "loss_se", "n_replicates", "n_failed", "seeds", "shard"];
 
 /// Column names a model output cannot have: those simsweep adds to every model output row
 /// (`param_id`, `replicate`, `seed`), and `shard`.
@@ -804,13 +804,48 @@ impl JobSpec {
                 .map_err(|e| invalid(file, format!("model.{}", e.setting), e.message))?,
         };
         let mut model_params = simulator.parameter_names();
+        // Parameters of the targets' measurement models (reporting fractions) are swept like
+        // the model's own and must be in [0, 1].
+        let measurement_params: Vec<(usize, String)> = self
+            .targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match &t.reporting_fraction {
+                Some(crate::target::ReportingFractionSpec::Parameter(name)) => {
+                    Some((i, name.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (_, name) in &measurement_params {
+            if !model_params.contains(name) {
+                model_params.push(name.clone());
+            }
+        }
         model_params.sort();
+        let check_all = |p: &ParameterSet| -> std::result::Result<(), String> {
+            for (i, name) in &measurement_params {
+                let value = match p.get(name) {
+                    Some(ParamValue::Float(v)) => *v,
+                    Some(ParamValue::Int(v)) => *v as f64,
+                    _ => f64::NAN,
+                };
+                if !(0.0..=1.0).contains(&value) {
+                    return Err(format!(
+                        "`{name}` = {value} is the reporting fraction of targets[{i}] (`{}`) \
+                         and must be a number in [0, 1]",
+                        self.targets[*i].name
+                    ));
+                }
+            }
+            simulator.check_parameters(p)
+        };
 
         let source = self.parameters.source(file)?;
         let from_file = matches!(source, ParameterSource::File(_));
         let sweep = match source {
             ParameterSource::Space(space) => {
-                let check = |p: &ParameterSet| simulator.check_parameters(p);
+                let check = |p: &ParameterSet| check_all(p);
                 space_sweep(&space, self.seed, file, simulator.name(), &model_params, &check)?
             }
             ParameterSource::File(path) => {
@@ -826,7 +861,7 @@ impl JobSpec {
                         ),
                     ));
                 }
-                let check = |p: &ParameterSet| simulator.check_parameters(p);
+                let check = |p: &ParameterSet| check_all(p);
                 file_sweep(&path, simulator.name(), &model_params, &check)?
             }
         };
@@ -1481,6 +1516,7 @@ mod tests {
             data_from_table: false,
             data_time_column: "day".into(),
             lines: vec![2],
+            observation: Default::default(),
         };
         let j = job("replicates = 2", grid_params()).unwrap();
         let hash = |specs: &[TargetSpec], t: &[Target]| {

@@ -25,7 +25,8 @@ use crate::progress::{BestParameterSet, TargetSummary};
 pub const BEST_PER_TARGET: usize = 10;
 
 /// Columns of a target file that are not parameters.
-const NON_PARAMETER_COLUMNS: [&str; 5] = ["param_id", "loss", "n_replicates", "n_failed", "seeds"];
+const NON_PARAMETER_COLUMNS: [&str; 6] =
+    ["param_id", "loss", "loss_se", "n_replicates", "n_failed", "seeds"];
 
 /// The `k` smallest non-null losses of each of `targets` over the committed batches: from
 /// [`Manifest::best`] when the manifest has best lists ([`Manifest::has_best`]), else read from
@@ -158,6 +159,8 @@ impl BestAccumulator {
             rb.column_by_name("loss").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
         let failed =
             rb.column_by_name("n_failed").and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
+        let loss_se =
+            rb.column_by_name("loss_se").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
         let (Some(ids), Some(losses)) = (ids, losses) else {
             return Err("no `param_id` and `loss` (Float64) columns".to_string());
         };
@@ -211,6 +214,7 @@ impl BestAccumulator {
                 point,
                 parameters,
                 loss,
+                loss_se: loss_se.and_then(|c| (!c.is_null(row)).then(|| c.value(row))),
                 n_failed: failed.map_or(0, |f| f.value(row)),
             };
             insert_best(&mut self.summary.best, candidate, self.k);
@@ -271,6 +275,7 @@ mod tests {
             point,
             parameters: vec![("beta".to_string(), ParamValue::Float(point as f64))],
             loss,
+            loss_se: None,
             n_failed: 0,
         }
     }
@@ -378,6 +383,7 @@ mod tests {
             point,
             parameters: vec![("beta".to_string(), ParamValue::Float(beta))],
             loss,
+            loss_se: None,
             n_failed,
         };
         let mut expected =

@@ -81,6 +81,73 @@ pub struct TargetSpec {
     /// Dispersion `k` (size) of the negative binomial; required for that loss, refused otherwise.
     #[serde(default)]
     pub dispersion: Option<f64>,
+    /// Reporting fraction ρ of the measurement model: the expected observation is
+    /// `ρ · model value + floor`. A number in `(0, 1]`, or the name of a parameter of the
+    /// sweep (fitted like the others; the model receives it too and built-in models ignore
+    /// it). Default 1: every modelled case is observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_fraction: Option<ReportingFractionSpec>,
+    /// Floor added to the expected observation of the `poisson` and `negative_binomial` losses
+    /// (counts, ≥ 0), so that a replicate predicting 0 where cases were observed has a finite
+    /// (if large) cost: King et al.'s sbied boarding-school model measures
+    /// `B ~ Poisson(ρ·R1 + 1e-6)`. Default 0: the exact likelihood, where such a replicate makes
+    /// the observations impossible (loss `+∞`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<f64>,
+}
+
+/// A target's reporting fraction as written: a number, or the name of a parameter.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum ReportingFractionSpec {
+    /// The same fraction for every parameter set, in `(0, 1]`.
+    Value(f64),
+    /// The name of a parameter of the sweep holding each set's fraction.
+    Parameter(String),
+}
+
+/// The reporting fraction ρ of a resolved target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportingFraction {
+    /// A fixed fraction in `(0, 1]` (1 when the spec gives none).
+    Value(f64),
+    /// Each parameter set's value of this parameter (checked to be in `[0, 1]`).
+    Parameter(String),
+}
+
+/// A target's measurement model: the expected observation at each observation time is
+/// `ρ · model value + floor`, which the loss compares with the observed value (for the
+/// likelihood losses: the mean of the Poisson or negative binomial the observation is drawn
+/// from). As in pomp's `dmeasure`, e.g. sbied's `dpois(B, rho*R1 + 1e-6)` (King, Nguyen &
+/// Ionides 2016, *J. Stat. Softw.* 69(12); the sbied lessons, `bsflu`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The reporting fraction ρ.
+    pub reporting: ReportingFraction,
+    /// The floor added to the expected observation (counts, ≥ 0; 0 unless the spec gives one).
+    pub floor: f64,
+}
+
+impl Default for Observation {
+    /// Every case observed, no floor: the expected observation is the model's value.
+    fn default() -> Self {
+        Observation { reporting: ReportingFraction::Value(1.0), floor: 0.0 }
+    }
+}
+
+impl Observation {
+    /// True for the default (ρ = 1, no floor), which leaves model values as they are.
+    pub fn is_identity(&self) -> bool {
+        *self == Observation::default()
+    }
+
+    /// The parameter holding ρ, when it is one.
+    pub fn parameter(&self) -> Option<&str> {
+        match &self.reporting {
+            ReportingFraction::Parameter(name) => Some(name),
+            ReportingFraction::Value(_) => None,
+        }
+    }
 }
 
 /// Accepts `origin = "1978-01-21"` and the bare TOML date `origin = 1978-01-21` alike.
@@ -137,6 +204,9 @@ pub struct Target {
     pub data_time_column: String,
     /// Line of each observation in the data file (header = line 1), same order as `times`.
     pub lines: Vec<u64>,
+    /// The measurement model: reporting fraction and floor (the default leaves model values as
+    /// they are).
+    pub observation: Observation,
 }
 
 /// Why a replicate's output table cannot be aligned with a target's observations.
@@ -303,6 +373,61 @@ impl TargetSpec {
         self.resolve_from(index, job_file, base_dir, outputs, Some(table))
     }
 
+    /// The measurement model the spec gives (checked: ρ a number in `(0, 1]` or a parameter
+    /// name, the floor finite and ≥ 0 and only with a likelihood loss).
+    fn observation(
+        &self,
+        invalid: &dyn Fn(&str, String) -> EngineError,
+    ) -> Result<Observation> {
+        let reporting = match &self.reporting_fraction {
+            None => ReportingFraction::Value(1.0),
+            Some(ReportingFractionSpec::Value(v)) if *v > 0.0 && *v <= 1.0 => {
+                ReportingFraction::Value(*v)
+            }
+            Some(ReportingFractionSpec::Value(v)) => {
+                return Err(invalid(
+                    "reporting_fraction",
+                    format!(
+                        "{v} is not a fraction of cases reported: give a number in (0, 1], or \
+                         the name of a parameter to fit it"
+                    ),
+                ))
+            }
+            Some(ReportingFractionSpec::Parameter(name)) if name.trim().is_empty() => {
+                return Err(invalid(
+                    "reporting_fraction",
+                    "is empty: give a number in (0, 1] or the name of a parameter".to_string(),
+                ))
+            }
+            Some(ReportingFractionSpec::Parameter(name)) => {
+                ReportingFraction::Parameter(name.clone())
+            }
+        };
+        let floor = match self.floor {
+            None => 0.0,
+            Some(_) if !self.loss.is_likelihood() => {
+                return Err(invalid(
+                    "floor",
+                    format!(
+                        "only the poisson and negative_binomial losses take a floor on the \
+                         expected count; remove it (the loss is `{}`)",
+                        self.loss.as_str()
+                    ),
+                ))
+            }
+            Some(f) if f >= 0.0 && f.is_finite() => f,
+            Some(f) => {
+                return Err(invalid(
+                    "floor",
+                    format!(
+                        "{f} is not a usable floor: give a finite count ≥ 0 (sbied uses 1e-6)"
+                    ),
+                ))
+            }
+        };
+        Ok(Observation { reporting, floor })
+    }
+
     fn resolve_from(
         &self,
         index: usize,
@@ -386,6 +511,8 @@ impl TargetSpec {
                 ),
             ));
         }
+
+        let observation = self.observation(&invalid)?;
 
         let origin = match &self.origin {
             None => None,
@@ -614,6 +741,7 @@ impl TargetSpec {
             data_from_table: table.is_some(),
             data_time_column: self.data_time_column.clone(),
             lines: rows.iter().map(|r| r.line).collect(),
+            observation,
         })
     }
 }
@@ -1156,21 +1284,71 @@ impl Target {
     ///
     /// # Errors
     /// The first [`AlignError`] of any replicate.
+    ///
+    /// With a measurement model ([`Target::observation`]) each aligned value `x` becomes
+    /// `ρ·x + floor`; a reporting fraction that is a parameter is taken as 1 here (use
+    /// [`Target::estimate`] with the set's value).
     pub fn loss(&self, replicates: &[&RecordBatch]) -> Result<Option<f64>, AlignError> {
+        let rho = match self.observation.reporting {
+            ReportingFraction::Value(v) => v,
+            ReportingFraction::Parameter(_) => 1.0,
+        };
+        Ok(self.estimate(replicates, rho)?.map(|e| e.loss))
+    }
+
+    /// The reporting fraction of the parameter set `params`: the fixed value, or the set's
+    /// value of the parameter (NaN when the set lacks it or it is not a number, which gives a
+    /// NaN loss; the spec check rules that out for a sweep).
+    pub fn reporting_fraction(&self, params: &crate::params::ParameterSet) -> f64 {
+        match &self.observation.reporting {
+            ReportingFraction::Value(v) => *v,
+            ReportingFraction::Parameter(name) => match params.get(name) {
+                Some(crate::params::ParamValue::Float(v)) => *v,
+                Some(crate::params::ParamValue::Int(v)) => *v as f64,
+                _ => f64::NAN,
+            },
+        }
+    }
+
+    /// This target's loss and its Monte Carlo standard error ([`loss::aggregate_with_se`]) for
+    /// the replicates of one parameter set whose reporting fraction is `reporting_fraction`
+    /// (see [`Target::reporting_fraction`]): each replicate is aligned ([`Target::align`]),
+    /// mapped through the measurement model (`ρ·x + floor`), then aggregated.
+    ///
+    /// `Ok(None)` when `replicates` is empty (every replicate of the parameter set failed).
+    ///
+    /// # Errors
+    /// The first [`AlignError`] of any replicate.
+    pub fn estimate(
+        &self,
+        replicates: &[&RecordBatch],
+        reporting_fraction: f64,
+    ) -> Result<Option<loss::LossEstimate>, AlignError> {
         if replicates.is_empty() {
             return Ok(None);
         }
         let n = self.times.len();
         if n == 0 {
             let empty: Vec<&[f64]> = vec![&[]; replicates.len()];
-            return Ok(loss::aggregate(self.aggregation, &self.loss_fn, &empty, &self.observed));
+            return Ok(loss::aggregate_with_se(
+                self.aggregation,
+                &self.loss_fn,
+                &empty,
+                &self.observed,
+            ));
         }
         let mut predicted = vec![f64::NAN; n * replicates.len()];
         for (chunk, table) in predicted.chunks_mut(n).zip(replicates) {
             self.align_into(table, chunk)?;
         }
+        let floor = self.observation.floor;
+        if reporting_fraction != 1.0 || floor != 0.0 {
+            for x in &mut predicted {
+                *x = reporting_fraction * *x + floor;
+            }
+        }
         let slices: Vec<&[f64]> = predicted.chunks(n).collect();
-        Ok(loss::aggregate(self.aggregation, &self.loss_fn, &slices, &self.observed))
+        Ok(loss::aggregate_with_se(self.aggregation, &self.loss_fn, &slices, &self.observed))
     }
 }
 
@@ -1238,6 +1416,8 @@ mod tests {
             aggregation: Aggregation::MeanSignal,
             loss: LossKind::Mse,
             dispersion: None,
+            reporting_fraction: None,
+            floor: None,
         }
     }
 
@@ -1669,6 +1849,7 @@ mod tests {
             data_from_table: false,
             data_time_column: "day".to_string(),
             lines: (2..2 + times.len() as u64).collect(),
+            observation: Observation::default(),
         }
     }
 
@@ -1826,5 +2007,67 @@ mod tests {
         let values: Vec<f64> = days.iter().map(|d| (2 * d) as f64).collect();
         let r = table(&days, &values);
         assert_eq!(t.loss(&[&r]).unwrap(), Some(38.0 / 3.0));
+    }
+
+    #[test]
+    fn floor_and_reporting_fraction_give_the_exact_finite_value() {
+        // Observed 3 and 4 on days 1 and 2; a replicate predicting 0 and 10.
+        let mut t = target(&[1.0, 2.0], &[3.0, 4.0], Aggregation::Likelihood, Loss::Poisson);
+        let r = table(&[0, 1, 2], &[0.0, 0.0, 10.0]);
+        // Exact likelihood: a zero prediction where 3 were observed is impossible.
+        assert_eq!(t.loss(&[&r]).unwrap(), Some(f64::INFINITY));
+        t.observation = Observation { reporting: ReportingFraction::Value(0.5), floor: 1e-6 };
+        // −ln Pois(3 | 1e-6) − ln Pois(4 | 5 + 1e-6), by hand.
+        let nll = |y: f64, l: f64| l - y * l.ln() + statrs::function::gamma::ln_gamma(y + 1.0);
+        let expected = nll(3.0, 1e-6) + nll(4.0, 5.0 + 1e-6);
+        let got = t.loss(&[&r]).unwrap().unwrap();
+        assert!((got - expected).abs() < 1e-12 * expected, "{got} vs {expected}");
+        assert!((got - 44.9786).abs() < 1e-4, "{got}"); // 3·ln 1e6 + ln 3! + 1.740 ≈ 44.98
+        // A reporting fraction that is a parameter: `estimate` takes the set's value.
+        t.observation.reporting = ReportingFraction::Parameter("rho".to_string());
+        let e = t.estimate(&[&r], 0.5).unwrap().unwrap();
+        assert_eq!(e.loss, got);
+        assert_eq!(e.standard_error, None, "one replicate: no standard error");
+        let mut params = crate::params::ParameterSet::new();
+        params.insert("rho", crate::params::ParamValue::Float(0.25));
+        assert_eq!(t.reporting_fraction(&params), 0.25);
+        assert!(t.reporting_fraction(&crate::params::ParameterSet::new()).is_nan());
+    }
+
+    #[test]
+    fn measurement_model_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("obs.csv"), "date,cases\n2020-03-02,3\n").unwrap();
+        let mut s = spec("obs.csv");
+        s.origin = Some("2020-03-01".to_string());
+        s.loss = LossKind::Poisson;
+        let field = |s: &TargetSpec| match resolve(s, dir.path()) {
+            Err(EngineError::SpecInvalid { field, message, .. }) => format!("{field}: {message}"),
+            other => format!("{other:?}"),
+        };
+        s.floor = Some(-1.0);
+        assert!(field(&s).starts_with("targets[0].floor: -1 is not a usable floor"), "{}", field(&s));
+        s.floor = Some(1e-6);
+        s.reporting_fraction = Some(ReportingFractionSpec::Value(1.5));
+        assert!(field(&s).starts_with("targets[0].reporting_fraction: 1.5"), "{}", field(&s));
+        s.reporting_fraction = Some(ReportingFractionSpec::Parameter("rho".into()));
+        let t = resolve(&s, dir.path()).expect("valid");
+        assert_eq!(
+            t.observation,
+            Observation { reporting: ReportingFraction::Parameter("rho".into()), floor: 1e-6 }
+        );
+        s.loss = LossKind::Mse;
+        assert!(field(&s).starts_with("targets[0].floor: only the poisson"), "{}", field(&s));
+        // Absent: the identity, and the spec's JSON (its hash) as before these settings.
+        let plain = spec("obs.csv");
+        assert!(!serde_json::to_string(&plain).unwrap().contains("floor"));
+        let toml_text = "name = \"a\"\noutput = \"o\"\ncolumn = \"c\"\ndata = \"d.csv\"\n\
+            data_column = \"y\"\ndata_time_column = \"t\"\naggregation = \"likelihood\"\n\
+            loss = \"poisson\"\nreporting_fraction = \"rho\"\nfloor = 1e-6\n";
+        let parsed: TargetSpec = toml::from_str(toml_text).unwrap();
+        assert_eq!(parsed.reporting_fraction, Some(ReportingFractionSpec::Parameter("rho".into())));
+        let parsed: TargetSpec =
+            toml::from_str(&toml_text.replace("\"rho\"", "0.9")).unwrap();
+        assert_eq!(parsed.reporting_fraction, Some(ReportingFractionSpec::Value(0.9)));
     }
 }

@@ -26,7 +26,10 @@ use crate::summary::{merge_summaries, BEST_PER_TARGET};
 /// - 2: `manifest.json` compacted at a run's start and end, plus `commits.log` (a record per
 ///   batch committed since); `best` holds the best parameter sets per target. A format-1
 ///   output is read as it is and upgraded by the next run that resumes it.
-pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// - 3: target tables have a `loss_se` column (the loss's Monte Carlo standard error). A
+///   format-2 output resumed stays format 2 and its new batches have no `loss_se`, so that
+///   every file of a dataset has one schema.
+pub const MANIFEST_FORMAT_VERSION: u32 = 3;
 
 /// `manifest.json`: the job, the plan, and every committed batch.
 ///
@@ -390,6 +393,7 @@ pub(crate) mod tests {
                 point,
                 parameters: vec![],
                 loss,
+                loss_se: None,
                 n_failed: 0,
             }],
             rows: 4,
@@ -524,7 +528,7 @@ pub(crate) mod tests {
         assert!(m.finished);
 
         let text = std::fs::read_to_string(layout.manifest_path()).unwrap();
-        assert!(text.contains("\n  \"format_version\": 2,"), "pretty JSON: {text}");
+        assert!(text.contains("\n  \"format_version\": 3,"), "pretty JSON: {text}");
     }
 
     #[test]

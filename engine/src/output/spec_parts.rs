@@ -122,6 +122,11 @@ impl SpecIdentity {
                 t.loss_fn,
                 data.display()
             ));
+            // The measurement model only when it is not the identity (parts of outputs
+            // written before it existed stay the same).
+            if !t.observation.is_identity() {
+                h.line(&format!("{:?}", t.observation));
+            }
             parts.insert(format!("{TARGET_PREFIX}{}", t.name), h.finish());
         }
         let all: Vec<String> = job.simulator().outputs().into_iter().map(|o| o.name).collect();

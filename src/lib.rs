@@ -44,7 +44,7 @@ pub use simsweep_engine::output::merge::MergeIndex;
 pub use simsweep_engine::plan::Shard;
 pub use simsweep_engine::progress::{
     BestParameterSet, CancelToken, InFlight, NoProgress, Progress, ProgressEvent, ProgressObserver,
-    Report, RunOptions, TargetSummary, DEFAULT_BATCH_SIZE,
+    RefineReport, Report, RunOptions, TargetSummary, DEFAULT_BATCH_SIZE,
 };
 pub use simsweep_engine::spec::{load_job, parse_job, Job, JobBuilder};
 pub use simsweep_engine::{EngineError, Remedy};
@@ -290,6 +290,13 @@ pub fn run(
         }
     };
     lock.record_pid()?;
+    // A restarted sweep's refine step, if any, refined the earlier sweep's best: delete it
+    // with the rest of the earlier results (it is simsweep's own output: it has a manifest).
+    let refine_dir = job.output_dir().join(engine::spec::REFINE_DIR);
+    if options.restart && refine_dir.join("manifest.json").is_file() {
+        std::fs::remove_dir_all(&refine_dir).map_err(|e| EngineError::io(&refine_dir, e))?;
+        tracing::info!(dir = %refine_dir.display(), "restart: deleted the earlier refine step");
+    }
     if let Some((point, batch)) = options.fault {
         layout = match batch {
             Some(b) => layout.with_fault_at_batch(point, b),
@@ -384,8 +391,8 @@ pub fn run(
             planner,
             progress,
             options,
-            observer,
-            cancel,
+            observer.clone(),
+            cancel.clone(),
         )?;
         if let Some(error) = outcome.error {
             return Err(error.into());
@@ -403,6 +410,16 @@ pub fn run(
     if manifest.finished {
         write_json_atomic(&layout.summary_path(), &summary)?;
     }
+    // The refine step, under this output's lock: after a finished sweep, not for a shard (its
+    // best are not the sweep's).
+    let mut refined = None;
+    if let Some(spec) = job.refine() {
+        if manifest.finished && !cancelled && options.shard.is_none() {
+            let report = refine(&job, spec, &layout, &manifest, options, &observer, &cancel)?;
+            cancelled = report.as_ref().is_some_and(|r| !r.finished);
+            refined = report;
+        }
+    }
     drop(lock);
     Ok(Report {
         output_dir: job.output_dir().to_path_buf(),
@@ -411,7 +428,62 @@ pub fn run(
         elapsed: started.elapsed(),
         cancelled,
         summary,
+        refined,
     })
+}
+
+/// Runs `job`'s refine step after its finished sweep (see [`engine::spec::RefineSpec`]): the
+/// union of each target's `top_k` best sets with a finite loss, run again with the refine
+/// replicates into `<output>/refine/`, an output of its own (resumed like any other; restarted
+/// when it holds the refinement of other sets, which only a changed sweep gives). `None` when
+/// no target has a finite loss (nothing to refine; said in the log).
+fn refine(
+    job: &Job,
+    spec: &engine::spec::RefineSpec,
+    layout: &OutputLayout,
+    manifest: &Manifest,
+    options: &RunOptions,
+    observer: &Arc<dyn ProgressObserver>,
+    cancel: &CancelToken,
+) -> Result<Option<RefineReport>, Error> {
+    let target_names: Vec<String> = job.targets().iter().map(|t| t.name.clone()).collect();
+    let points = engine::summary::refine_selection(layout, manifest, &target_names, spec.top_k)?;
+    if points.is_empty() {
+        tracing::warn!("refine: no parameter set has a finite loss; nothing to refine");
+        return Ok(None);
+    }
+    let refine_job = job.refine_job(&points)?;
+    let refine_layout = OutputLayout::new(refine_job.output_dir());
+    // An earlier refinement of other sets (the sweep was restarted or changed since) is
+    // derived data of this output: replaced, not refused.
+    let restart = match Manifest::load(&refine_layout.manifest_path()) {
+        Ok(Some(m)) => m.spec_hash != refine_job.spec_hash(),
+        Ok(None) => false,
+        Err(_) => true,
+    };
+    if restart {
+        tracing::info!("refine: the earlier refinement is of other parameter sets; restarting it");
+    }
+    tracing::info!(
+        sets = points.len(),
+        replicates = spec.replicates,
+        first_replicate = refine_job.first_replicate(),
+        "refine starts"
+    );
+    let refine_options = RunOptions {
+        restart,
+        job_id: options.job_id.as_ref().map(|id| format!("{id}/{}", engine::spec::REFINE_DIR)),
+        ..options.clone()
+    };
+    let report = run(&refine_job, &refine_options, observer.clone(), cancel.clone())?;
+    Ok(Some(RefineReport {
+        output_dir: report.output_dir,
+        parameter_sets: points.len() as u64,
+        replicates: spec.replicates,
+        first_replicate: refine_job.first_replicate(),
+        finished: !report.cancelled,
+        summary: report.summary,
+    }))
 }
 
 /// Calls the host's observer under `catch_unwind`: on its first panic the run is cancelled

@@ -813,8 +813,9 @@ fn print_best(summary: &[simsweep::TargetSummary], label: &str) {
         for (rank, best) in target.best.iter().take(BEST_SHOWN).enumerate() {
             let params: Vec<String> =
                 best.parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let se = best.loss_se.map_or_else(String::new, |se| format!(" ± {se:.4}"));
             println!(
-                "{:>4}  {:>14.6}  {}  {}",
+                "{:>4}  {:>14.6}{se}  {}  {}",
                 rank + 1,
                 best.loss,
                 params.join(" "),
@@ -840,6 +841,24 @@ fn print_status(dir: &std::path::Path, status: &simsweep::RunStatus) {
         Some(None) => println!("process     running: a process holds the directory (pid unknown)"),
     }
     print_best(&status.best, "best so far");
+    // The refine step's output, when there is one.
+    let refine_dir = dir.join(simsweep::engine::spec::REFINE_DIR);
+    if refine_dir.join("manifest.json").is_file() {
+        match simsweep::status(&refine_dir) {
+            Ok(refined) => {
+                let m = &refined.manifest;
+                let state = if m.finished { "finished" } else { "not finished" };
+                println!(
+                    "\nrefine      {state}: {} parameter sets × {} replicates in {}",
+                    m.n_parameter_sets,
+                    m.replicates,
+                    refine_dir.display()
+                );
+                print_best(&refined.best, "best by refined loss");
+            }
+            Err(e) => println!("\nrefine      unreadable: {}", render(&e)),
+        }
+    }
 }
 
 /// Prints `error` with the causes its message does not already include, and picks the exit
@@ -1051,6 +1070,43 @@ impl ProgressObserver for Bar {
     }
 }
 
+/// One target's best parameter sets as a table: rank, loss ± standard error, the sweep's loss
+/// when `sweep_loss` is given (refined tables), the parameters `names`, the `param_id`.
+fn print_best_table(
+    best: &[simsweep::BestParameterSet],
+    names: &[&str],
+    sweep_loss: Option<&dyn Fn(&str) -> Option<f64>>,
+) {
+    let mut header = format!("{:>4}  {:>14}  {:>10}", "rank", "loss", "± se");
+    if sweep_loss.is_some() {
+        header.push_str(&format!("  {:>14}", "sweep"));
+    }
+    for n in names {
+        header.push_str(&format!("  {n:>12}"));
+    }
+    header.push_str("  param_id");
+    println!("{header}");
+    for (rank, best) in best.iter().take(BEST_SHOWN).enumerate() {
+        let se = best.loss_se.map_or_else(|| "—".to_string(), |se| format!("{se:.4}"));
+        let mut line = format!("{:>4}  {:>14.6}  {se:>10}", rank + 1, best.loss);
+        if let Some(sweep_loss) = sweep_loss {
+            let sweep = sweep_loss(&best.param_id)
+                .map_or_else(|| "—".to_string(), |l| format!("{l:.6}"));
+            line.push_str(&format!("  {sweep:>14}"));
+        }
+        for n in names {
+            let v = match best.parameters.iter().find(|(k, _)| k == n).map(|(_, v)| v) {
+                Some(simsweep::engine::params::ParamValue::Float(x)) => format!("{x:.6}"),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            line.push_str(&format!("  {v:>12}"));
+        }
+        line.push_str(&format!("  {}", &best.param_id[..12.min(best.param_id.len())]));
+        println!("{line}");
+    }
+}
+
 fn print_report(job: &Job, report: &Report) {
     let p = &report.progress;
     println!(
@@ -1086,24 +1142,33 @@ fn print_report(job: &Job, report: &Report) {
                 target.infinite_losses, target.rows
             );
         }
-        let mut header = format!("{:>4}  {:>14}", "rank", "loss");
-        for n in &names {
-            header.push_str(&format!("  {n:>12}"));
+        print_best_table(&target.best, &names, None);
+    }
+    if let Some(refined) = &report.refined {
+        println!(
+            "\nrefined: the best {} parameter set(s) run again with {} replicates each (replicates \
+             {} … {}, seeds the sweep did not use), in {}/",
+            refined.parameter_sets,
+            refined.replicates,
+            refined.first_replicate,
+            refined.first_replicate + refined.replicates - 1,
+            refined.output_dir.display()
+        );
+        if !refined.finished {
+            println!("  (cancelled before every refined set was committed: partial)");
         }
-        header.push_str("  param_id");
-        println!("{header}");
-        for (rank, best) in target.best.iter().take(BEST_SHOWN).enumerate() {
-            let mut line = format!("{:>4}  {:>14.6}", rank + 1, best.loss);
-            for n in &names {
-                let v = match best.parameters.iter().find(|(k, _)| k == n).map(|(_, v)| v) {
-                    Some(simsweep::engine::params::ParamValue::Float(x)) => format!("{x:.6}"),
-                    Some(v) => v.to_string(),
-                    None => String::new(),
-                };
-                line.push_str(&format!("  {v:>12}"));
-            }
-            line.push_str(&format!("  {}", &best.param_id[..12.min(best.param_id.len())]));
-            println!("{line}");
+        for target in &refined.summary {
+            println!(
+                "\nbest parameter sets for target `{}` by REFINED loss (± Monte Carlo standard \
+                 error; `sweep` is the set's loss in the sweep, with {} replicates)",
+                target.target,
+                job.replicates()
+            );
+            let sweep_losses = report.summary.iter().find(|s| s.target == target.target);
+            let sweep_loss = |id: &str| {
+                sweep_losses.and_then(|s| s.best.iter().find(|b| b.param_id == id)).map(|b| b.loss)
+            };
+            print_best_table(&target.best, &names, Some(&sweep_loss));
         }
     }
     let root = report.output_dir.display();
@@ -1120,4 +1185,7 @@ fn print_report(job: &Job, report: &Report) {
         println!("  targets/{}/batch-*.parquet", t.name);
     }
     println!("  failures/batch-*.parquet");
+    if report.refined.is_some() {
+        println!("  refine/: the refine step's output, the same layout (targets/ with loss_se)");
+    }
 }

@@ -107,7 +107,8 @@ impl Batcher {
             max_buffer_bytes: parts.max_buffer_bytes,
         };
         let dispatch =
-            Dispatch::new(parts.job.sweep().clone(), parts.job.replicates(), parts.planner, limits);
+            Dispatch::new(parts.job.sweep().clone(), parts.job.replicates(), parts.planner, limits)
+                .with_first_replicate(parts.job.first_replicate());
         Batcher {
             job: parts.job,
             dispatch,

@@ -88,10 +88,14 @@ pub fn seed_of(sweep: &Sweep, point: u64, replicate: u32) -> u32 {
 
 /// Expands a batch into its tasks, in (point, replicate) order (each point's `param_id` is
 /// computed once).
+/// Replicates are numbered from `first_replicate` (0 but for a refine step's job, see
+/// [`crate::spec::Job::first_replicate`]); seeds derive from the set's `param_id` and that
+/// number.
 pub fn tasks_of<'a>(
     sweep: &'a Sweep,
     batch: &BatchRange,
     replicates: u32,
+    first_replicate: u32,
 ) -> impl Iterator<Item = SimTask> + 'a {
     let batch = batch.clone();
     batch.points.clone().flat_map(move |point| {
@@ -100,7 +104,8 @@ pub fn tasks_of<'a>(
             Some(seed) => Seeds::Fixed(seed),
             None => Seeds::Derived(sweep.param_id(point as usize)),
         };
-        (0..replicates_of(sweep, point, replicates)).map(move |replicate| SimTask {
+        let first = if matches!(seeds, Seeds::Fixed(_)) { 0 } else { first_replicate };
+        (first..first + replicates_of(sweep, point, replicates)).map(move |replicate| SimTask {
             batch: batch.clone(),
             point,
             replicate,

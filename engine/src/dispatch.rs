@@ -83,6 +83,8 @@ pub struct Dispatch {
     batch_tasks: usize,
     stop: Option<Stop>,
     failed: bool,
+    /// Replicate number of each set's first replicate (0 but for a refine step).
+    first_replicate: u32,
 }
 
 impl Dispatch {
@@ -106,7 +108,15 @@ impl Dispatch {
             batch_tasks: 0,
             stop: None,
             failed: false,
+            first_replicate: 0,
         }
+    }
+
+    /// Numbers each set's replicates from `first` (a refine step's job, see
+    /// [`crate::spec::Job::first_replicate`]) instead of 0.
+    pub fn with_first_replicate(mut self, first: u32) -> Self {
+        self.first_replicate = first;
+        self
     }
 
     /// The next chunk to hand to a worker, or `None` when nothing may go out now: stopping, the
@@ -243,7 +253,7 @@ impl Dispatch {
             }
             let batch = self.planner.next_batch()?;
             tracing::debug!(batch = batch.index, points = ?batch.points, "batch released");
-            self.pending.extend(tasks_of(&self.sweep, &batch, self.replicates));
+            self.pending.extend(tasks_of(&self.sweep, &batch, self.replicates, self.first_replicate));
             self.batch_tasks = self.pending.len();
             self.unreleased.insert(batch.index, self.pending.len());
         }

@@ -506,7 +506,28 @@ pub struct Report {
     pub elapsed: Duration,
     /// True when stopped by a [`CancelToken`] before the sweep was complete.
     pub cancelled: bool,
-    /// Best parameter sets per target (over all committed batches).
+    /// Best parameter sets per target (over all committed batches), by their sweep losses.
+    pub summary: Vec<TargetSummary>,
+    /// The refine step, when the job has one and the sweep has finished (see
+    /// [`crate::spec::RefineSpec`]).
+    pub refined: Option<RefineReport>,
+}
+
+/// What the refine step of a run did: its best parameter sets by refined loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefineReport {
+    /// Its output directory, `<output>/refine`.
+    pub output_dir: PathBuf,
+    /// Parameter sets refined (the union of each target's `top_k`).
+    pub parameter_sets: u64,
+    /// Replicates per refined set.
+    pub replicates: u32,
+    /// Number of the first refine replicate of each set (the sweep's replicates: the seeds are
+    /// ones the sweep did not use).
+    pub first_replicate: u32,
+    /// False when the run was cancelled before every refined set was committed.
+    pub finished: bool,
+    /// Best parameter sets per target by refined loss, with their standard errors.
     pub summary: Vec<TargetSummary>,
 }
 

@@ -146,6 +146,39 @@ pub struct JobSpec {
     /// Observed data to score the replicates against; may be empty.
     #[serde(default)]
     pub targets: Vec<TargetSpec>,
+    /// After the sweep: re-run its best parameter sets with many more replicates. Not part of
+    /// the sweep's spec hash (adding it later resumes the finished sweep and only refines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine: Option<RefineSpec>,
+}
+
+/// Subfolder of a job's output directory holding its refine step's output.
+pub const REFINE_DIR: &str = "refine";
+
+/// Most parameter sets a refine step may take per target.
+pub const MAX_REFINE_TOP_K: usize = 10_000;
+
+/// The `[refine]` section: after the sweep has finished, its `top_k` best parameter sets of
+/// each target (finite sweep losses only; the union over targets) are run again with
+/// `replicates` replicates each, with seeds the sweep did not use (replicate numbers
+/// `R … R + replicates − 1` of each set, `R` the sweep's replicates), and scored against every
+/// target. The result is an output of its own under `<output>/refine/` (same layout, manifest,
+/// commit log: resumable, deterministic), whose losses have a Monte Carlo standard error
+/// `replicates / R` times smaller in variance than the sweep's: a ranking of the top sets that
+/// is not replicate noise (the sweep's best-of-many is biased low, the winner's curse).
+///
+/// ```toml
+/// [refine]
+/// top_k = 10         # per target
+/// replicates = 200   # per parameter set, ≥ 2
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefineSpec {
+    /// Parameter sets taken per target, 1 … [`MAX_REFINE_TOP_K`].
+    pub top_k: usize,
+    /// Replicates per refined parameter set, 2 … [`MAX_REPLICATES`].
+    pub replicates: u32,
 }
 
 /// The `[parameters]` section as written: either `file`, or `space` with the sampler fields.
@@ -261,6 +294,11 @@ pub struct Job {
     /// The spec hash's lines after the parameter sets ([`hash_tail`]), kept to compute the
     /// [`SPEC_HASH_VERSION`] hash of a space's sweep when an older output asks for it.
     hash_tail: Arc<[String]>,
+    /// Replicate number of each set's first replicate: 0, or for a refine step's job the
+    /// sweep's replicates (its seeds are then ones the sweep did not use).
+    first_replicate: u32,
+    /// The refine step to run after the sweep, if any.
+    refine: Option<RefineSpec>,
 }
 
 impl Job {
@@ -340,6 +378,71 @@ impl Job {
         self.sweep.space_points()?;
         Some(spec_hash_v1(&self.sweep, self.replicates, &self.hash_tail))
     }
+
+    /// Replicate number of each parameter set's first replicate: 0, except for the job of a
+    /// refine step ([`Job::refine_job`]). Replicate `r`'s seed derives from `param_id` and `r`.
+    pub fn first_replicate(&self) -> u32 {
+        self.first_replicate
+    }
+
+    /// The refine step of the spec, if any.
+    pub fn refine(&self) -> Option<&RefineSpec> {
+        self.refine.as_ref()
+    }
+
+    /// The job of this job's refine step over the parameter sets at sweep positions `points`
+    /// (the sweep's best, in ascending order): the same model and targets, `refine.replicates` replicates numbered from
+    /// this job's `replicates` on (fresh seeds), output in `<output>/refine/`, no refine step of
+    /// its own. Its spec hash covers the sets' `param_id`s, the replicates and the first
+    /// replicate number, the model and targets: a resumed refine step is recognised, and one
+    /// over other sets is not.
+    ///
+    /// # Errors
+    /// [`EngineError::SpecInvalid`] naming `refine` when the job has no refine step, `points`
+    /// is empty or names a position outside the sweep.
+    pub fn refine_job(&self, points: &[u64]) -> Result<Job> {
+        let Some(refine) = &self.refine else {
+            return Err(invalid(&self.spec_file, "refine", "the job has no refine step"));
+        };
+        if let Some(p) = points.iter().find(|&&p| p >= self.sweep.len() as u64) {
+            return Err(invalid(
+                &self.spec_file,
+                "refine",
+                format!("position {p} is outside the sweep of {} sets", self.sweep.len()),
+            ));
+        }
+        let sets: Vec<ParameterSet> = points.iter().map(|&p| self.sweep.params(p as usize)).collect();
+        // A sweep's sets all have a param_id (non-finite values are refused when it is built).
+        let sets = Sweep::from_sets(&sets, None)
+            .map_err(|e| invalid(&self.spec_file, "refine", e.to_string()))?;
+        if sets.is_empty() {
+            return Err(invalid(
+                &self.spec_file,
+                "refine",
+                "no parameter set to refine: no target has a finite loss",
+            ));
+        }
+        let mut tail = self.hash_tail.to_vec();
+        tail.push(format!("first_replicate={}", self.replicates));
+        let spec_hash = spec_hash_v1(&sets, refine.replicates, &tail);
+        Ok(Job {
+            name: format!("{} (refine)", self.name),
+            spec_file: self.spec_file.clone(),
+            spec_hash,
+            sweep: Arc::new(sets),
+            replicates: refine.replicates,
+            seed: self.seed,
+            model: self.model.clone(),
+            simulator: self.simulator.clone(),
+            targets: self.targets.clone(),
+            output_dir: self.output_dir.join(REFINE_DIR),
+            batch_size: self.batch_size,
+            model_outputs: self.model_outputs.clone(),
+            hash_tail: tail.into(),
+            first_replicate: self.replicates,
+            refine: None,
+        })
+    }
 }
 
 impl fmt::Debug for Job {
@@ -412,6 +515,7 @@ pub struct JobBuilder {
     host: Option<SharedSimulator>,
     targets: Vec<TargetSpec>,
     tables: Vec<(usize, arrow::record_batch::RecordBatch)>,
+    refine: Option<RefineSpec>,
 }
 
 impl JobBuilder {
@@ -432,6 +536,7 @@ impl JobBuilder {
             host: None,
             targets: Vec::new(),
             tables: Vec::new(),
+            refine: None,
         }
     }
 
@@ -449,8 +554,10 @@ impl JobBuilder {
             parameters,
             model,
             targets,
+            refine,
         } = spec;
         JobBuilder {
+            refine,
             replicates,
             seed,
             batch_size,
@@ -461,6 +568,12 @@ impl JobBuilder {
             targets,
             ..JobBuilder::new(name.unwrap_or_else(|| "job".to_string()), base_dir)
         }
+    }
+
+    /// The refine step after the sweep, the job file's `[refine]` (see [`RefineSpec`]).
+    pub fn refine(mut self, refine: RefineSpec) -> JobBuilder {
+        self.refine = Some(refine);
+        self
     }
 
     /// Replicates per parameter set (≥ 1), the job file's `replicates`.
@@ -577,6 +690,7 @@ impl JobBuilder {
             parameters: self.parameters,
             model,
             targets: self.targets,
+            refine: self.refine,
         };
         spec.resolve_with(&file, self.host, &self.tables)
     }
@@ -771,6 +885,39 @@ impl JobSpec {
                 ),
             ));
         }
+        let refine = match self.refine {
+            Some(r) if r.top_k == 0 || r.top_k > MAX_REFINE_TOP_K => {
+                return Err(invalid(
+                    file,
+                    "refine.top_k",
+                    format!(
+                        "{} is not a usable number of parameter sets to refine: give 1 … \
+                         {MAX_REFINE_TOP_K} (per target)",
+                        r.top_k
+                    ),
+                ))
+            }
+            Some(r) if r.replicates < 2 || r.replicates > MAX_REPLICATES => {
+                return Err(invalid(
+                    file,
+                    "refine.replicates",
+                    format!(
+                        "{} replicates cannot refine a loss: give 2 … {MAX_REPLICATES} (a \
+                         standard error needs at least 2; typically 10× the sweep's)",
+                        r.replicates
+                    ),
+                ))
+            }
+            Some(_) if self.targets.is_empty() => {
+                return Err(invalid(
+                    file,
+                    "refine",
+                    "refines the best parameter sets of the targets, but the job has no \
+                     target; add a [[targets]] section or remove [refine]",
+                ))
+            }
+            other => other,
+        };
         if self.output.as_ref().is_some_and(|o| o.as_os_str().is_empty()) {
             return Err(invalid(
                 file,
@@ -981,6 +1128,8 @@ impl JobSpec {
             batch_size,
             model_outputs,
             hash_tail: hash_tail.into(),
+            first_replicate: 0,
+            refine,
         })
     }
 }

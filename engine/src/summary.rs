@@ -59,6 +59,33 @@ pub fn best_per_target(
         .collect())
 }
 
+/// The parameter sets a refine step re-runs: for each of `targets`, its `k` best parameter sets
+/// with a finite loss (ties by sweep position); the union, as sweep positions in ascending
+/// order. From the manifest's best lists when they hold `k` ([`BEST_PER_TARGET`] or fewer),
+/// else read from the committed target files (one at a time, holding `k` per target).
+///
+/// # Errors
+/// As [`best_of_target`].
+pub fn refine_selection(
+    layout: &OutputLayout,
+    manifest: &Manifest,
+    targets: &[String],
+    k: usize,
+) -> Result<Vec<u64>> {
+    let summaries = if k <= BEST_PER_TARGET {
+        best_per_target(layout, manifest, targets, k)?
+    } else {
+        targets.iter().map(|t| best_of_target(layout, manifest, t, k)).collect::<Result<_>>()?
+    };
+    let mut points: Vec<u64> = summaries
+        .iter()
+        .flat_map(|s| s.best.iter().filter(|b| b.loss.is_finite()).map(|b| b.point))
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    Ok(points)
+}
+
 fn empty_summary(target: &str) -> TargetSummary {
     TargetSummary { target: target.to_string(), ..TargetSummary::default() }
 }

@@ -1090,8 +1090,8 @@ fn print_best_table(
         let se = best.loss_se.map_or_else(|| "—".to_string(), |se| format!("{se:.4}"));
         let mut line = format!("{:>4}  {:>14.6}  {se:>10}", rank + 1, best.loss);
         if let Some(sweep_loss) = sweep_loss {
-            let sweep = sweep_loss(&best.param_id)
-                .map_or_else(|| "—".to_string(), |l| format!("{l:.6}"));
+            let sweep =
+                sweep_loss(&best.param_id).map_or_else(|| "—".to_string(), |l| format!("{l:.6}"));
             line.push_str(&format!("  {sweep:>14}"));
         }
         for n in names {

@@ -253,7 +253,12 @@ impl Dispatch {
             }
             let batch = self.planner.next_batch()?;
             tracing::debug!(batch = batch.index, points = ?batch.points, "batch released");
-            self.pending.extend(tasks_of(&self.sweep, &batch, self.replicates, self.first_replicate));
+            self.pending.extend(tasks_of(
+                &self.sweep,
+                &batch,
+                self.replicates,
+                self.first_replicate,
+            ));
             self.batch_tasks = self.pending.len();
             self.unreleased.insert(batch.index, self.pending.len());
         }

@@ -396,7 +396,11 @@ pub fn aggregate_with_se(
         Aggregation::Annealed => {
             let losses: Vec<f64> = replicates.iter().map(|p| loss.value(p, observed)).collect();
             let sum: f64 = losses.iter().sum();
-            let loo = if n < 2 { Vec::new() } else { losses.iter().map(|l| (sum - l) / (r - 1.0)).collect() };
+            let loo = if n < 2 {
+                Vec::new()
+            } else {
+                losses.iter().map(|l| (sum - l) / (r - 1.0)).collect()
+            };
             (sum / r, loo)
         }
         Aggregation::Likelihood => {
@@ -420,9 +424,7 @@ pub fn aggregate_with_se(
                 for i in (0..n).rev() {
                     suffix[i] = suffix[i + 1] + w[i];
                 }
-                (0..n)
-                    .map(|i| -(m + (prefix[i] + suffix[i + 1]).ln() - (r - 1.0).ln()))
-                    .collect()
+                (0..n).map(|i| -(m + (prefix[i] + suffix[i + 1]).ln() - (r - 1.0).ln())).collect()
             };
             (value, loo)
         }
@@ -673,8 +675,8 @@ mod tests {
         let theta = [loo(2.0, 4.0), loo(1.0, 4.0), loo(1.0, 2.0)];
         let mean = theta.iter().sum::<f64>() / 3.0;
         let se = (2.0 / 3.0 * theta.iter().map(|t| (t - mean).powi(2)).sum::<f64>()).sqrt();
-        let e = aggregate_with_se(Aggregation::Likelihood, &Loss::Poisson, &reps, &observed)
-            .unwrap();
+        let e =
+            aggregate_with_se(Aggregation::Likelihood, &Loss::Poisson, &reps, &observed).unwrap();
         let value = -((ll(1.0).exp() + ll(2.0).exp() + ll(4.0).exp()) / 3.0).ln();
         assert!(close(e.loss, value, 1e-14), "{e:?}");
         assert!(close(e.standard_error.unwrap(), se, 1e-12), "{e:?} vs {se}");
@@ -698,22 +700,22 @@ mod tests {
         // One replicate makes the data possible, the other not: leaving the possible one out
         // gives +∞, so the standard error is +∞ (the estimate rests on one replicate).
         let reps: [&[f64]; 2] = [&[0.0], &[3.0]];
-        let e = aggregate_with_se(Aggregation::Likelihood, &Loss::Poisson, &reps, &observed)
-            .unwrap();
+        let e =
+            aggregate_with_se(Aggregation::Likelihood, &Loss::Poisson, &reps, &observed).unwrap();
         assert!(e.loss.is_finite());
         assert_eq!(e.standard_error, Some(f64::INFINITY));
         // Every replicate impossible: +∞ loss, no standard error.
         let reps: [&[f64]; 2] = [&[0.0], &[0.0]];
-        let e = aggregate_with_se(Aggregation::Likelihood, &Loss::Poisson, &reps, &observed)
-            .unwrap();
+        let e =
+            aggregate_with_se(Aggregation::Likelihood, &Loss::Poisson, &reps, &observed).unwrap();
         assert_eq!((e.loss, e.standard_error), (f64::INFINITY, None));
         // Annealed with an infinite replicate: infinite loss, no standard error.
         let e = aggregate_with_se(Aggregation::Annealed, &Loss::Poisson, &reps, &observed).unwrap();
         assert_eq!((e.loss, e.standard_error), (f64::INFINITY, None));
         // A replicate carrying nearly all the likelihood: no cancellation in Σ_{j≠i}.
         let reps: [&[f64]; 3] = [&[3.0], &[1e-3], &[1e-3]];
-        let e = aggregate_with_se(Aggregation::Likelihood, &Loss::Poisson, &reps, &observed)
-            .unwrap();
+        let e =
+            aggregate_with_se(Aggregation::Likelihood, &Loss::Poisson, &reps, &observed).unwrap();
         let se = e.standard_error.unwrap();
         assert!(se.is_finite() && se > 10.0, "{e:?}");
     }

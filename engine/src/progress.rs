@@ -640,7 +640,9 @@ mod opt_loss_json {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<f64>, D::Error> {
         #[derive(Deserialize)]
         struct Wrapped(#[serde(with = "super::loss_json")] f64);
         Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|w| w.0))

@@ -411,7 +411,8 @@ impl Job {
                 format!("position {p} is outside the sweep of {} sets", self.sweep.len()),
             ));
         }
-        let sets: Vec<ParameterSet> = points.iter().map(|&p| self.sweep.params(p as usize)).collect();
+        let sets: Vec<ParameterSet> =
+            points.iter().map(|&p| self.sweep.params(p as usize)).collect();
         // A sweep's sets all have a param_id (non-finite values are refused when it is built).
         let sets = Sweep::from_sets(&sets, None)
             .map_err(|e| invalid(&self.spec_file, "refine", e.to_string()))?;

@@ -375,10 +375,7 @@ impl TargetSpec {
 
     /// The measurement model the spec gives (checked: ρ a number in `(0, 1]` or a parameter
     /// name, the floor finite and ≥ 0 and only with a likelihood loss).
-    fn observation(
-        &self,
-        invalid: &dyn Fn(&str, String) -> EngineError,
-    ) -> Result<Observation> {
+    fn observation(&self, invalid: &dyn Fn(&str, String) -> EngineError) -> Result<Observation> {
         let reporting = match &self.reporting_fraction {
             None => ReportingFraction::Value(1.0),
             Some(ReportingFractionSpec::Value(v)) if *v > 0.0 && *v <= 1.0 => {
@@ -419,9 +416,7 @@ impl TargetSpec {
             Some(f) => {
                 return Err(invalid(
                     "floor",
-                    format!(
-                        "{f} is not a usable floor: give a finite count ≥ 0 (sbied uses 1e-6)"
-                    ),
+                    format!("{f} is not a usable floor: give a finite count ≥ 0 (sbied uses 1e-6)"),
                 ))
             }
         };
@@ -2023,7 +2018,7 @@ mod tests {
         let got = t.loss(&[&r]).unwrap().unwrap();
         assert!((got - expected).abs() < 1e-12 * expected, "{got} vs {expected}");
         assert!((got - 44.9786).abs() < 1e-4, "{got}"); // 3·ln 1e6 + ln 3! + 1.740 ≈ 44.98
-        // A reporting fraction that is a parameter: `estimate` takes the set's value.
+                                                        // A reporting fraction that is a parameter: `estimate` takes the set's value.
         t.observation.reporting = ReportingFraction::Parameter("rho".to_string());
         let e = t.estimate(&[&r], 0.5).unwrap().unwrap();
         assert_eq!(e.loss, got);
@@ -2046,7 +2041,11 @@ mod tests {
             other => format!("{other:?}"),
         };
         s.floor = Some(-1.0);
-        assert!(field(&s).starts_with("targets[0].floor: -1 is not a usable floor"), "{}", field(&s));
+        assert!(
+            field(&s).starts_with("targets[0].floor: -1 is not a usable floor"),
+            "{}",
+            field(&s)
+        );
         s.floor = Some(1e-6);
         s.reporting_fraction = Some(ReportingFractionSpec::Value(1.5));
         assert!(field(&s).starts_with("targets[0].reporting_fraction: 1.5"), "{}", field(&s));
@@ -2066,8 +2065,7 @@ mod tests {
             loss = \"poisson\"\nreporting_fraction = \"rho\"\nfloor = 1e-6\n";
         let parsed: TargetSpec = toml::from_str(toml_text).unwrap();
         assert_eq!(parsed.reporting_fraction, Some(ReportingFractionSpec::Parameter("rho".into())));
-        let parsed: TargetSpec =
-            toml::from_str(&toml_text.replace("\"rho\"", "0.9")).unwrap();
+        let parsed: TargetSpec = toml::from_str(&toml_text.replace("\"rho\"", "0.9")).unwrap();
         assert_eq!(parsed.reporting_fraction, Some(ReportingFractionSpec::Value(0.9)));
     }
 }

@@ -447,7 +447,8 @@ fn refine(
     cancel: &CancelToken,
 ) -> Result<Option<RefineReport>, Error> {
     let target_names: Vec<String> = job.targets().iter().map(|t| t.name.clone()).collect();
-    let points = engine::summary::refine_selection(layout, manifest, &target_names, spec.top_k)?;
+    let (points, sweep) =
+        engine::summary::refine_selection(layout, manifest, &target_names, spec.top_k)?;
     if points.is_empty() {
         tracing::warn!("refine: no parameter set has a finite loss; nothing to refine");
         return Ok(None);
@@ -483,6 +484,7 @@ fn refine(
         first_replicate: refine_job.first_replicate(),
         finished: !report.cancelled,
         summary: report.summary,
+        sweep,
     }))
 }
 

@@ -1159,12 +1159,14 @@ fn print_report(job: &Job, report: &Report) {
         }
         for target in &refined.summary {
             println!(
-                "\nbest parameter sets for target `{}` by REFINED loss (± Monte Carlo standard \
-                 error; `sweep` is the set's loss in the sweep, with {} replicates)",
+                "\nbest parameter sets for target `{}` by REFINED loss (± its Monte Carlo \
+                 standard error; `sweep`: the set's loss in the sweep, with {} replicates, — \
+                 when it was not among this target's {} best there)",
                 target.target,
-                job.replicates()
+                job.replicates(),
+                job.refine().map_or(0, |r| r.top_k)
             );
-            let sweep_losses = report.summary.iter().find(|s| s.target == target.target);
+            let sweep_losses = refined.sweep.iter().find(|s| s.target == target.target);
             let sweep_loss = |id: &str| {
                 sweep_losses.and_then(|s| s.best.iter().find(|b| b.param_id == id)).map(|b| b.loss)
             };

@@ -529,6 +529,9 @@ pub struct RefineReport {
     pub finished: bool,
     /// Best parameter sets per target by refined loss, with their standard errors.
     pub summary: Vec<TargetSummary>,
+    /// Each target's `top_k` best parameter sets by sweep loss: what was selected, with the
+    /// sweep's losses (to set beside the refined ones).
+    pub sweep: Vec<TargetSummary>,
 }
 
 #[cfg(test)]

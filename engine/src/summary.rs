@@ -61,7 +61,7 @@ pub fn best_per_target(
 
 /// The parameter sets a refine step re-runs: for each of `targets`, its `k` best parameter sets
 /// with a finite loss (ties by sweep position); the union, as sweep positions in ascending
-/// order. From the manifest's best lists when they hold `k` ([`BEST_PER_TARGET`] or fewer),
+/// order, with each target's `k` best (the sweep's losses of the sets). From the manifest's best lists when they hold `k` ([`BEST_PER_TARGET`] or fewer),
 /// else read from the committed target files (one at a time, holding `k` per target).
 ///
 /// # Errors
@@ -71,8 +71,8 @@ pub fn refine_selection(
     manifest: &Manifest,
     targets: &[String],
     k: usize,
-) -> Result<Vec<u64>> {
-    let summaries = if k <= BEST_PER_TARGET {
+) -> Result<(Vec<u64>, Vec<TargetSummary>)> {
+    let summaries: Vec<TargetSummary> = if k <= BEST_PER_TARGET {
         best_per_target(layout, manifest, targets, k)?
     } else {
         targets.iter().map(|t| best_of_target(layout, manifest, t, k)).collect::<Result<_>>()?
@@ -83,7 +83,7 @@ pub fn refine_selection(
         .collect();
     points.sort_unstable();
     points.dedup();
-    Ok(points)
+    Ok((points, summaries))
 }
 
 fn empty_summary(target: &str) -> TargetSummary {

@@ -267,9 +267,15 @@ mod tests {
         assert!(matches!(m.simulate(&p, 1), Err(SimError::Model(msg)) if msg.contains("`beta`")));
         let err = |population, initial_infected, days, steps_per_day| {
             let method = Method::ChainBinomial;
-            SirBed::new(SirBedSettings { population, initial_infected, days, steps_per_day, method })
-                .expect_err("invalid")
-                .setting
+            SirBed::new(SirBedSettings {
+                population,
+                initial_infected,
+                days,
+                steps_per_day,
+                method,
+            })
+            .expect_err("invalid")
+            .setting
         };
         assert_eq!(err(0, 1, 14, 10), "population");
         assert_eq!(err(763, 0, 14, 10), "initial_infected");

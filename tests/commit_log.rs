@@ -108,7 +108,7 @@ fn commits_append_and_only_the_run_start_and_end_rewrite_the_manifest() {
     // Finished: compacted, every batch in manifest.json itself, the log empty.
     let text: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(text["format_version"], 2);
+    assert_eq!(text["format_version"], 3);
     assert_eq!(text["batches"].as_array().unwrap().len(), 8); // 23 sets in batches of 3
     assert_eq!(fs::metadata(out.join("commits.log")).unwrap().len(), 0);
 }
@@ -170,6 +170,12 @@ fn a_format_1_output_is_read_and_upgraded_by_the_next_run() {
     fs::write(&path, serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
     fs::remove_file(out.join("commits.log")).unwrap();
     fs::remove_file(out.join("summary.json")).unwrap();
+    // Its target files have no `loss_se` column (standard errors came with format 3).
+    for target in ["targets/prevalence", "targets/incidence"] {
+        for file in fs::read_dir(out.join(target)).unwrap() {
+            drop_column(&file.unwrap().path(), "loss_se");
+        }
+    }
     let old = manifest(&out);
     assert_eq!((old.format_version, old.batches.len(), old.has_best()), (1, 6, false));
     // status reads a format-1 output's target files.
@@ -179,9 +185,56 @@ fn a_format_1_output_is_read_and_upgraded_by_the_next_run() {
     job.set_output_dir(out.clone());
     simsweep::run(&job, &options(3), Arc::new(NoProgress), CancelToken::new()).unwrap();
     let upgraded = manifest(&out);
+    // Format 2, not 3: its new target files have no `loss_se` either, so each dataset keeps
+    // one schema; otherwise the rows are the reference's.
     assert_eq!((upgraded.format_version, upgraded.batches.len()), (2, 8));
-    assert_same_output(&reference, &read_output(&out), "a resumed format-1 output");
-    assert_eq!(fs::read(out.join("summary.json")).unwrap(), summary);
+    let without_se: Vec<(String, arrow::record_batch::RecordBatch)> = reference
+        .iter()
+        .map(|(d, rb)| match rb.schema().index_of("loss_se") {
+            Ok(i) => {
+                let mut rb = rb.clone();
+                rb.remove_column(i);
+                (d.clone(), rb)
+            }
+            Err(_) => (d.clone(), rb.clone()),
+        })
+        .collect();
+    assert_same_output(&without_se, &read_output(&out), "a resumed format-1 output");
+    let mut expected: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+    for target in expected.as_array_mut().unwrap() {
+        for best in target["best"].as_array_mut().unwrap() {
+            best.as_object_mut().unwrap().remove("loss_se");
+        }
+    }
+    let got: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(got, expected);
+}
+
+/// Rewrites the Parquet file `path` without its column `name`.
+fn drop_column(path: &Path, name: &str) {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader
+        .map(|rb| {
+            let mut rb = rb.unwrap();
+            rb.remove_column(rb.schema().index_of(name).unwrap());
+            rb
+        })
+        .collect();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        fs::File::create(path).unwrap(),
+        batches[0].schema(),
+        None,
+    )
+    .unwrap();
+    for rb in &batches {
+        writer.write(rb).unwrap();
+    }
+    writer.close().unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -73,7 +73,10 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     // targets/prevalence: one row per parameter set, in sweep order.
     let t = read_dataset(&dir.path().join("output/targets/prevalence"));
     let names: Vec<String> = t.schema().fields().iter().map(|f| f.name().to_string()).collect();
-    assert_eq!(names, ["param_id", "beta", "gamma", "loss", "n_replicates", "n_failed", "seeds"]);
+    assert_eq!(
+        names,
+        ["param_id", "beta", "gamma", "loss", "loss_se", "n_replicates", "n_failed", "seeds"]
+    );
     let col = |name: &str| t.column_by_name(name).unwrap().clone();
     let ids = col("param_id");
     let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
@@ -83,6 +86,8 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
     let gamma = gamma.as_any().downcast_ref::<Float64Array>().unwrap();
     let loss = col("loss");
     let loss = loss.as_any().downcast_ref::<Float64Array>().unwrap();
+    let loss_se = col("loss_se");
+    let loss_se = loss_se.as_any().downcast_ref::<Float64Array>().unwrap();
     let n_rep = col("n_replicates");
     let n_rep = n_rep.as_any().downcast_ref::<UInt32Array>().unwrap();
     let seeds = col("seeds");
@@ -136,6 +141,21 @@ fn rows_match_the_model_and_the_losses_computed_directly() {
             got == expected || (got - expected).abs() <= 1e-12 * expected.abs(),
             "row {row}: {got} vs {expected} by hand"
         );
+        // Its jackknife standard error by hand: the loss without each replicate in turn.
+        let without = |i: usize| {
+            let rest: Vec<f64> = (0..3).filter(|&j| j != i).map(|j| lls[j]).collect();
+            let m = rest.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            -(m + rest.iter().map(|ll| (ll - m).exp()).sum::<f64>().ln() - 2f64.ln())
+        };
+        let theta: Vec<f64> = (0..3).map(without).collect();
+        if expected.is_finite() && theta.iter().all(|t| t.is_finite()) {
+            let mean = theta.iter().sum::<f64>() / 3.0;
+            let se = (2.0 / 3.0 * theta.iter().map(|t| (t - mean).powi(2)).sum::<f64>()).sqrt();
+            let got = loss_se.value(row);
+            assert!((got - se).abs() <= 1e-9 * se.max(1.0), "row {row}: se {got} vs {se}");
+        } else if !expected.is_finite() {
+            assert!(loss_se.is_null(row), "row {row}: no standard error for a non-finite loss");
+        }
     }
 
     // model_outputs/prevalence: the model's rows + param_id, replicate, seed, sorted by

@@ -556,6 +556,23 @@ impl ProgressObserver for JobObserver {
                 "failed": p.failed,
             })
         };
+        // The refine step's run (job id `<id>/refine`): its own events, which neither move
+        // the sweep's progress nor name the sweep's batches.
+        if event.job_id().ends_with(&format!("/{}", crate::engine::spec::REFINE_DIR)) {
+            let (kind, data) = match event {
+                ProgressEvent::Started { progress: p, .. } => {
+                    ("refine_started", json!({ "progress": progress(p) }))
+                }
+                ProgressEvent::BatchCommitted { index, progress: p, .. } => {
+                    ("refine_batch_committed", json!({ "batch": index, "progress": progress(p) }))
+                }
+                _ => return,
+            };
+            if let Err(e) = self.daemon.registry.append(&self.id, kind, &data.to_string()) {
+                tracing::error!(job = %self.id, error = %e, "registry: cannot record an event");
+            }
+            return;
+        }
         let (kind, data) = match event {
             ProgressEvent::Started { progress: p, .. } => {
                 ("started", json!({ "progress": progress(p) }))

@@ -471,7 +471,12 @@ fn refine(
         first_replicate = refine_job.first_replicate(),
         "refine starts"
     );
+    // As many simulations per batch as the sweep's batches hold (memory is bounded by the
+    // simulations of a batch, and a refined set has many more replicates).
+    let simulations_per_batch = options.batch_size.get() as u64 * u64::from(job.replicates());
+    let refine_batch = (simulations_per_batch / u64::from(spec.replicates)).max(1);
     let refine_options = RunOptions {
+        batch_size: std::num::NonZeroUsize::new(refine_batch as usize).unwrap_or(options.batch_size),
         restart,
         job_id: options.job_id.as_ref().map(|id| format!("{id}/{}", engine::spec::REFINE_DIR)),
         ..options.clone()

@@ -33,6 +33,7 @@
 //! ```
 
 pub mod daemon;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -356,6 +357,8 @@ pub fn run(
     manifest.batch_size = options.batch_size.get() as u64;
     manifest.batches_planned = planner.batches_planned();
     manifest.spec_parts = identity.parts.clone();
+    manifest.observations =
+        job.targets().iter().map(simsweep_engine::output::TargetObservations::of).collect();
     manifest.updated_at = utc_now_rfc3339();
     manifest.write_atomic(&layout)?;
     let batches_resumed = manifest.batches.len() as u32;
@@ -476,7 +479,8 @@ fn refine(
     let simulations_per_batch = options.batch_size.get() as u64 * u64::from(job.replicates());
     let refine_batch = (simulations_per_batch / u64::from(spec.replicates)).max(1);
     let refine_options = RunOptions {
-        batch_size: std::num::NonZeroUsize::new(refine_batch as usize).unwrap_or(options.batch_size),
+        batch_size: std::num::NonZeroUsize::new(refine_batch as usize)
+            .unwrap_or(options.batch_size),
         restart,
         job_id: options.job_id.as_ref().map(|id| format!("{id}/{}", engine::spec::REFINE_DIR)),
         ..options.clone()

@@ -133,6 +133,23 @@ enum Command {
         /// The output directory.
         dir: PathBuf,
     },
+    /// Write DIR/report.html: one self-contained HTML file (inline SVG, no script, no network)
+    /// with the fit of the best parameter sets to each target's data, the loss against each
+    /// parameter, pairwise loss maps, the best sets and the job's progress and failures. Works
+    /// on a finished, a running (committed batches) and a sharded output.
+    Report {
+        /// The output directory.
+        dir: PathBuf,
+        /// Best parameter sets in the fit plot and the table.
+        #[arg(long, default_value_t = simsweep::report::DEFAULT_TOP)]
+        top: usize,
+        /// Also write every plot as an SVG file into this folder (for papers).
+        #[arg(long)]
+        svg_dir: Option<PathBuf>,
+        /// Open the report in the default browser (xdg-open / open) once written.
+        #[arg(long)]
+        open: bool,
+    },
     /// Run a daemon serving the jobs API over HTTP: submit, watch, cancel and fetch the
     /// results of jobs (loopback by default; beyond it every request needs the token of
     /// --token-file); see the README, "Daemon".
@@ -584,6 +601,29 @@ fn main() -> ExitCode {
                     Err(e) => fail(&e, false),
                 },
                 Err(e) => fail(&e, false),
+            }
+        }
+        Command::Report { dir, top, svg_dir, open } => {
+            if top == 0 {
+                eprintln!("error: --top must be at least 1");
+                return ExitCode::from(EXIT_INPUT);
+            }
+            let options = simsweep::report::ReportOptions { top, svg_dir };
+            match simsweep::report::write_report(&dir, &options) {
+                Ok(path) => {
+                    println!("{}", path.display());
+                    if open {
+                        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+                        if let Err(e) = std::process::Command::new(opener).arg(&path).spawn() {
+                            eprintln!("note: could not open it with {opener}: {e}");
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(if e.is_input_error() { EXIT_INPUT } else { EXIT_RUNTIME })
+                }
             }
         }
         Command::Status { dir } => match simsweep::status(&dir) {

@@ -1,6 +1,8 @@
 //! Test helpers: a small job written to a temporary directory, and reading a dataset back.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -80,6 +80,54 @@ pub struct Manifest {
     /// unsharded output, whose slice is the whole sweep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardSlice>,
+    /// Each target's observations as the run aligned them (model time), for readers of the
+    /// output such as `simsweep report`; written at every run's start. Absent in outputs of
+    /// older engines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<TargetObservations>,
+}
+
+/// One target's observed data and how it is compared, as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetObservations {
+    /// Target name.
+    pub target: String,
+    /// Model output compared.
+    pub output: String,
+    /// Its value column.
+    pub column: String,
+    /// Its time column.
+    pub time_column: String,
+    /// Observation times, in model time units.
+    pub times: Vec<f64>,
+    /// Observed values, same order.
+    pub observed: Vec<f64>,
+    /// Loss, as the spec names it (`poisson`, ...).
+    pub loss: String,
+    /// Aggregation, as the spec names it (`likelihood`, ...).
+    pub aggregation: String,
+    /// The measurement model's reporting fraction: a number, or the parameter holding it.
+    pub reporting_fraction: String,
+}
+
+impl TargetObservations {
+    /// The record of `target`.
+    pub fn of(target: &crate::target::Target) -> Self {
+        TargetObservations {
+            target: target.name.clone(),
+            output: target.output.clone(),
+            column: target.column.clone(),
+            time_column: target.time_column.clone(),
+            times: target.times.clone(),
+            observed: target.observed.clone(),
+            loss: target.loss_fn.kind().as_str().to_string(),
+            aggregation: target.aggregation.as_str().to_string(),
+            reporting_fraction: match &target.observation.reporting {
+                crate::target::ReportingFraction::Value(v) => v.to_string(),
+                crate::target::ReportingFraction::Parameter(p) => p.clone(),
+            },
+        }
+    }
 }
 
 /// The slice of the sweep one shard's output holds.
@@ -221,6 +269,7 @@ impl Manifest {
             peak_in_flight: BTreeMap::new(),
             best: Vec::new(),
             shard: None,
+            observations: Vec::new(),
         }
     }
 

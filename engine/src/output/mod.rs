@@ -73,7 +73,7 @@ pub use commit::{
 pub use layout::{Dataset, FaultPoint, OutputLayout};
 pub use lock::OutputLock;
 pub use manifest::{
-    utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, ShardSlice,
+    utc_now_rfc3339, write_json_atomic, CommittedBatch, Manifest, ShardSlice, TargetObservations,
     MANIFEST_FORMAT_VERSION,
 };
 pub use prepare::{check_committed_files, prepare_output_dir, prepare_output_dir_for, Prepare};

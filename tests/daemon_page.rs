@@ -79,6 +79,14 @@ fn the_page_shows_live_progress_and_the_best_sets_without_console_errors() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(png.len() > 10_000, "{} bytes", png.len());
     std::fs::write(data.path().join("job-page.png"), &png).unwrap();
+    // Its report, linked from the page: the fit of target `cases`, one point per observation.
+    let href = browser.eval("document.getElementById('report-link').getAttribute('href')");
+    assert_eq!(href, format!("/v1/jobs/{short}/report"));
+    browser.navigate(&format!("http://{}{}", daemon.addr, href.as_str().unwrap()));
+    let points =
+        "document.querySelectorAll('figure[data-plot=fit][data-target=cases] circle').length";
+    browser.wait_for(points, 30, |v| v.as_u64() == Some(3));
+    assert_eq!(browser.eval("document.scripts.length").as_u64(), Some(0));
 
     // A running job: its bar moves while the page stays open (no reload).
     let long = submit(&daemon.addr, 2_000_000, 200);

@@ -596,6 +596,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/jobs/{id}/best", web::get().to(best))
         .route("/v1/jobs/{id}/events", web::get().to(events))
         .route("/v1/jobs/{id}/failures", web::get().to(failures))
+        .route("/v1/jobs/{id}/report", web::get().to(report))
         .route("/v1/jobs/{id}/logs", web::get().to(logs))
         .route("/v1/jobs/{id}/tables", web::get().to(tables))
         .route("/v1/jobs/{id}/tables/{name:.*}", web::get().to(table))
@@ -826,6 +827,29 @@ async fn failures(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> Http
     match counted {
         Ok(Ok(by_kind)) => HttpResponse::Ok().json(json!({ "id": *id, "by_kind": by_kind })),
         Ok(Err(e)) => problem(500, "internal", e),
+        Err(e) => problem(500, "internal", e.to_string()),
+    }
+}
+
+/// The job's report ([`crate::report`]), written into its output and served as HTML: what
+/// `simsweep report` writes, from what is committed so far.
+async fn report(daemon: web::Data<Arc<Daemon>>, id: web::Path<String>) -> HttpResponse {
+    if let Ok(None) = daemon.registry().get(&id) {
+        return not_found(&id);
+    }
+    let dir = daemon.output_dir(&id);
+    let written = web::block(move || {
+        let options =
+            crate::report::ReportOptions { top: crate::report::DEFAULT_TOP, svg_dir: None };
+        crate::report::write_report(&dir, &options)
+            .map_err(|e| (e.is_input_error(), e.to_string()))
+            .and_then(|path| std::fs::read(&path).map_err(|e| (false, e.to_string())))
+    })
+    .await;
+    match written {
+        Ok(Ok(html)) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html),
+        Ok(Err((true, e))) => problem(409, "no-report-yet", e),
+        Ok(Err((false, e))) => problem(500, "internal", e),
         Err(e) => problem(500, "internal", e.to_string()),
     }
 }

@@ -111,6 +111,7 @@ async function jobPage(id) {
       (p.simulations_committed || 0) + " simulations, " + (p.failed || 0) + " failed")),
     job.error ? el("p", { class: "error" }, job.error) : "",
     el("p", { id: "links" }, "Results: ",
+      el("a", { id: "report-link", href: "/v1/jobs/" + job.id + "/report" }, "report (plots)"), " · ",
       el("a", { href: "/v1/jobs/" + job.id + "/tables" }, "tables"), " · ",
       el("a", { href: "/v1/jobs/" + job.id + "/best" }, "best sets"), " · ",
       el("a", { href: "/v1/jobs/" + job.id + "/failures" }, "failures"), " · ",

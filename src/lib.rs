@@ -294,6 +294,10 @@ pub fn run(
     // A restarted sweep's refine step, if any, refined the earlier sweep's best: delete it
     // with the rest of the earlier results (it is simsweep's own output: it has a manifest).
     let refine_dir = job.output_dir().join(engine::spec::REFINE_DIR);
+    let report = job.output_dir().join("report.html");
+    if options.restart && report.is_file() {
+        std::fs::remove_file(&report).map_err(|e| EngineError::io(&report, e))?;
+    }
     if options.restart && refine_dir.join("manifest.json").is_file() {
         std::fs::remove_dir_all(&refine_dir).map_err(|e| EngineError::io(&refine_dir, e))?;
         tracing::info!(dir = %refine_dir.display(), "restart: deleted the earlier refine step");
@@ -466,7 +470,12 @@ fn refine(
         Err(_) => true,
     };
     if restart {
-        tracing::info!("refine: the earlier refinement is of other parameter sets; restarting it");
+        // Derived data of this output, but possibly a long computation: say so.
+        tracing::warn!(
+            dir = %refine_layout.root().display(),
+            "refine: the earlier refine step was of other parameter sets or settings ([refine] \
+             or the sweep changed); deleting it and refining again"
+        );
     }
     tracing::info!(
         sets = points.len(),

@@ -604,10 +604,6 @@ fn main() -> ExitCode {
             }
         }
         Command::Report { dir, top, svg_dir, open } => {
-            if top == 0 {
-                eprintln!("error: --top must be at least 1");
-                return ExitCode::from(EXIT_INPUT);
-            }
             let options = simsweep::report::ReportOptions { top, svg_dir };
             match simsweep::report::write_report(&dir, &options) {
                 Ok(path) => {
@@ -1157,6 +1153,14 @@ fn print_report(job: &Job, report: &Report) {
         p.failed,
         report.elapsed.as_secs_f64()
     );
+    if let Some(refined) = &report.refined {
+        println!(
+            "(the {:.1} s include the refine step: {} parameter sets × {} replicates)",
+            report.elapsed.as_secs_f64(),
+            refined.parameter_sets,
+            refined.replicates
+        );
+    }
     let names: Vec<&str> = job.sweep().columns().iter().map(|(n, _)| n.as_str()).collect();
     for target in &report.summary {
         println!("\nbest parameter sets for target `{}` (loss: smaller is better)", target.target);

@@ -227,3 +227,39 @@ fn refine_settings_are_checked() {
     let err = simsweep::load_job(&job.write(dir.path())).expect_err("refused");
     assert!(err.to_string().contains("no target"), "{err}");
 }
+
+#[test]
+fn measurement_and_method_errors_name_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |extra: &str| {
+        let job = SmallJob {
+            targets: TARGET_PREVALENCE
+                .replace("dispersion = 5.0", &format!("dispersion = 5.0\nfloor = 1e-6\n{extra}")),
+            ..SmallJob::default()
+        };
+        simsweep::load_job(&job.write(dir.path())).map(|_| ()).map_err(|e| e.to_string())
+    };
+    for (extra, want) in [
+        ("reporting_fraction = \"rhoo\"", "targets[0].reporting_fraction"),
+        ("reporting_fraction = \"\"", "targets[0].reporting_fraction"),
+        ("reporting_fraction = 0.0", "targets[0].reporting_fraction"),
+    ] {
+        let err = with(extra).expect_err(extra);
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+    // A fraction of 0 in the space is refused like a written one.
+    let job = SmallJob {
+        targets: TARGET_PREVALENCE
+            .replace("dispersion = 5.0", "dispersion = 5.0\nreporting_fraction = \"rho\""),
+        ..SmallJob::default()
+    };
+    let text = job.toml().replace("[parameters.space]\n", "[parameters.space]\nrho = 0.0\n");
+    std::fs::write(dir.path().join("job.toml"), text).unwrap();
+    let err = simsweep::load_job(&dir.path().join("job.toml")).unwrap_err().to_string();
+    assert!(err.contains("reporting fraction") && err.contains("(0, 1]"), "{err}");
+    // A method that does not exist is blamed on `method`, not on `name`.
+    let text = job.toml().replace("name = \"sir\"", "name = \"sir_bed\"\nmethod = \"exact\"");
+    std::fs::write(dir.path().join("job.toml"), text).unwrap();
+    let err = simsweep::load_job(&dir.path().join("job.toml")).unwrap_err().to_string();
+    assert!(err.contains("method") && !err.contains("key `name`"), "{err}");
+}

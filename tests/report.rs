@@ -200,3 +200,63 @@ fn bad_input_is_refused_with_exit_code_2_and_nothing_written() {
     let out = simsweep(&["report", "output", "--top", "0"], &faults);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_sharded_and_a_partial_output_are_reported() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Sharded: two shards run by hand into one output folder.
+    let dir = tempfile::tempdir().unwrap();
+    SmallJob::default().write(dir.path());
+    for shard in ["0", "1"] {
+        run_ok(
+            &["run", "job.toml", "--shards", "2", "--shard", shard, "--batch-size", "5"],
+            dir.path(),
+        );
+    }
+    run_ok(&["report", "output"], dir.path());
+    let html = fs::read_to_string(dir.path().join("output/report.html")).unwrap();
+    assert!(html.contains("<th>shards</th><td>2 folders</td>"), "both shards read");
+    assert!(html.contains("23 parameter sets scored"), "every set of both shards");
+    assert!(html.contains("data-plot=\"fit\" data-target=\"prevalence\""));
+
+    // Partial: stopped after its first committed batch.
+    struct StopAfterFirst(simsweep::CancelToken, AtomicBool);
+    impl simsweep::ProgressObserver for StopAfterFirst {
+        fn on_event(&self, event: &simsweep::ProgressEvent) {
+            if matches!(event, simsweep::ProgressEvent::BatchCommitted { .. })
+                && !self.1.swap(true, Ordering::SeqCst)
+            {
+                self.0.cancel();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let job = simsweep::load_job(&SmallJob::default().write(dir.path())).unwrap();
+    let cancel = simsweep::CancelToken::new();
+    let options = simsweep::RunOptions {
+        batch_size: std::num::NonZeroUsize::new(5).unwrap(),
+        workers: std::num::NonZeroUsize::new(1).unwrap(),
+        ..simsweep::RunOptions::default()
+    };
+    let observer = Arc::new(StopAfterFirst(cancel.clone(), AtomicBool::new(false)));
+    let report = simsweep::run(&job, &options, observer, cancel).unwrap();
+    assert!(report.cancelled);
+    let committed = report.progress.batches_committed;
+    assert!((1..5).contains(&committed), "{committed} batches");
+    run_ok(&["report", "output"], dir.path());
+    let html = fs::read_to_string(dir.path().join("output/report.html")).unwrap();
+    assert!(html.contains("partial: committed batches only"));
+    assert!(html.contains(&format!("{committed} of 5 committed")), "batches so far");
+    assert!(html.contains(&format!("{} parameter sets scored", 5 * committed)));
+    // --top beyond the cap and --svg-dir naming a file: refused, nothing written.
+    fs::remove_file(dir.path().join("output/report.html")).unwrap();
+    fs::write(dir.path().join("a-file"), "x").unwrap();
+    for args in
+        [&["report", "output", "--top", "51"][..], &["report", "output", "--svg-dir", "a-file"]]
+    {
+        let out = simsweep(args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!dir.path().join("output/report.html").exists());
+    }
+}

@@ -965,7 +965,29 @@ impl JobSpec {
                 _ => None,
             })
             .collect();
-        for (_, name) in &measurement_params {
+        let space_names =
+            self.parameters.space.as_ref().map(|s| s.keys().cloned().collect::<Vec<_>>());
+        for (i, name) in &measurement_params {
+            let field = format!("targets[{i}].reporting_fraction");
+            if name.trim().is_empty() {
+                return Err(invalid(
+                    file,
+                    field,
+                    "is empty: give a number in (0, 1] or the name of a swept parameter",
+                ));
+            }
+            if let Some(names) = space_names.as_ref().filter(|n| !n.contains(name)) {
+                return Err(invalid(
+                    file,
+                    field,
+                    format!(
+                        "names `{name}`, which is not a parameter of the space ({}); add it to \
+                         [parameters.space] (e.g. `{name} = {{ min = 0.5, max = 1.0 }}`) or fix \
+                         the name",
+                        names.join(", ")
+                    ),
+                ));
+            }
             if !model_params.contains(name) {
                 model_params.push(name.clone());
             }
@@ -978,10 +1000,10 @@ impl JobSpec {
                     Some(ParamValue::Int(v)) => *v as f64,
                     _ => f64::NAN,
                 };
-                if !(0.0..=1.0).contains(&value) {
+                if !(value > 0.0 && value <= 1.0) {
                     return Err(format!(
                         "`{name}` = {value} is the reporting fraction of targets[{i}] (`{}`) \
-                         and must be a number in [0, 1]",
+                         and must be a number in (0, 1]",
                         self.targets[*i].name
                     ));
                 }

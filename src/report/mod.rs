@@ -33,10 +33,13 @@ use data::{BestK, LossMap, Profile};
 /// Parameter sets in the best table and the fit, by default.
 pub const DEFAULT_TOP: usize = 5;
 
+/// Most best parameter sets a report shows (more would hide the fit under their lines).
+pub const MAX_TOP: usize = 50;
+
 /// What `simsweep report` writes.
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
-    /// Best parameter sets in the fit plot and the table (≥ 1).
+    /// Best parameter sets in the fit plot and the table, 1 … [`MAX_TOP`].
     pub top: usize,
     /// Also write every plot as an SVG file into this folder.
     pub svg_dir: Option<PathBuf>,
@@ -97,6 +100,11 @@ impl Part {
 /// The outputs under `dir`: itself, or its shards.
 fn parts_of(dir: &Path) -> Result<Vec<Part>, ReportError> {
     let not_output = |message: String| ReportError::NotAnOutput { dir: dir.to_path_buf(), message };
+    if dir.exists() && !dir.is_dir() {
+        return Err(not_output(
+            "is a file, not an output folder; give the folder a run wrote".into(),
+        ));
+    }
     if !dir.is_dir() {
         return Err(not_output("no such folder; give the output folder of a run".into()));
     }
@@ -364,7 +372,19 @@ fn replicate_values(
 /// all (nothing is written then); [`ReportError::Io`] naming a file that cannot be read or
 /// written.
 pub fn write_report(dir: &Path, options: &ReportOptions) -> Result<PathBuf, ReportError> {
-    let top = options.top.max(1);
+    if options.top == 0 || options.top > MAX_TOP {
+        return Err(ReportError::NotAnOutput {
+            dir: dir.to_path_buf(),
+            message: format!("--top {} is not 1 … {MAX_TOP}: give fewer best sets", options.top),
+        });
+    }
+    let top = options.top;
+    if let Some(svg_dir) = options.svg_dir.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+        return Err(ReportError::NotAnOutput {
+            dir: svg_dir.clone(),
+            message: "--svg-dir names a file; give a folder (created if missing)".into(),
+        });
+    }
     let parts = parts_of(dir)?;
     let nothing = |message: String| ReportError::NothingToPlot { dir: dir.to_path_buf(), message };
     let committed: usize = parts.iter().map(|p| p.manifest().batches.len()).sum();
@@ -385,14 +405,20 @@ pub fn write_report(dir: &Path, options: &ReportOptions) -> Result<PathBuf, Repo
 
     // The refine step, when there is a finished one (whole outputs only).
     let refine_dir = dir.join(simsweep_engine::spec::REFINE_DIR);
-    let refined: Option<Vec<Part>> = if refine_dir.join("manifest.json").is_file() {
-        parts_of(&refine_dir).ok().filter(|r| r.iter().all(|p| p.manifest().finished))
-    } else {
-        None
-    };
+    let refine_parts =
+        if refine_dir.join("manifest.json").is_file() { parts_of(&refine_dir).ok() } else { None };
+    let refine_unfinished =
+        refine_parts.as_ref().is_some_and(|r| !r.iter().all(|p| p.manifest().finished));
+    let refined: Option<Vec<Part>> = refine_parts.filter(|_| !refine_unfinished);
 
     let mut svgs: Vec<(String, String)> = Vec::new();
     let mut body = String::new();
+    if refine_unfinished {
+        body.push_str(
+            "<p class=\"note\">The refine step (refine/) has not finished: the tables and the fit \
+             show sweep losses. Run the job again to finish it.</p>",
+        );
+    }
     let mut scans = Vec::new();
     for name in &target_names {
         let scan = scan_target(&parts, name, top)?;

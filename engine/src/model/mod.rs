@@ -367,9 +367,14 @@ fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, S
         .and_then(|rest| rest.split_once('`'))
         .map(|(key, _)| key.to_string());
     let unknown = unknown.or_else(|| {
-        // An unknown built-in model: its `name`.
-        (message.starts_with("unknown variant") && table.contains_key("name"))
-            .then(|| "name".to_string())
+        // An unknown variant: the key holding that value (e.g. `method = "exact"`), else an
+        // unknown built-in model, its `name`.
+        let variant = message.strip_prefix("unknown variant `")?.split_once('`')?.0;
+        table
+            .iter()
+            .find(|(k, v)| k.as_str() != "name" && v.as_str() == Some(variant))
+            .map(|(k, _)| k.clone())
+            .or_else(|| table.contains_key("name").then(|| "name".to_string()))
     });
     let culprit = unknown.or_else(|| {
         // Not the keys that choose the model: without them every error changes.

@@ -454,7 +454,7 @@ fn refine(
     cancel: &CancelToken,
 ) -> Result<Option<RefineReport>, Error> {
     let target_names: Vec<String> = job.targets().iter().map(|t| t.name.clone()).collect();
-    let (points, sweep) =
+    let (points, _) =
         engine::summary::refine_selection(layout, manifest, &target_names, spec.top_k)?;
     if points.is_empty() {
         tracing::warn!("refine: no parameter set has a finite loss; nothing to refine");
@@ -495,6 +495,11 @@ fn refine(
         ..options.clone()
     };
     let report = run(&refine_job, &refine_options, observer.clone(), cancel.clone())?;
+    // The sweep's losses of the refined sets, for every target (to set beside the refined).
+    let sweep = target_names
+        .iter()
+        .map(|t| engine::summary::rows_at(layout, manifest, t, &points))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(RefineReport {
         output_dir: report.output_dir,
         parameter_sets: points.len() as u64,

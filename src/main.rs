@@ -1003,6 +1003,8 @@ struct Bar {
     verbose: bool,
     view: Mutex<progress_view::ProgressView>,
     last_line: Mutex<Option<Instant>>,
+    /// What the current run is: "" for the sweep, "refine step: " for its refine step.
+    label: Mutex<&'static str>,
 }
 
 /// Writes `line` to stderr; a closed stderr is not worth a panic (the run goes on).
@@ -1026,7 +1028,13 @@ impl Bar {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Bar { bar, verbose, view: Mutex::default(), last_line: Mutex::new(None) }
+        Bar {
+            bar,
+            verbose,
+            view: Mutex::default(),
+            last_line: Mutex::new(None),
+            label: Mutex::new(""),
+        }
     }
 
     fn finish(&self) {
@@ -1037,16 +1045,17 @@ impl Bar {
 
     /// Shows the view: on the bar, or as a plain line when one is due (or `force`).
     fn show(&self, view: &progress_view::ProgressView, force: bool) {
+        let label = *self.label.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bar) = &self.bar {
             bar.set_length(view.planned());
             bar.set_position(view.position());
-            bar.set_message(view.line());
+            bar.set_message(format!("{label}{}", view.line()));
             return;
         }
         let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
         if force || last.is_none_or(|t| t.elapsed() >= PLAIN_LINE_INTERVAL) {
             // A closed stderr is not worth a panic: the run goes on.
-            stderr_line(&view.line());
+            stderr_line(&format!("{label}{}", view.line()));
             *last = Some(Instant::now());
         }
     }
@@ -1057,6 +1066,10 @@ impl ProgressObserver for Bar {
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             ProgressEvent::Started { progress, .. } => {
+                let refine =
+                    event.job_id().ends_with(&format!("/{}", simsweep::engine::spec::REFINE_DIR));
+                *self.label.lock().unwrap_or_else(|e| e.into_inner()) =
+                    if refine { "refine step: " } else { "" };
                 view.started(progress);
                 self.show(&view, true);
             }
@@ -1204,11 +1217,9 @@ fn print_report(job: &Job, report: &Report) {
         for target in &refined.summary {
             println!(
                 "\nbest parameter sets for target `{}` by REFINED loss (± its Monte Carlo \
-                 standard error; `sweep`: the set's loss in the sweep, with {} replicates, — \
-                 when it was not among this target's {} best there)",
+                 standard error; `sweep`: the set's loss in the sweep, with {} replicates)",
                 target.target,
                 job.replicates(),
-                job.refine().map_or(0, |r| r.top_k)
             );
             let sweep_losses = refined.sweep.iter().find(|s| s.target == target.target);
             let sweep_loss = |id: &str| {

@@ -131,6 +131,19 @@ fn refine_reruns_each_targets_best_with_fresh_seeds_and_standard_errors() {
     assert!(prevalence.best[0].loss_se.is_some());
     assert!(prevalence.best.windows(2).all(|w| w[0].loss <= w[1].loss));
 
+    // Beside each refined set, its sweep loss for every target, as the sweep's files have it.
+    for (k, target) in ["prevalence", "incidence"].iter().enumerate() {
+        let sweep = read_dataset(&dir.path().join("output/targets").join(target));
+        let sweep_ids = strings(sweep.column_by_name("param_id").unwrap().as_ref());
+        let sweep_losses = floats(sweep.column_by_name("loss").unwrap().as_ref());
+        assert_eq!(refined.sweep[k].target, *target);
+        assert_eq!(refined.sweep[k].best.len(), expected_ids.len(), "every refined set");
+        for b in &refined.sweep[k].best {
+            let at = sweep_ids.iter().position(|i| *i == b.param_id).unwrap();
+            assert_eq!(Some(b.loss), sweep_losses[at], "{target} {}", b.param_id);
+        }
+    }
+
     // Run again: the sweep and its refinement are both found finished; nothing changes.
     let before = refined_rows(dir.path());
     let again = simsweep::run(&job, &options(5, 2), Arc::new(NoProgress), CancelToken::new())

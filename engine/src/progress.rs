@@ -529,8 +529,8 @@ pub struct RefineReport {
     pub finished: bool,
     /// Best parameter sets per target by refined loss, with their standard errors.
     pub summary: Vec<TargetSummary>,
-    /// Each target's `top_k` best parameter sets by sweep loss: what was selected, with the
-    /// sweep's losses (to set beside the refined ones).
+    /// The refined parameter sets with their sweep losses, per target (in sweep order; a set
+    /// whose sweep loss is null is left out), to set beside the refined ones.
     pub sweep: Vec<TargetSummary>,
 }
 

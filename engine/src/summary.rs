@@ -86,6 +86,65 @@ pub fn refine_selection(
     Ok((points, summaries))
 }
 
+/// The sweep's rows of `target` at the sweep positions `points` (ascending), as best-list
+/// entries (`param_id`, loss, standard error, failures; no parameters), in `points` order; a
+/// position with a null loss is left out. Reads only the committed target files holding them.
+///
+/// # Errors
+/// As [`best_of_target`].
+pub fn rows_at(
+    layout: &OutputLayout,
+    manifest: &Manifest,
+    target: &str,
+    points: &[u64],
+) -> Result<TargetSummary> {
+    let dataset = Dataset::Target(target.to_string());
+    let mut summary = empty_summary(target);
+    for batch in &manifest.batches {
+        let wanted: Vec<u64> =
+            points.iter().copied().filter(|p| batch.points().contains(p)).collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let path = layout.batch_file(&dataset, batch.index);
+        let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
+        let damaged = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Damaged {
+            path: path.clone(),
+            what: "this committed batch file".to_string(),
+            source,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| damaged(Box::new(e)))?;
+        let mut point = batch.first_point;
+        for rb in reader {
+            let rb = rb.map_err(|e| damaged(Box::new(e)))?;
+            let mut acc = BestAccumulator::new(target, usize::MAX);
+            let rows: Vec<usize> = wanted
+                .iter()
+                .filter(|&&p| p >= point && p < point + rb.num_rows() as u64)
+                .map(|&p| (p - point) as usize)
+                .collect();
+            if !rows.is_empty() {
+                let indices = arrow::array::UInt32Array::from(
+                    rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                );
+                let picked = arrow::compute::take_record_batch(&rb, &indices)
+                    .map_err(|e| damaged(Box::new(e)))?;
+                // The accumulator numbers rows from a first point: give each its own.
+                for (i, &r) in rows.iter().enumerate() {
+                    acc.add(&picked.slice(i, 1), point + r as u64)
+                        .map_err(|why| damaged(format!("a target file with {why}").into()))?;
+                }
+                summary.best.extend(acc.finish().best);
+            }
+            point += rb.num_rows() as u64;
+        }
+    }
+    summary.best.sort_by_key(|b| b.point);
+    Ok(summary)
+}
+
 fn empty_summary(target: &str) -> TargetSummary {
     TargetSummary { target: target.to_string(), ..TargetSummary::default() }
 }

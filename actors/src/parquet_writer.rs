@@ -62,7 +62,9 @@ pub struct ParquetWriter {
 impl ParquetWriter {
     /// A writer for `job` writing under `layout`, reporting commits to `flushed` and failures to
     /// `failed` (both the Batcher), and the rows it holds to `counters.rows_buffered`; `options`
-    /// give the figures of the out-of-memory guidance.
+    /// give the figures of the out-of-memory guidance. `loss_se`: the target tables have a
+    /// `loss_se` column (false to resume an output of manifest format 2 or older, which has
+    /// none).
     pub fn new(
         job: &Job,
         layout: OutputLayout,

@@ -454,8 +454,7 @@ fn refine(
     cancel: &CancelToken,
 ) -> Result<Option<RefineReport>, Error> {
     let target_names: Vec<String> = job.targets().iter().map(|t| t.name.clone()).collect();
-    let (points, _) =
-        engine::summary::refine_selection(layout, manifest, &target_names, spec.top_k)?;
+    let points = engine::summary::refine_selection(layout, manifest, &target_names, spec.top_k)?;
     if points.is_empty() {
         tracing::warn!("refine: no parameter set has a finite loss; nothing to refine");
         return Ok(None);

@@ -61,7 +61,7 @@ pub fn best_per_target(
 
 /// The parameter sets a refine step re-runs: for each of `targets`, its `k` best parameter sets
 /// with a finite loss (ties by sweep position); the union, as sweep positions in ascending
-/// order, with each target's `k` best (the sweep's losses of the sets). From the manifest's best lists when they hold `k` ([`BEST_PER_TARGET`] or fewer),
+/// order. From the manifest's best lists when they hold `k` ([`BEST_PER_TARGET`] or fewer),
 /// else read from the committed target files (one at a time, holding `k` per target).
 ///
 /// # Errors
@@ -71,7 +71,7 @@ pub fn refine_selection(
     manifest: &Manifest,
     targets: &[String],
     k: usize,
-) -> Result<(Vec<u64>, Vec<TargetSummary>)> {
+) -> Result<Vec<u64>> {
     let summaries: Vec<TargetSummary> = if k <= BEST_PER_TARGET {
         best_per_target(layout, manifest, targets, k)?
     } else {
@@ -83,7 +83,7 @@ pub fn refine_selection(
         .collect();
     points.sort_unstable();
     points.dedup();
-    Ok((points, summaries))
+    Ok(points)
 }
 
 /// The sweep's rows of `target` at the sweep positions `points` (ascending), as best-list

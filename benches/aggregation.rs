@@ -54,7 +54,7 @@ fn bench(c: &mut Criterion) {
         .collect();
     group.throughput(Throughput::Elements(10));
     group.bench_function("score_point_10_replicates_6_targets", |b| {
-        b.iter(|| score_point(batch.clone(), 0, &replicates, job.targets()))
+        b.iter(|| score_point(batch.clone(), 0, &replicates, job.targets(), job.sweep()))
     });
     group.finish();
 

@@ -39,6 +39,7 @@ fn batch(index: u32) -> CommittedBatch {
                         })
                         .collect(),
                     loss: 100.0 + i as f64,
+                    loss_se: Some(0.5),
                     n_failed: 0,
                 })
                 .collect(),

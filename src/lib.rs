@@ -361,6 +361,7 @@ pub fn run(
     manifest.batch_size = options.batch_size.get() as u64;
     manifest.batches_planned = planner.batches_planned();
     manifest.spec_parts = identity.parts.clone();
+    manifest.workers = Some(options.workers.get() as u64);
     manifest.observations =
         job.targets().iter().map(simsweep_engine::output::TargetObservations::of).collect();
     manifest.updated_at = utc_now_rfc3339();

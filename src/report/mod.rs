@@ -686,6 +686,22 @@ fn job_section(
     );
     row("parameter sets", format!("{} × {} replicates", first.n_parameter_sets, first.replicates));
     row("batch size", format!("{} parameter sets", first.batch_size));
+    if let Some(w) = first.workers {
+        row("workers", format!("{w} (of the latest run)"));
+    }
+    let mut seconds: Vec<f64> =
+        parts.iter().flat_map(|p| p.manifest().batches.iter().map(|b| b.seconds)).collect();
+    if !seconds.is_empty() {
+        seconds.sort_by(f64::total_cmp);
+        row(
+            "batch time",
+            format!(
+                "median {:.2} s, slowest {:.2} s (release to commit)",
+                data::quantile(&seconds, 0.5),
+                seconds[seconds.len() - 1]
+            ),
+        );
+    }
     if parts.len() > 1 || first.shard.is_some() {
         row("shards", format!("{} folders", parts.len()));
     }

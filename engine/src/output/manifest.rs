@@ -85,6 +85,9 @@ pub struct Manifest {
     /// older engines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub observations: Vec<TargetObservations>,
+    /// Simulation workers of the latest run (for readers such as `simsweep report`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u64>,
 }
 
 /// One target's observed data and how it is compared, as recorded in the manifest.
@@ -270,6 +273,7 @@ impl Manifest {
             best: Vec::new(),
             shard: None,
             observations: Vec::new(),
+            workers: None,
         }
     }
 

@@ -106,40 +106,15 @@ pub fn rows_at(
         if wanted.is_empty() {
             continue;
         }
-        let path = layout.batch_file(&dataset, batch.index);
-        let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
-        let damaged = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Damaged {
-            path: path.clone(),
-            what: "this committed batch file".to_string(),
-            source,
-        };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|e| damaged(Box::new(e)))?;
-        let mut point = batch.first_point;
-        for rb in reader {
-            let rb = rb.map_err(|e| damaged(Box::new(e)))?;
+        visit_batch_file(layout, &dataset, batch, |rb, point| {
             let mut acc = BestAccumulator::new(target, usize::MAX);
-            let rows: Vec<usize> = wanted
-                .iter()
-                .filter(|&&p| p >= point && p < point + rb.num_rows() as u64)
-                .map(|&p| (p - point) as usize)
-                .collect();
-            if !rows.is_empty() {
-                let indices = arrow::array::UInt32Array::from(
-                    rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
-                );
-                let picked = arrow::compute::take_record_batch(&rb, &indices)
-                    .map_err(|e| damaged(Box::new(e)))?;
-                // The accumulator numbers rows from a first point: give each its own.
-                for (i, &r) in rows.iter().enumerate() {
-                    acc.add(&picked.slice(i, 1), point + r as u64)
-                        .map_err(|why| damaged(format!("a target file with {why}").into()))?;
-                }
-                summary.best.extend(acc.finish().best);
+            let end = point + rb.num_rows() as u64;
+            for &p in wanted.iter().filter(|&&p| p >= point && p < end) {
+                acc.add(&rb.slice((p - point) as usize, 1), p)?;
             }
-            point += rb.num_rows() as u64;
-        }
+            summary.best.extend(acc.finish().best);
+            Ok(())
+        })?;
     }
     summary.best.sort_by_key(|b| b.point);
     Ok(summary)
@@ -330,25 +305,40 @@ pub fn best_of_target(
     let dataset = Dataset::Target(target.to_string());
     let mut acc = BestAccumulator::new(target, k);
     for batch in &manifest.batches {
-        let path = layout.batch_file(&dataset, batch.index);
-        let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
-        let damaged = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Damaged {
-            path: path.clone(),
-            what: "this committed batch file".to_string(),
-            source,
-        };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|e| damaged(Box::new(e)))?;
-        let mut point = batch.first_point;
-        for rb in reader {
-            let rb = rb.map_err(|e| damaged(Box::new(e)))?;
-            acc.add(&rb, point)
-                .map_err(|why| damaged(format!("a target file with {why}").into()))?;
-            point += rb.num_rows() as u64;
-        }
+        visit_batch_file(layout, &dataset, batch, |rb, point| acc.add(rb, point))?;
     }
     Ok(acc.finish())
+}
+
+/// Calls `visit(record batch, sweep position of its first row)` for each record batch of the
+/// committed file of `dataset` in `batch`; `visit`'s `Err` says what the file lacks.
+///
+/// # Errors
+/// [`EngineError::Io`] naming the file when it cannot be opened; [`EngineError::Damaged`] when
+/// it is not valid Parquet or `visit` finds it lacking.
+fn visit_batch_file(
+    layout: &OutputLayout,
+    dataset: &Dataset,
+    batch: &crate::output::CommittedBatch,
+    mut visit: impl FnMut(&RecordBatch, u64) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let path = layout.batch_file(dataset, batch.index);
+    let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
+    let damaged = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Damaged {
+        path: path.clone(),
+        what: "this committed batch file".to_string(),
+        source,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| damaged(Box::new(e)))?;
+    let mut point = batch.first_point;
+    for rb in reader {
+        let rb = rb.map_err(|e| damaged(Box::new(e)))?;
+        visit(&rb, point).map_err(|why| damaged(format!("a target file with {why}").into()))?;
+        point += rb.num_rows() as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -290,36 +290,7 @@ pub fn aggregate(
     replicates: &[&[f64]],
     observed: &[f64],
 ) -> Option<f64> {
-    if replicates.is_empty() {
-        return None;
-    }
-    let r = replicates.len() as f64;
-    match aggregation {
-        Aggregation::MeanSignal => {
-            let mut mean = vec![0.0; observed.len()];
-            for replicate in replicates {
-                check_lengths(replicate, observed);
-                for (m, p) in mean.iter_mut().zip(replicate.iter()) {
-                    *m += p;
-                }
-            }
-            for m in &mut mean {
-                *m /= r;
-            }
-            Some(loss.value(&mean, observed))
-        }
-        Aggregation::Annealed => {
-            let sum: f64 = replicates.iter().map(|p| loss.value(p, observed)).sum();
-            Some(sum / r)
-        }
-        Aggregation::Likelihood => {
-            let lls = replicates
-                .iter()
-                .map(|p| loss.log_likelihood(p, observed))
-                .collect::<Option<Vec<f64>>>()?;
-            Some(-(logsumexp(&lls) - r.ln()))
-        }
-    }
+    aggregate_with_se(aggregation, loss, replicates, observed).map(|e| e.loss)
 }
 
 /// A parameter set's loss with its Monte Carlo standard error.

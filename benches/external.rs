@@ -1,7 +1,10 @@
-//! Per-task overhead of the external-model protocol: `simulate` on a no-op Python model
+//! Per-task overhead of the external-model protocol: a no-op Python model
 //! (`benches/noop_model.py`, one 1-row table per call) through one persistent worker, i.e. a
-//! JSON request, a JSON header and one Arrow IPC stream back, and the checks on both sides.
-//! Needs python3 with pyarrow. Run: `cargo bench --bench external`.
+//! JSON request, a JSON header and one Arrow IPC stream back, and the checks on both sides:
+//! `simulate` (one task per `execute`, as protocol version 1) and `simulate_many` of 64 tasks
+//! (one `execute_many`, version 2; throughput counted in tasks). Needs python3 with pyarrow.
+//! Run: `cargo bench --bench external`. Whole jobs against a plain Python loop:
+//! `benches/external.sh`.
 
 use std::path::PathBuf;
 
@@ -26,6 +29,15 @@ fn protocol_overhead(c: &mut Criterion) {
         b.iter(|| {
             seed = seed.wrapping_add(1);
             model.simulate(&params, seed).expect("runs")
+        })
+    });
+    let tasks: Vec<(&ParameterSet, u32)> = (0..64).map(|s| (&params, s)).collect();
+    group.throughput(Throughput::Elements(tasks.len() as u64));
+    group.bench_function("noop_python_64_tasks_per_message", |b| {
+        b.iter(|| {
+            let results = model.simulate_many(&tasks).expect("runs");
+            assert!(results.iter().all(Result::is_ok));
+            results
         })
     });
     group.finish();

@@ -12,9 +12,9 @@ cd "$(dirname "$0")/.."
 
 command -v python3 >/dev/null || { echo "setup: python3 is needed (3.9 or later)" >&2; exit 1; }
 python3 -m pip install --quiet --disable-pip-version-check 'pyarrow>=14' 'hyperqueue==0.27.0' \
-  'duckdb>=1' 'polars>=1' \
-  || { echo "setup: pip could not install pyarrow, hyperqueue, duckdb and polars" >&2; exit 1; }
-python3 -c 'import pyarrow, hyperqueue, duckdb, polars; print("setup: pyarrow", pyarrow.__version__, "/ hyperqueue", hyperqueue.get_version(), "/ duckdb", duckdb.__version__, "/ polars", polars.__version__)'
+  'duckdb>=1' 'polars>=1' 'numpy>=1.22' \
+  || { echo "setup: pip could not install pyarrow, hyperqueue, duckdb, polars and numpy" >&2; exit 1; }
+python3 -c 'import pyarrow, hyperqueue, duckdb, polars, numpy; print("setup: pyarrow", pyarrow.__version__, "/ hyperqueue", hyperqueue.get_version(), "/ duckdb", duckdb.__version__, "/ polars", polars.__version__, "/ numpy", numpy.__version__)'
 
 if ! command -v chromium >/dev/null; then
   command -v apt-get >/dev/null || { echo "setup: no apt-get: install chromium by hand" >&2; exit 1; }

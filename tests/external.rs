@@ -409,3 +409,33 @@ loss = "mse"
     // The seeds chosen make set 0 a real mix (else this test would not test the mix).
     assert!((1..4).contains(&n_failed.value(0)), "set 0 failed {} of 4", n_failed.value(0));
 }
+
+/// Protocol version 2 (`execute_many`, chunks of 16 tasks here) and version 1 (one `execute` per
+/// task) give the same output, rows and failure records alike.
+#[test]
+fn execute_many_and_one_task_per_message_give_the_same_output() {
+    let rows = [("ok", 1.0), ("fail_odd_seed", 1.0), ("table", 2.0), ("error", 1.0)];
+    let state = tempfile::tempdir().unwrap();
+    let run_with = |protocol: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let job = write_fault_job_with(dir.path(), state.path(), &rows, 16, "", "");
+        let text = std::fs::read_to_string(&job).unwrap().replace(
+            "env = { ",
+            &format!("env = {{ SIMSWEEP_WORKER_MAX_PROTOCOL = \"{protocol}\", "),
+        );
+        std::fs::write(&job, text).unwrap();
+        let report = run(&job, 1);
+        assert_eq!(report.progress.simulations_committed, 64);
+        let out = dir.path().join("output");
+        (read_dataset(&out.join("model_outputs/values")), read_dataset(&out.join("failures")), dir)
+    };
+    let (v2_rows, v2_failures, _d2) = run_with("2");
+    let (v1_rows, v1_failures, _d1) = run_with("1");
+    assert_eq!(v2_rows, v1_rows);
+    assert_eq!(v2_failures, v1_failures);
+    // `error`'s 16 replicates and fail_odd_seed's odd seeds fail (no retry of model errors);
+    // every other replicate has its three rows.
+    let errors = v2_failures.num_rows();
+    assert!((16..=32).contains(&errors), "{errors}");
+    assert_eq!(v2_rows.num_rows() / 3 + errors, 64);
+}

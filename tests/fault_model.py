@@ -12,7 +12,8 @@ Rust's allocation-failure message to stderr and aborts); hang_with_child (while 
 $FAULT_STATE_DIR/hang exists: starts `sleep 3600` in its process group, writes its pid to
 $FAULT_STATE_DIR/child-<seed>, then hangs; else writes
 $FAULT_STATE_DIR/started-<seed> and goes on as ok); slow (sleeps x seconds, then returns);
-fail_odd_seed (raises ValueError for an odd seed); forged replies that break the protocol, for
+fail_odd_seed (raises ValueError for an odd seed); table (as ok, returned as a pyarrow Table);
+ragged (columns of unequal length: an error of that task); forged replies that break the protocol, for
 request id int(x): wrong_id (answers id 999999), bad_json (a reply that is not JSON),
 wrong_tables (lists a table `other`), wrong_content_type (the table frame is text/plain),
 byte_mismatch (announces 10 bytes, sends 4).
@@ -107,9 +108,15 @@ def simulate(params, seed):
             open(marker, "w").close()
             print("fault_model: crashing once for seed %d" % seed, file=sys.stderr, flush=True)
             os._exit(3)
+    if mode == "ragged":
+        return {"values": {"k": [0, 1], "value": [1.0]}}
     rng = random.Random(seed)
     x = float(params["x"])
-    return {"values": {"k": [0, 1, 2], "value": [x * rng.random() for _ in range(3)]}}
+    columns = {"k": [0, 1, 2], "value": [x * rng.random() for _ in range(3)]}
+    if mode == "table":
+        import pyarrow as pa
+        return {"values": pa.table(columns)}
+    return {"values": columns}
 
 
 if __name__ == "__main__":

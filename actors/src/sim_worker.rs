@@ -89,6 +89,69 @@ impl SimWorker {
             .run_while(|| !cancel.is_cancelled(), |_attempt| self.simulate(task, params))
     }
 
+    /// Runs `tasks` in one [`Simulator::simulate_many`](simsweep_engine::model::Simulator::simulate_many)
+    /// call, then the further attempts of those that failed per the retry policy, pushing their
+    /// returns to `returns`. Returns the tasks still to run: all of them when the call failed as
+    /// a whole (none has a result then), none otherwise.
+    fn run_many(&self, tasks: Vec<SimTask>, returns: &mut Vec<SimReturn>) -> Vec<SimTask> {
+        let counters = &self.counters;
+        // The parameter sets of the chunk's points (a chunk holds consecutive replicates of a
+        // point, so a few sets at most).
+        let mut points: Vec<(u64, ParameterSet)> = Vec::new();
+        let mut which = Vec::with_capacity(tasks.len());
+        for task in &tasks {
+            if points.last().map(|(p, _)| *p) != Some(task.point) {
+                points.push((task.point, self.job.sweep().params(task.point as usize)));
+            }
+            which.push(points.len() - 1);
+        }
+        let calls: Vec<(&ParameterSet, u32)> =
+            tasks.iter().zip(&which).map(|(task, &i)| (&points[i].1, task.seed)).collect();
+        let simulator = self.job.simulator();
+        counters.tasks_running.add(tasks.len() as u64);
+        let results = catch_unwind(AssertUnwindSafe(|| simulator.simulate_many(&calls)))
+            .unwrap_or_else(|panic| Err(SimError::Panic(panic_message(panic.as_ref()))));
+        counters.tasks_running.sub(tasks.len() as u64);
+        let results = match results {
+            Ok(results) if results.len() == tasks.len() => results,
+            Ok(results) => {
+                tracing::warn!(
+                    tasks = tasks.len(),
+                    results = results.len(),
+                    "simulate_many returned a result count unlike its task count; running the \
+                     tasks one by one"
+                );
+                return tasks;
+            }
+            Err(error) => {
+                if !self.cancel.is_cancelled() {
+                    tracing::warn!(
+                        %error,
+                        tasks = tasks.len(),
+                        "a call of several tasks failed as a whole; running them one by one"
+                    );
+                }
+                return tasks;
+            }
+        };
+        let cancel = &self.cancel;
+        for ((task, result), &i) in tasks.into_iter().zip(results).zip(&which) {
+            counters.tasks_queued.sub(1);
+            let first = result.and_then(|output| {
+                check_outputs(&self.outputs, &output)?;
+                Ok(output)
+            });
+            let params = &points[i].1;
+            let Attempts { result, failed_attempts } = self.job.model().retry.continue_while(
+                first,
+                || !cancel.is_cancelled(),
+                |_attempt| self.simulate(&task, params),
+            );
+            returns.push(SimReturn { task, result, failed_attempts });
+        }
+        Vec::new()
+    }
+
     fn simulate(&self, task: &SimTask, params: &ParameterSet) -> Result<SimOutput, SimError> {
         let simulator = &self.job.simulator();
         let output = catch_unwind(AssertUnwindSafe(|| simulator.simulate(params, task.seed)))
@@ -158,7 +221,13 @@ impl Handler<RunChunk> for SimWorker {
         let start = Instant::now();
         let mut returns = Vec::with_capacity(msg.0.len());
         let mut skipped: Vec<u32> = Vec::new();
-        for task in msg.0 {
+        let mut tasks = msg.0;
+        if self.job.simulator().runs_many() && tasks.len() > 1 && !self.cancel.is_cancelled() {
+            // One call for the chunk; the tasks whose call failed as a whole (the worker
+            // crashed, say) are run again one by one below, each with its own attempts.
+            tasks = self.run_many(tasks, &mut returns);
+        }
+        for task in tasks {
             counters.tasks_queued.sub(1);
             if self.cancel.is_cancelled() {
                 // Stopping: leave the rest of the chunk; its batches are dropped, not committed.

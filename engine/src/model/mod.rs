@@ -228,6 +228,30 @@ pub trait Simulator: Send + Sync {
     /// [`SimError::Model`] when the parameters are unusable (e.g. a negative rate).
     fn simulate(&self, params: &ParameterSet, seed: u32) -> Result<SimOutput, SimError>;
 
+    /// True when [`Simulator::simulate_many`] is worth calling: a call has a fixed cost that
+    /// several replicates can share (an external model's round trip). The engine then hands a
+    /// chunk of replicates to `simulate_many` in one call; otherwise (the default) it calls
+    /// `simulate` per replicate.
+    fn runs_many(&self) -> bool {
+        false
+    }
+
+    /// Runs several replicates, `tasks[i]` = (parameter set, seed), in one call; the results
+    /// are in the order of `tasks`, one per task (a model error of one task is that task's
+    /// `Err`). The default calls [`Simulator::simulate`] for each.
+    ///
+    /// # Errors
+    /// The outer `Err` when the call failed as a whole (a worker that crashed, timed out, ran
+    /// out of memory or broke the protocol while running them): no task has a result, and the
+    /// engine runs each of them again on its own with [`Simulator::simulate`], so that the
+    /// failure is recorded against the task that causes it.
+    fn simulate_many(
+        &self,
+        tasks: &[(&ParameterSet, u32)],
+    ) -> Result<Vec<Result<SimOutput, SimError>>, SimError> {
+        Ok(tasks.iter().map(|(params, seed)| self.simulate(params, *seed)).collect())
+    }
+
     /// Checks one parameter set before anything runs, so that a sweep reaching outside the
     /// model's domain (a negative rate, say) is refused up front instead of failing replicate by
     /// replicate. The default accepts everything.

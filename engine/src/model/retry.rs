@@ -79,10 +79,23 @@ impl RetryPolicy {
         keep_going: impl Fn() -> bool,
         mut attempt: impl FnMut(u32) -> Result<SimOutput, SimError>,
     ) -> Attempts {
+        let first = attempt(1);
+        self.continue_while(first, keep_going, attempt)
+    }
+
+    /// As [`RetryPolicy::run_while`] when the first attempt has already been made (with result
+    /// `first`, e.g. in a [`Simulator::simulate_many`](super::Simulator::simulate_many) call):
+    /// `attempt` is called from attempt 2 on.
+    pub fn continue_while(
+        &self,
+        first: Result<SimOutput, SimError>,
+        keep_going: impl Fn() -> bool,
+        mut attempt: impl FnMut(u32) -> Result<SimOutput, SimError>,
+    ) -> Attempts {
         let mut failed_attempts = Vec::new();
         let mut number = 1;
+        let mut result = first;
         loop {
-            let result = attempt(number);
             match result {
                 Err(error)
                     if number < self.max_attempts
@@ -91,6 +104,7 @@ impl RetryPolicy {
                 {
                     failed_attempts.push(error);
                     number += 1;
+                    result = attempt(number);
                 }
                 result => return Attempts { result, failed_attempts },
             }

@@ -45,8 +45,13 @@ use frame::{Frame, ARROW_STREAM};
 pub use process::STDERR_TAIL_BYTES;
 use process::{Fault, LiveWorkers, WorkerProcess};
 
-/// Version of the worker protocol spoken here.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest version of the worker protocol spoken here: version 2 adds `execute_many`
+/// (several tasks per message). simsweep sends `initialize` as version 1 with
+/// `max_protocol_version` = this, and speaks whichever version the worker answers with, so a
+/// version-1 worker keeps working unchanged.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version still spoken (a worker answering it gets one `execute` per task).
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// How long a worker may take to start and answer `initialize`, in seconds.
 pub const STARTUP_TIMEOUT_SECONDS: u64 = 120;
 /// How long an idle worker gets to exit after `shutdown` before it is killed, in seconds.
@@ -147,6 +152,7 @@ struct InitReply {
 /// What the handshake established; every later worker must answer the same.
 #[derive(Debug, Clone, PartialEq)]
 struct Handshake {
+    protocol_version: u32,
     parameters: Vec<String>,
     outputs: Vec<OutputDecl>,
 }
@@ -163,6 +169,37 @@ struct ExecuteReply {
     #[serde(default)]
     tables: Vec<TableRef>,
 }
+
+/// The header of an `execute_many` reply (protocol version 2).
+#[derive(Debug, Deserialize)]
+struct ExecuteManyReply {
+    id: u64,
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    /// One per task, in the request's order (on success).
+    #[serde(default)]
+    results: Vec<TaskResult>,
+    #[serde(default)]
+    tables: Vec<TableRef>,
+}
+
+/// One task's outcome in an `execute_many` reply.
+#[derive(Debug, Deserialize)]
+struct TaskResult {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `execute_many` messages a call of [`Simulator::simulate_many`] is split into, all sent before
+/// the first reply is read, so that the worker never waits for simsweep within a call.
+pub const PIPELINED_MESSAGES: usize = 2;
+
+/// Name of the column of `execute_many` tables that says which task a row belongs to.
+pub const TASK_COLUMN: &str = "task";
 
 #[derive(Debug, Deserialize)]
 struct TableRef {
@@ -373,6 +410,125 @@ impl ExternalModel {
         }
         Ok(Ok(SimOutput { tables }))
     }
+
+    /// Runs `tasks` on `worker` with `execute_many` (protocol version 2), as
+    /// [`PIPELINED_MESSAGES`] messages sent at once when there are at least 8 tasks: the worker
+    /// starts the second while simsweep decodes the first's tables. `timeout_seconds` applies
+    /// to each message as a whole (the engine puts about 50 ms of work in a call; a message that
+    /// times out is a fault of the call, and its tasks then run one by one, each with the full
+    /// timeout), counted from when its reply is awaited.
+    fn execute_many(
+        &self,
+        worker: &mut WorkerProcess,
+        tasks: &[(&ParameterSet, u32)],
+    ) -> Result<Vec<Result<SimOutput, String>>, Fault> {
+        let parts = if tasks.len() >= 8 { PIPELINED_MESSAGES } else { 1 };
+        let part_len = tasks.len().div_ceil(parts);
+        let mut ids = Vec::with_capacity(parts);
+        for part in tasks.chunks(part_len) {
+            ids.push(self.send_many(worker, part)?);
+        }
+        let mut results = Vec::with_capacity(tasks.len());
+        for (part, id) in tasks.chunks(part_len).zip(ids) {
+            results.extend(self.receive_many(worker, part, id)?);
+        }
+        Ok(results)
+    }
+
+    /// Sends one `execute_many` request for `tasks`; returns its id.
+    fn send_many(
+        &self,
+        worker: &mut WorkerProcess,
+        tasks: &[(&ParameterSet, u32)],
+    ) -> Result<u64, Fault> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let requests: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|(params, seed)| {
+                let params: serde_json::Map<String, serde_json::Value> =
+                    params.iter().map(|(k, v)| (k.to_string(), param_json(v))).collect();
+                serde_json::json!({ "params": params, "seed": seed })
+            })
+            .collect();
+        worker.send(&serde_json::json!({
+            "method": "execute_many", "id": id, "tasks": requests,
+        }))?;
+        Ok(id)
+    }
+
+    /// Receives the reply to `execute_many` request `id` for `tasks`.
+    fn receive_many(
+        &self,
+        worker: &mut WorkerProcess,
+        tasks: &[(&ParameterSet, u32)],
+        id: u64,
+    ) -> Result<Vec<Result<SimOutput, String>>, Fault> {
+        let deadline = self.settings.timeout().map(|t| (Instant::now() + t, t));
+        let header = worker.recv(deadline)?;
+        let reply: ExecuteManyReply = parse_json(&header, "execute_many reply")?;
+        if reply.id != id {
+            return Err(Fault::Protocol(format!("reply for id {} to request {id}", reply.id)));
+        }
+        if !reply.ok {
+            let error = reply.error.unwrap_or_else(|| "(no message)".into());
+            return match reply.kind.as_deref() {
+                None | Some("error") => Ok(tasks.iter().map(|_| Err(error.clone())).collect()),
+                Some("oom") => Err(Fault::Oom(error)),
+                Some(other) => Err(Fault::Protocol(format!("unknown error kind `{other}`"))),
+            };
+        }
+        if reply.results.len() != tasks.len() {
+            return Err(Fault::Protocol(format!(
+                "execute_many reply has {} results for {} tasks",
+                reply.results.len(),
+                tasks.len()
+            )));
+        }
+        let names: Vec<&str> = reply.tables.iter().map(|t| t.name.as_str()).collect();
+        let declared: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        if names != declared {
+            return Err(Fault::Protocol(format!(
+                "reply has tables {names:?}; the model declared {declared:?}"
+            )));
+        }
+        // Per task, its tables in declared order.
+        let mut per_task: Vec<Vec<RecordBatch>> =
+            (0..tasks.len()).map(|_| Vec::with_capacity(self.outputs.len())).collect();
+        for (table, spec) in reply.tables.iter().zip(&self.outputs) {
+            let frame = worker.recv(deadline)?;
+            if frame.content_type.as_deref() != Some(ARROW_STREAM) {
+                return Err(Fault::Protocol(format!(
+                    "table `{}`: Content-Type {:?}, expected {ARROW_STREAM}",
+                    spec.name, frame.content_type
+                )));
+            }
+            if frame.body.len() as u64 != table.bytes {
+                return Err(Fault::Protocol(format!(
+                    "table `{}`: {} bytes announced, {} sent",
+                    spec.name,
+                    table.bytes,
+                    frame.body.len()
+                )));
+            }
+            let parts =
+                decode_task_table(&frame.body, spec, &reply.results).map_err(Fault::Protocol)?;
+            for (tables, part) in per_task.iter_mut().zip(parts) {
+                tables.push(part);
+            }
+        }
+        Ok(reply
+            .results
+            .into_iter()
+            .zip(per_task)
+            .map(|(result, tables)| {
+                if result.ok {
+                    Ok(SimOutput { tables })
+                } else {
+                    Err(result.error.unwrap_or_else(|| "(no message)".into()))
+                }
+            })
+            .collect())
+    }
 }
 
 impl Simulator for ExternalModel {
@@ -401,6 +557,34 @@ impl Simulator for ExternalModel {
             Ok(result) => {
                 self.checkin(worker);
                 result.map_err(SimError::Model)
+            }
+            Err(fault) => Err(worker.into_error(fault)),
+        }
+    }
+
+    /// True when the worker speaks protocol version 2 (`execute_many`).
+    fn runs_many(&self) -> bool {
+        self.handshake.protocol_version >= 2
+    }
+
+    /// Runs `tasks` in one `execute_many` message on an idle worker, or on a fresh one; a
+    /// version-1 worker gets one `execute` per task.
+    ///
+    /// # Errors
+    /// As [`Simulator::simulate`], for the message as a whole (that worker is then ended and
+    /// dropped); a model error of one task is that task's `Err`.
+    fn simulate_many(
+        &self,
+        tasks: &[(&ParameterSet, u32)],
+    ) -> Result<Vec<Result<SimOutput, SimError>>, SimError> {
+        if !self.runs_many() {
+            return Ok(tasks.iter().map(|(params, seed)| self.simulate(params, *seed)).collect());
+        }
+        let mut worker = self.checkout()?;
+        match self.execute_many(&mut worker, tasks) {
+            Ok(results) => {
+                self.checkin(worker);
+                Ok(results.into_iter().map(|r| r.map_err(SimError::Model)).collect())
             }
             Err(fault) => Err(worker.into_error(fault)),
         }
@@ -457,7 +641,10 @@ fn handshake(worker: &mut WorkerProcess, settings: &ExternalSettings) -> Result<
     let settings_json =
         serde_json::to_value(&settings.settings).map_err(|e| Fault::Protocol(e.to_string()))?;
     worker.send(&serde_json::json!({
-        "method": "initialize", "protocol_version": PROTOCOL_VERSION, "settings": settings_json,
+        "method": "initialize",
+        "protocol_version": MIN_PROTOCOL_VERSION,
+        "max_protocol_version": PROTOCOL_VERSION,
+        "settings": settings_json,
     }))?;
     let reply: InitReply =
         parse_json(&worker.recv(Some((Instant::now() + limit, limit)))?, "initialize reply")?;
@@ -467,13 +654,16 @@ fn handshake(worker: &mut WorkerProcess, settings: &ExternalSettings) -> Result<
             reply.error.unwrap_or_else(|| "(no message)".into())
         )));
     }
-    if reply.protocol_version != Some(PROTOCOL_VERSION) {
-        return Err(Fault::Protocol(format!(
-            "worker speaks protocol version {:?}, simsweep {PROTOCOL_VERSION}",
-            reply.protocol_version
-        )));
-    }
-    Ok(Handshake { parameters: reply.parameters, outputs: reply.outputs })
+    let protocol_version = match reply.protocol_version {
+        Some(v) if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&v) => v,
+        other => {
+            return Err(Fault::Protocol(format!(
+                "worker speaks protocol version {other:?}, simsweep \
+                 {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+            )))
+        }
+    };
+    Ok(Handshake { protocol_version, parameters: reply.parameters, outputs: reply.outputs })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(frame: &Frame, what: &str) -> Result<T, Fault> {
@@ -542,6 +732,77 @@ fn decode_table(body: &[u8], spec: &OutputSpec) -> Result<RecordBatch, String> {
     let table = arrow::compute::concat_batches(&schema, &batches).map_err(|e| context(&e))?;
     RecordBatch::try_new(Arc::clone(&spec.schema), table.columns().to_vec())
         .map_err(|e| context(&e))
+}
+
+/// Decodes one `execute_many` table (an Arrow IPC stream whose first column is
+/// [`TASK_COLUMN`], `uint32`, the declared columns after it) into one record batch per task
+/// with the declared schema. Rows must be grouped by task in ascending order; a failed task
+/// has no rows (its batch is empty).
+fn decode_task_table(
+    body: &[u8],
+    spec: &OutputSpec,
+    results: &[TaskResult],
+) -> Result<Vec<RecordBatch>, String> {
+    let context = |e: &dyn std::fmt::Display| format!("table `{}`: {e}", spec.name);
+    let reader = StreamReader::try_new(Cursor::new(body), None).map_err(|e| context(&e))?;
+    let schema: SchemaRef = reader.schema();
+    let got: Vec<(&str, &DataType)> =
+        schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+    let want: Vec<(&str, &DataType)> = std::iter::once((TASK_COLUMN, &DataType::UInt32))
+        .chain(spec.schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())))
+        .collect();
+    if got != want {
+        return Err(format!(
+            "table `{}` has columns {got:?}; expected {want:?} (`{TASK_COLUMN}` then the \
+             declared columns)",
+            spec.name
+        ));
+    }
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| context(&e))?;
+    let table = arrow::compute::concat_batches(&schema, &batches).map_err(|e| context(&e))?;
+    let task = table
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::UInt32Array>()
+        .ok_or_else(|| context(&"`task` is not uint32"))?;
+    if arrow::array::Array::null_count(task) > 0 {
+        return Err(context(&"`task` has nulls"));
+    }
+    let values = task.values();
+    let mut out = Vec::with_capacity(results.len());
+    let mut start = 0usize;
+    for (index, result) in results.iter().enumerate() {
+        let index = index as u32;
+        let mut end = start;
+        while end < values.len() && values[end] == index {
+            end += 1;
+        }
+        if end > start && !result.ok {
+            return Err(context(&format!("rows for task {index}, which failed")));
+        }
+        let columns = table.slice(start, end - start).columns()[1..]
+            .iter()
+            .map(|c| arrow::compute::concat(&[c.as_ref()]))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| context(&e))?;
+        let part = RecordBatch::try_new_with_options(
+            Arc::clone(&spec.schema),
+            columns,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(end - start)),
+        )
+        .map_err(|e| context(&e))?;
+        out.push(part);
+        start = end;
+    }
+    if start != values.len() {
+        return Err(context(&format!(
+            "`task` value {} at row {start}: rows must be grouped by task, in ascending order, \
+             each below {}",
+            values[start],
+            results.len()
+        )));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

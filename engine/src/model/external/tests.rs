@@ -365,3 +365,139 @@ fn a_timeout_kills_the_workers_process_group() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+fn settings_v1(state: &std::path::Path) -> ExternalSettings {
+    let mut s = settings(state);
+    s.env.insert("SIMSWEEP_WORKER_MAX_PROTOCOL".into(), "1".into());
+    s
+}
+
+/// Ten tasks (two pipelined `execute_many` messages): successes from dicts and from pyarrow
+/// tables, model errors, a task whose columns differ in length.
+fn mixed_tasks() -> Vec<(ParameterSet, u32)> {
+    [
+        ("ok", 1.0, 7),
+        ("error", 1.0, 8),
+        ("table", 2.0, 9),
+        ("fail_odd_seed", 1.0, 11),
+        ("fail_odd_seed", 1.0, 10),
+        ("ragged", 1.0, 12),
+        ("ok", 3.0, 14),
+        ("table", 1.0, 15),
+        ("ok", 1.0, 16),
+        ("ok", 2.5, 17),
+    ]
+    .into_iter()
+    .map(|(mode, x, seed)| (params(mode, x), seed))
+    .collect()
+}
+
+#[test]
+fn execute_many_gives_each_task_what_execute_gives_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(dir.path());
+    assert!(m.runs_many(), "the helper speaks version 2");
+    let sets = mixed_tasks();
+    let tasks: Vec<(&ParameterSet, u32)> = sets.iter().map(|(p, s)| (p, *s)).collect();
+    let many = m.simulate_many(&tasks).expect("one call");
+    let one: Vec<_> = tasks.iter().map(|(p, s)| m.simulate(p, *s)).collect();
+    assert_eq!(many, one);
+    let ok: Vec<bool> = many.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, [true, false, true, false, true, false, true, true, true, true]);
+    assert_eq!(many[1], Err(SimError::Model("ValueError: mode error asks for an error".into())));
+    assert_eq!(many[3], Err(SimError::Model("ValueError: odd seed 11".into())));
+    assert!(matches!(&many[5], Err(SimError::Model(e)) if e.contains("length")), "{:?}", many[5]);
+    // Rows: the seed's draws scaled by x, three per task.
+    let (k, v) = values(many[2].as_ref().expect("ok"));
+    assert_eq!(k, [0, 1, 2]);
+    assert!(v.iter().all(|x| (0.0..2.0).contains(x)), "{v:?}");
+    assert_eq!(many[0].as_ref().expect("ok").tables[0].schema(), m.outputs()[0].schema);
+    assert_eq!(m.idle_workers(), 1, "one worker, reused");
+}
+
+#[test]
+fn a_version_1_worker_gets_one_execute_per_task_with_the_same_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v1 = ExternalModel::new(settings_v1(dir.path())).expect("starts");
+    let v2 = model(dir.path());
+    assert!(!v1.runs_many());
+    let sets = mixed_tasks();
+    let tasks: Vec<(&ParameterSet, u32)> = sets.iter().map(|(p, s)| (p, *s)).collect();
+    assert_eq!(v1.simulate_many(&tasks).expect("runs"), v2.simulate_many(&tasks).expect("runs"));
+}
+
+#[test]
+fn a_worker_dying_inside_execute_many_fails_the_call_as_a_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = model(dir.path());
+    let sets = [params("ok", 1.0), params("segfault", 1.0), params("ok", 2.0)];
+    let tasks: Vec<(&ParameterSet, u32)> = sets.iter().map(|p| (p, 1)).collect();
+    let e = m.simulate_many(&tasks).expect_err("the worker crashed");
+    assert_eq!((e.kind(), e.signal()), ("crash", Some(11)), "{e}");
+    assert_eq!(m.idle_workers(), 0, "a crashed worker is dropped");
+    assert_eq!(m.live_workers(), 0);
+    // The next call starts a fresh worker.
+    let ok = [params("ok", 1.0), params("ok", 2.0)];
+    let tasks: Vec<(&ParameterSet, u32)> = ok.iter().map(|p| (p, 3)).collect();
+    assert!(m.simulate_many(&tasks).expect("runs").iter().all(Result::is_ok));
+}
+
+/// An Arrow IPC stream of `columns` (name, UInt32 or Int64 values).
+fn ipc(columns: &[(&str, arrow::array::ArrayRef)]) -> Vec<u8> {
+    let batch = RecordBatch::try_from_iter(columns.iter().map(|(n, a)| (*n, Arc::clone(a))))
+        .expect("batch");
+    let mut out = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).expect("w");
+    w.write(&batch).expect("write");
+    w.finish().expect("finish");
+    drop(w);
+    out
+}
+
+#[test]
+fn execute_many_tables_are_split_by_task_and_checked() {
+    use arrow::array::{ArrayRef, UInt32Array};
+    let spec = OutputSpec {
+        name: "values".into(),
+        schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
+    };
+    let ok = |ok: bool| TaskResult { ok, error: None };
+    let table = |task: Vec<u32>, k: Vec<i64>| {
+        ipc(&[
+            ("task", Arc::new(UInt32Array::from(task)) as ArrayRef),
+            ("k", Arc::new(Int64Array::from(k)) as ArrayRef),
+        ])
+    };
+    // Tasks 0 and 2 have rows, task 1 failed, task 3 succeeded with none.
+    let parts = decode_task_table(
+        &table(vec![0, 0, 2], vec![5, 6, 7]),
+        &spec,
+        &[ok(true), ok(false), ok(true), ok(true)],
+    )
+    .expect("decodes");
+    let k: Vec<Vec<i64>> = parts
+        .iter()
+        .map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+        .collect();
+    assert_eq!(k, [vec![5, 6], vec![], vec![7], vec![]]);
+    assert!(parts.iter().all(|b| b.schema() == spec.schema));
+
+    let err = |task: Vec<u32>, results: &[TaskResult]| {
+        let k = (0..task.len() as i64).collect();
+        decode_task_table(&table(task, k), &spec, results).expect_err("refused")
+    };
+    let e = err(vec![1, 0], &[ok(true), ok(true)]);
+    assert!(e.contains("grouped by task, in ascending order"), "{e}");
+    let e = err(vec![0, 2], &[ok(true), ok(true)]);
+    assert!(e.contains("`task` value 2 at row 1"), "{e}");
+    let e = err(vec![0, 1], &[ok(true), ok(false)]);
+    assert!(e.contains("rows for task 1, which failed"), "{e}");
+    // Without the `task` column, or with another type, the declared columns do not match.
+    let e = decode_task_table(
+        &ipc(&[("k", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]),
+        &spec,
+        &[ok(true)],
+    )
+    .expect_err("refused");
+    assert!(e.contains("`task` then the declared columns"), "{e}");
+}

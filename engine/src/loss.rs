@@ -182,6 +182,22 @@ fn poisson_ln_pmf(y: f64, lambda: f64) -> f64 {
     y * lambda.ln() - lambda - ln_gamma(y + 1.0)
 }
 
+/// [`poisson_ln_pmf`] with `ln Γ(y + 1)` given (`ln_factorial`): the same arithmetic, so the
+/// same value to the bit.
+#[inline]
+fn poisson_ln_pmf_given(y: f64, lambda: f64, ln_factorial: f64) -> f64 {
+    if !is_count_mean(lambda) || !is_count_mean(y) {
+        return f64::NAN;
+    }
+    if lambda == 0.0 {
+        return if y == 0.0 { 0.0 } else { f64::NEG_INFINITY };
+    }
+    if lambda.is_infinite() {
+        return f64::NEG_INFINITY;
+    }
+    y * lambda.ln() - lambda - ln_factorial
+}
+
 /// Negative-binomial negative log-likelihood of count observations `y` with means
 /// `μ = predicted` and dispersion (size) `k` (variance `μ + μ²/k`):
 ///
@@ -221,6 +237,101 @@ fn negative_binomial_ln_pmf(y: f64, mu: f64, k: f64) -> f64 {
     }
     let count_term = if y == 0.0 { 0.0 } else { y * (mu.ln() - (k + mu).ln()) };
     ln_rising(k, y) - ln_gamma(y + 1.0) - k * (mu / k).ln_1p() + count_term
+}
+
+/// [`negative_binomial_ln_pmf`] with `ln Γ(y + k) − ln Γ(k) − ln Γ(y + 1)` given
+/// (`observation_term`, computed as there): the same arithmetic, so the same value to the bit.
+#[inline]
+fn negative_binomial_ln_pmf_given(y: f64, mu: f64, k: f64, observation_term: f64) -> f64 {
+    if !is_count_mean(mu) || !is_count_mean(y) {
+        return f64::NAN;
+    }
+    if mu == 0.0 {
+        return if y == 0.0 { 0.0 } else { f64::NEG_INFINITY };
+    }
+    if mu.is_infinite() {
+        return f64::NEG_INFINITY;
+    }
+    let count_term = if y == 0.0 { 0.0 } else { y * (mu.ln() - (k + mu).ln()) };
+    observation_term - k * (mu / k).ln_1p() + count_term
+}
+
+/// A loss against fixed observations, with the terms that depend on the observations alone
+/// (`ln Γ(y + 1)`, the negative binomial's `ln Γ(y + k) − ln Γ(k)`) computed once instead of
+/// per evaluation. [`PreparedLoss::value`] equals [`Loss::value`] to the bit.
+#[derive(Debug, Clone)]
+pub struct PreparedLoss<'a> {
+    loss: Loss,
+    observed: &'a [f64],
+    /// Per observation: Poisson `ln Γ(y + 1)`; negative binomial `ln Γ(y + k) − ln Γ(k) −
+    /// ln Γ(y + 1)`; empty for MSE (and unused where `y` is not a count).
+    terms: Vec<f64>,
+}
+
+impl Loss {
+    /// This loss against `observed`, ready to be evaluated many times (see [`PreparedLoss`]).
+    pub fn prepare<'a>(&self, observed: &'a [f64]) -> PreparedLoss<'a> {
+        let terms = match *self {
+            Loss::Mse => Vec::new(),
+            Loss::Poisson => observed
+                .iter()
+                .map(|&y| if is_count_mean(y) { ln_gamma(y + 1.0) } else { f64::NAN })
+                .collect(),
+            Loss::NegativeBinomial { k } => observed
+                .iter()
+                .map(|&y| {
+                    if is_count_mean(y) && k > 0.0 && k.is_finite() {
+                        ln_rising(k, y) - ln_gamma(y + 1.0)
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect(),
+        };
+        PreparedLoss { loss: *self, observed, terms }
+    }
+}
+
+impl PreparedLoss<'_> {
+    /// [`Loss::value`] of `predicted` against the prepared observations.
+    ///
+    /// # Panics
+    /// When `predicted` and the observations differ in length.
+    pub fn value(&self, predicted: &[f64]) -> f64 {
+        let observed = self.observed;
+        match self.loss {
+            Loss::Mse => mse(predicted, observed),
+            Loss::Poisson => {
+                check_lengths(predicted, observed);
+                -predicted
+                    .iter()
+                    .zip(observed)
+                    .zip(&self.terms)
+                    .map(|((&lambda, &y), &c)| poisson_ln_pmf_given(y, lambda, c))
+                    .sum::<f64>()
+            }
+            Loss::NegativeBinomial { k } => {
+                check_lengths(predicted, observed);
+                if !(k > 0.0 && k.is_finite()) {
+                    return f64::NAN;
+                }
+                -predicted
+                    .iter()
+                    .zip(observed)
+                    .zip(&self.terms)
+                    .map(|((&mu, &y), &c)| negative_binomial_ln_pmf_given(y, mu, k, c))
+                    .sum::<f64>()
+            }
+        }
+    }
+
+    /// [`Loss::log_likelihood`] of `predicted` against the prepared observations.
+    pub fn log_likelihood(&self, predicted: &[f64]) -> Option<f64> {
+        match self.loss {
+            Loss::Mse => None,
+            Loss::Poisson | Loss::NegativeBinomial { .. } => Some(-self.value(predicted)),
+        }
+    }
 }
 
 /// Largest integer `y` for which `ln Γ(y+k) − ln Γ(k)` is summed term by term.
@@ -337,6 +448,7 @@ pub fn aggregate_with_se(
     }
     let n = replicates.len();
     let r = n as f64;
+    let prepared = loss.prepare(observed);
     let (value, leave_one_out): (f64, Vec<f64>) = match aggregation {
         Aggregation::MeanSignal => {
             let mut sum = vec![0.0; observed.len()];
@@ -347,7 +459,7 @@ pub fn aggregate_with_se(
                 }
             }
             let mean: Vec<f64> = sum.iter().map(|s| s / r).collect();
-            let value = loss.value(&mean, observed);
+            let value = prepared.value(&mean);
             let mut without = vec![0.0; observed.len()];
             let loo = if n < 2 {
                 Vec::new()
@@ -358,14 +470,14 @@ pub fn aggregate_with_se(
                         for ((w, s), p) in without.iter_mut().zip(&sum).zip(replicate.iter()) {
                             *w = (s - p) / (r - 1.0);
                         }
-                        loss.value(&without, observed)
+                        prepared.value(&without)
                     })
                     .collect()
             };
             (value, loo)
         }
         Aggregation::Annealed => {
-            let losses: Vec<f64> = replicates.iter().map(|p| loss.value(p, observed)).collect();
+            let losses: Vec<f64> = replicates.iter().map(|p| prepared.value(p)).collect();
             let sum: f64 = losses.iter().sum();
             let loo = if n < 2 {
                 Vec::new()
@@ -377,7 +489,7 @@ pub fn aggregate_with_se(
         Aggregation::Likelihood => {
             let lls = replicates
                 .iter()
-                .map(|p| loss.log_likelihood(p, observed))
+                .map(|p| prepared.log_likelihood(p))
                 .collect::<Option<Vec<f64>>>()?;
             let value = -(logsumexp(&lls) - r.ln());
             let loo = if n < 2 || !value.is_finite() {
@@ -420,6 +532,39 @@ fn jackknife_se(value: f64, leave_one_out: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The prepared loss is the loss, to the bit, on counts, edge cases and junk alike.
+    #[test]
+    fn prepared_loss_equals_the_loss_to_the_bit() {
+        let observed =
+            [0.0, 1.0, 4.0, 7.5, 31.0, 32.0, 33.0, 250.0, -1.0, f64::NAN, f64::INFINITY, 12.0];
+        let predicted_sets = [
+            [0.0, 0.5, 4.2, 7.0, 30.0, 33.0, 1.0, 260.0, 2.0, 3.0, 1.0, 0.0],
+            [1e-6, 0.0, f64::INFINITY, 7.5, 31.0, 32.0, 33.0, 250.0, 1.0, 1.0, 1.0, 12.0],
+            [-1.0, f64::NAN, 4.0, 1e9, 1e-300, 5.0, 33.0, 0.1, 0.0, 0.0, 0.0, 11.9],
+        ];
+        for loss in [
+            Loss::Mse,
+            Loss::Poisson,
+            Loss::NegativeBinomial { k: 10.0 },
+            Loss::NegativeBinomial { k: 0.37 },
+            Loss::NegativeBinomial { k: 0.0 },
+        ] {
+            for predicted in &predicted_sets {
+                // Every prefix, so that each edge case also meets finite sums.
+                for n in 0..=observed.len() {
+                    let prepared = loss.prepare(&observed[..n]);
+                    let want = loss.value(&predicted[..n], &observed[..n]);
+                    let got = prepared.value(&predicted[..n]);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{loss:?} n={n}: {got} vs {want}");
+                    assert_eq!(
+                        prepared.log_likelihood(&predicted[..n]).map(f64::to_bits),
+                        loss.log_likelihood(&predicted[..n], &observed[..n]).map(f64::to_bits)
+                    );
+                }
+            }
+        }
+    }
     use super::*;
     use proptest::prelude::*;
     use std::f64::consts::LN_2;

@@ -1113,6 +1113,19 @@ macro_rules! numeric_view {
                 }
             }
 
+            /// (type, address, length) of the values: equal for two views of the same memory,
+            /// which therefore hold the same values while both are borrowed.
+            fn identity(&self) -> (usize, usize, usize) {
+                let mut variant = 0usize;
+                $(
+                    if let Self::$variant(v) = self {
+                        return (variant, v.as_ptr() as usize, v.len());
+                    }
+                    variant += 1;
+                )*
+                (variant, 0, 0)
+            }
+
             #[inline]
             fn get(&self, i: usize) -> f64 {
                 match self {
@@ -1136,6 +1149,16 @@ numeric_view!(
     Float32(Float32Type, f32, f64::from),
     Float64(Float64Type, f64, f64::from),
 );
+
+/// The rows matched to a target's observations for one time column, by that column's identity
+/// (see [`Target::align_into`]).
+#[derive(Default)]
+struct RowCache {
+    /// [`NumericView::identity`] of the time column the rows are for.
+    key: Option<(usize, usize, usize)>,
+    /// Per observation, its row.
+    rows: Vec<usize>,
+}
 
 /// Result of one merge pass of model rows against the sorted observation times.
 enum Merge {
@@ -1195,12 +1218,20 @@ impl Target {
     /// observation time.
     pub fn align(&self, table: &RecordBatch) -> Result<Vec<f64>, AlignError> {
         let mut out = vec![f64::NAN; self.times.len()];
-        self.align_into(table, &mut out)?;
+        self.align_into(table, &mut out, &mut RowCache::default())?;
         Ok(out)
     }
 
-    /// [`Target::align`] into `out` (length `times.len()`).
-    fn align_into(&self, table: &RecordBatch, out: &mut [f64]) -> Result<(), AlignError> {
+    /// [`Target::align`] into `out` (length `times.len()`). `cache` remembers the rows matched
+    /// to the observations for one time column: a table whose time column is the very same
+    /// array (replicates of a model sharing its time column) reuses them instead of merging
+    /// again, which gives the same rows.
+    fn align_into(
+        &self,
+        table: &RecordBatch,
+        out: &mut [f64],
+        cache: &mut RowCache,
+    ) -> Result<(), AlignError> {
         let column = |name: &str| {
             let array = table.column_by_name(name).ok_or_else(|| AlignError::MissingColumn {
                 target: self.name.clone(),
@@ -1216,6 +1247,7 @@ impl Target {
         };
         let (model_times, time_nulls) = column(&self.time_column)?;
         let (values, value_nulls) = column(&self.column)?;
+        let key = time_nulls.is_none().then(|| model_times.identity());
         let present = |row: usize| {
             !time_nulls.as_ref().is_some_and(|n| n.is_null(row)) && !model_times.get(row).is_nan()
         };
@@ -1231,7 +1263,7 @@ impl Target {
         };
         let obs_at = |j: usize| sorted_obs.as_ref().map_or(j, |o| o[j]);
 
-        let mut take = |obs: usize, row: usize| {
+        let value_at = |obs: usize, row: usize| {
             if value_nulls.as_ref().is_some_and(|n| n.is_null(row)) {
                 return Err(AlignError::NullValue {
                     target: self.name.clone(),
@@ -1239,7 +1271,21 @@ impl Target {
                     time: self.times[obs],
                 });
             }
-            out[obs] = values.get(row);
+            Ok(values.get(row))
+        };
+        if key.is_some() && cache.key == key {
+            for ((obs, &row), slot) in cache.rows.iter().enumerate().zip(out.iter_mut()) {
+                *slot = value_at(obs, row)?;
+            }
+            return Ok(());
+        }
+        cache.key = None;
+        let mut rows_taken = std::mem::take(&mut cache.rows);
+        rows_taken.clear();
+        rows_taken.resize(self.times.len(), usize::MAX);
+        let mut take = |obs: usize, row: usize| {
+            out[obs] = value_at(obs, row)?;
+            rows_taken[obs] = row;
             Ok(())
         };
 
@@ -1247,6 +1293,8 @@ impl Target {
             .filter(|&row| present(row))
             .map(|row| (model_times.get(row), row));
         if let Merge::Complete = merge(&self.times, &obs_at, rows, &mut take)? {
+            cache.key = key;
+            cache.rows = rows_taken;
             return Ok(());
         }
 
@@ -1258,7 +1306,11 @@ impl Target {
             .collect();
         sorted_rows.sort_by(|a, b| a.0.total_cmp(&b.0));
         match merge(&self.times, &obs_at, sorted_rows.iter().copied(), &mut take)? {
-            Merge::Complete => Ok(()),
+            Merge::Complete => {
+                cache.key = key;
+                cache.rows = rows_taken;
+                Ok(())
+            }
             Merge::Incomplete(obs) => Err(AlignError::MissingTime {
                 target: self.name.clone(),
                 time: self.times[obs],
@@ -1333,8 +1385,9 @@ impl Target {
             ));
         }
         let mut predicted = vec![f64::NAN; n * replicates.len()];
+        let mut cache = RowCache::default();
         for (chunk, table) in predicted.chunks_mut(n).zip(replicates) {
-            self.align_into(table, chunk)?;
+            self.align_into(table, chunk, &mut cache)?;
         }
         let floor = self.observation.floor;
         if reporting_fraction != 1.0 || floor != 0.0 {
@@ -1975,6 +2028,54 @@ mod tests {
         assert!((got - 2.984_487_77).abs() < 1e-8, "{got}");
 
         assert_eq!(t.loss(&[]).unwrap(), None);
+    }
+
+    /// Replicates sharing one time column (the row cache) align as replicates with copies of it
+    /// (merged each), in and out of time order, with a null value found either way.
+    #[test]
+    fn a_shared_time_column_aligns_as_copies_of_it_do() {
+        for days in [vec![0i64, 1, 2, 3, 4], vec![4, 2, 0, 3, 1, 2]] {
+            let shared: ArrayRef = Arc::new(Int64Array::from(days.clone()));
+            let values = |r: usize| -> ArrayRef {
+                Arc::new(Float64Array::from(
+                    (0..days.len()).map(|i| (i * 7 + r * 3) as f64).collect::<Vec<_>>(),
+                ))
+            };
+            let with = |time: ArrayRef, r: usize| {
+                RecordBatch::try_from_iter(vec![("day", time), ("in_bed", values(r))]).unwrap()
+            };
+            let sharing: Vec<RecordBatch> = (0..4).map(|r| with(Arc::clone(&shared), r)).collect();
+            let copies: Vec<RecordBatch> =
+                (0..4).map(|r| with(Arc::new(Int64Array::from(days.clone())), r)).collect();
+            for aggregation in
+                [Aggregation::MeanSignal, Aggregation::Annealed, Aggregation::Likelihood]
+            {
+                let t = target(&[3.0, 1.0, 2.0], &[20.0, 9.0, 16.0], aggregation, Loss::Poisson);
+                let a = t.estimate(&sharing.iter().collect::<Vec<_>>(), 1.0).unwrap().unwrap();
+                let b = t.estimate(&copies.iter().collect::<Vec<_>>(), 1.0).unwrap().unwrap();
+                assert_eq!(a, b, "{days:?} {aggregation:?}");
+                let aligned: Vec<Vec<f64>> = sharing.iter().map(|r| t.align(r).unwrap()).collect();
+                let by_copy: Vec<Vec<f64>> = copies.iter().map(|r| t.align(r).unwrap()).collect();
+                assert_eq!(aligned, by_copy);
+            }
+        }
+        // A null value in the second replicate is found on the cached path too.
+        let shared: ArrayRef = Arc::new(Int64Array::from(vec![0i64, 1, 2]));
+        let ok = RecordBatch::try_from_iter(vec![
+            ("day", Arc::clone(&shared)),
+            ("in_bed", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])) as ArrayRef),
+        ])
+        .unwrap();
+        let null = RecordBatch::try_from_iter(vec![
+            ("day", shared),
+            ("in_bed", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0)])) as ArrayRef),
+        ])
+        .unwrap();
+        let t = target(&[1.0], &[2.0], Aggregation::Annealed, Loss::Mse);
+        assert!(matches!(
+            t.estimate(&[&ok, &null], 1.0),
+            Err(AlignError::NullValue { time, .. }) if time == 1.0
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
@@ -130,7 +130,7 @@ fn write_tables_parallel(
         create_dir_durable(&layout.dataset_dir(&table.dataset))
             .and_then(|()| write_parquet(&tmps[i], &table.schema, &table.batches, props))
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(tables.len());
+    let threads = encoding_threads().min(tables.len());
     if threads <= 1 {
         return (0..tables.len()).map(write).collect();
     }
@@ -213,25 +213,85 @@ fn sized_writer_properties(
 pub fn table_properties(props: &WriterProperties, schema: &SchemaRef) -> WriterProperties {
     let mut builder = props.clone().into_builder();
     for field in schema.fields() {
+        let column = || ColumnPath::from(field.name().as_str());
         if matches!(field.data_type(), DataType::Float16 | DataType::Float32 | DataType::Float64) {
-            builder = builder
-                .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            builder = builder.set_column_dictionary_enabled(column(), false);
+        }
+        // The run columns simsweep adds: runs of one value per replicate (model outputs) or
+        // one value per row (targets). Delta encodings store a run in a few bytes without the
+        // dictionary's hash per row.
+        match (field.name().as_str(), field.data_type()) {
+            ("param_id", DataType::Utf8) => {
+                builder = builder
+                    .set_column_dictionary_enabled(column(), false)
+                    .set_column_encoding(column(), Encoding::DELTA_BYTE_ARRAY);
+            }
+            ("replicate" | "seed", DataType::UInt32) => {
+                builder = builder
+                    .set_column_dictionary_enabled(column(), false)
+                    .set_column_encoding(column(), Encoding::DELTA_BINARY_PACKED);
+            }
+            _ => {}
         }
     }
     builder.build()
 }
 
+/// Rows from which a file given as one record batch has its columns encoded on several threads
+/// ([`write_columns_parallel`]); below it, one thread encodes the file.
+pub const PARALLEL_ENCODING_MIN_ROWS: usize = 32 * 1024;
+
 /// Writes `batches` to a new file `path` and fsyncs it; returns the number of rows.
+///
+/// One large record batch (a model output's rows of a batch) has its column chunks encoded on
+/// up to `available_parallelism` threads ([`write_columns_parallel`]); other tables go through
+/// one `ArrowWriter`. Both give the same rows, encodings and compression.
 fn write_parquet(
     path: &Path,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     props: WriterProperties,
 ) -> Result<u64> {
+    write_parquet_on(path, schema, batches, props, encoding_threads())
+}
+
+/// Threads that encode a batch's files: `available_parallelism`, read once per process (on
+/// Linux each call reads the cgroup's CPU quota files).
+fn encoding_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// [`write_parquet`] with at most `threads` encoding threads.
+fn write_parquet_on(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+    threads: usize,
+) -> Result<u64> {
     let parquet_err = |source| EngineError::Parquet { path: path.to_path_buf(), source };
+    let limits = RowGroupLimits {
+        rows: props.max_row_group_row_count().unwrap_or(usize::MAX).max(1),
+        bytes: props.max_row_group_bytes().unwrap_or(usize::MAX).max(1),
+    };
     let file = File::create(path).map_err(|e| EngineError::io(path, e))?;
     let mut writer = ArrowWriter::try_new(BufWriter::new(file), schema.clone(), Some(props))
         .map_err(parquet_err)?;
+    if let [batch] = batches {
+        if batch.num_rows() >= PARALLEL_ENCODING_MIN_ROWS
+            && schema.fields().len() > 1
+            && threads > 1
+        {
+            let (file_writer, factory) = writer.into_serialized_writer().map_err(parquet_err)?;
+            let rows =
+                write_columns_parallel(file_writer, &factory, schema, batch, limits, threads)
+                    .map_err(parquet_err)?;
+            let file = rows.1.into_inner().map_err(|e| EngineError::io(path, e.into_error()))?;
+            file.sync_all().map_err(|e| EngineError::io(path, e))?;
+            return Ok(rows.0);
+        }
+    }
     let mut rows = 0u64;
     for batch in batches {
         // In slices, so the writer can measure the row size and close a row group by bytes.
@@ -247,6 +307,82 @@ fn write_parquet(
     let file = buffered.into_inner().map_err(|e| EngineError::io(path, e.into_error()))?;
     file.sync_all().map_err(|e| EngineError::io(path, e))?;
     Ok(rows)
+}
+
+/// The row group limits of a file's writer properties.
+#[derive(Debug, Clone, Copy)]
+struct RowGroupLimits {
+    rows: usize,
+    bytes: usize,
+}
+
+/// Writes `batch` through `file_writer` in row groups as the serial path makes them: whole
+/// slices of [`WRITE_SLICE_ROWS`] rows up to `limits.bytes` (here by the batch's in-memory
+/// bytes per row, which is not less than the encoded size the serial path measures), at most
+/// `limits.rows`. Each column chunk of a row group is encoded on one of `threads` threads
+/// (arrow-rs's `ArrowColumnWriter`, one per column, taken in turn), then the chunks are
+/// appended in schema order. Returns the rows written and the finished file's writer.
+fn write_columns_parallel(
+    mut file_writer: parquet::file::writer::SerializedFileWriter<BufWriter<File>>,
+    factory: &parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    limits: RowGroupLimits,
+    threads: usize,
+) -> parquet::errors::Result<(u64, BufWriter<File>)> {
+    use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk};
+    let rows = batch.num_rows();
+    let bytes_per_row = (batch.get_array_memory_size() / rows.max(1)).max(1);
+    let slices = (limits.bytes / bytes_per_row / WRITE_SLICE_ROWS).max(1);
+    let group_rows = slices.saturating_mul(WRITE_SLICE_ROWS).min(limits.rows);
+    let mut offset = 0;
+    let mut group = 0;
+    while offset < rows {
+        let len = group_rows.min(rows - offset);
+        let slice = batch.slice(offset, len);
+        let mut leaves = Vec::new();
+        for (field, column) in schema.fields().iter().zip(slice.columns()) {
+            leaves.extend(compute_leaves(field, column)?);
+        }
+        let writers = factory.create_column_writers(group)?;
+        let jobs: Vec<_> =
+            writers.into_iter().zip(leaves).map(|w| std::sync::Mutex::new(Some(w))).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let encode = || -> parquet::errors::Result<Vec<(usize, ArrowColumnChunk)>> {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { return Ok(done) };
+                let taken = job.lock().ok().and_then(|mut j| j.take());
+                if let Some((mut writer, leaf)) = taken {
+                    writer.write(&leaf)?;
+                    done.push((i, writer.close()?));
+                }
+            }
+        };
+        let mut chunks: Vec<(usize, ArrowColumnChunk)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> =
+                (1..threads.min(jobs.len())).map(|_| scope.spawn(encode)).collect();
+            let mut all = encode()?;
+            for helper in helpers {
+                match helper.join() {
+                    Ok(done) => all.extend(done?),
+                    // A panic inside the Parquet encoder: resume it on this thread.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Ok::<_, parquet::errors::ParquetError>(all)
+        })?;
+        chunks.sort_by_key(|(i, _)| *i);
+        let mut row_group = file_writer.next_row_group()?;
+        for (_, chunk) in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        offset += len;
+        group += 1;
+    }
+    Ok((rows as u64, file_writer.into_inner()?))
 }
 
 fn remove_best_effort<'a>(paths: impl IntoIterator<Item = &'a Path>) {
@@ -317,6 +453,79 @@ pub(crate) mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// A large record batch, its columns encoded on 2 or 3 threads, reads back as the same
+    /// rows, row groups and per-column encodings as through one `ArrowWriter`; a
+    /// dictionary-encoded `param_id` in memory is a plain string column in the file either way.
+    #[test]
+    fn columns_encoded_in_parallel_give_what_one_writer_gives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rows = PARALLEL_ENCODING_MIN_ROWS + 1_000;
+        let plain = sample_batch(0, rows);
+        let ids = plain.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let keys = UInt32Array::from_iter_values((0..rows as u32).map(|i| i / 100));
+        let values = StringArray::from_iter_values((0..rows.div_ceil(100)).map(|k| {
+            // Each key's string: the one of its first row, so both batches hold the same rows.
+            ids.value(k * 100).to_string()
+        }));
+        let mut columns = plain.columns().to_vec();
+        let ids_by_key: StringArray =
+            (0..rows).map(|i| Some(values.value(i / 100).to_string())).collect();
+        columns[0] = Arc::new(ids_by_key);
+        let plain = RecordBatch::try_new(sample_schema(), columns.clone()).unwrap();
+        columns[0] = Arc::new(
+            arrow::array::DictionaryArray::<UInt32Type>::try_new(keys, Arc::new(values)).unwrap(),
+        );
+        let mut fields: Vec<Field> =
+            sample_schema().fields().iter().map(|f| (**f).clone()).collect();
+        fields[0] = Field::new(
+            "param_id",
+            DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)),
+            false,
+        );
+        let dictionary = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+
+        let props = table_properties(&writer_properties().unwrap(), &sample_schema());
+        let write = |name: &str, batch: &RecordBatch, threads: usize| {
+            let path = tmp.path().join(name);
+            let n =
+                write_parquet_on(&path, &sample_schema(), &[batch.clone()], props.clone(), threads)
+                    .unwrap();
+            assert_eq!(n, rows as u64);
+            path
+        };
+        let encodings = |path: &Path| {
+            let reader =
+                parquet::file::reader::SerializedFileReader::new(File::open(path).unwrap())
+                    .unwrap();
+            let meta = parquet::file::reader::FileReader::metadata(&reader).clone();
+            (0..meta.num_row_groups())
+                .flat_map(|g| {
+                    let group = meta.row_group(g);
+                    (0..group.num_columns())
+                        .map(|c| format!("{:?}", group.column(c).encodings().collect::<Vec<_>>()))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let reference = write("one.parquet", &plain, 1);
+        let (schema, batches, groups) = read_back(&reference);
+        assert_eq!(schema, sample_schema());
+        assert_eq!(arrow::compute::concat_batches(&schema, &batches).unwrap(), plain);
+        for (name, batch, threads) in [
+            ("two.parquet", &plain, 2),
+            ("three.parquet", &plain, 3),
+            ("dict-one.parquet", &dictionary, 1),
+            ("dict-two.parquet", &dictionary, 2),
+        ] {
+            let path = write(name, batch, threads);
+            let (got_schema, got, got_groups) = read_back(&path);
+            assert_eq!(got_schema, sample_schema(), "{name}");
+            assert_eq!(arrow::compute::concat_batches(&schema, &got).unwrap(), plain, "{name}");
+            assert_eq!(got_groups, groups, "{name}");
+            assert_eq!(encodings(&path), encodings(&reference), "{name}");
+        }
     }
 
     #[test]

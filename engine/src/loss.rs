@@ -170,16 +170,7 @@ fn is_count_mean(x: f64) -> bool {
 
 /// `ln Pois(y | λ)`, with the edge cases of [`poisson_nll`].
 fn poisson_ln_pmf(y: f64, lambda: f64) -> f64 {
-    if !is_count_mean(lambda) || !is_count_mean(y) {
-        return f64::NAN;
-    }
-    if lambda == 0.0 {
-        return if y == 0.0 { 0.0 } else { f64::NEG_INFINITY };
-    }
-    if lambda.is_infinite() {
-        return f64::NEG_INFINITY;
-    }
-    y * lambda.ln() - lambda - ln_gamma(y + 1.0)
+    poisson_ln_pmf_given(y, lambda, ln_gamma(y + 1.0))
 }
 
 /// [`poisson_ln_pmf`] with `ln Γ(y + 1)` given (`ln_factorial`): the same arithmetic, so the
@@ -226,17 +217,17 @@ pub fn negative_binomial_nll(predicted: &[f64], observed: &[f64], k: f64) -> f64
 
 /// `ln NB(y | μ, k)`, with the edge cases of [`negative_binomial_nll`] (`k` already checked).
 fn negative_binomial_ln_pmf(y: f64, mu: f64, k: f64) -> f64 {
-    if !is_count_mean(mu) || !is_count_mean(y) {
-        return f64::NAN;
+    negative_binomial_ln_pmf_given(y, mu, k, negative_binomial_observation_term(y, k))
+}
+
+/// `ln Γ(y + k) − ln Γ(k) − ln Γ(y + 1)`, the part of `ln NB(y | μ, k)` without `μ` (NaN when
+/// `y` is not a count).
+fn negative_binomial_observation_term(y: f64, k: f64) -> f64 {
+    if is_count_mean(y) {
+        ln_rising(k, y) - ln_gamma(y + 1.0)
+    } else {
+        f64::NAN
     }
-    if mu == 0.0 {
-        return if y == 0.0 { 0.0 } else { f64::NEG_INFINITY };
-    }
-    if mu.is_infinite() {
-        return f64::NEG_INFINITY;
-    }
-    let count_term = if y == 0.0 { 0.0 } else { y * (mu.ln() - (k + mu).ln()) };
-    ln_rising(k, y) - ln_gamma(y + 1.0) - k * (mu / k).ln_1p() + count_term
 }
 
 /// [`negative_binomial_ln_pmf`] with `ln Γ(y + k) − ln Γ(k) − ln Γ(y + 1)` given
@@ -277,16 +268,9 @@ impl Loss {
                 .iter()
                 .map(|&y| if is_count_mean(y) { ln_gamma(y + 1.0) } else { f64::NAN })
                 .collect(),
-            Loss::NegativeBinomial { k } => observed
-                .iter()
-                .map(|&y| {
-                    if is_count_mean(y) && k > 0.0 && k.is_finite() {
-                        ln_rising(k, y) - ln_gamma(y + 1.0)
-                    } else {
-                        f64::NAN
-                    }
-                })
-                .collect(),
+            Loss::NegativeBinomial { k } => {
+                observed.iter().map(|&y| negative_binomial_observation_term(y, k)).collect()
+            }
         };
         PreparedLoss { loss: *self, observed, terms }
     }

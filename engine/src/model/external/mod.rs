@@ -391,21 +391,7 @@ impl ExternalModel {
         }
         let mut tables = Vec::with_capacity(self.outputs.len());
         for (table, spec) in reply.tables.iter().zip(&self.outputs) {
-            let frame = worker.recv(deadline)?;
-            if frame.content_type.as_deref() != Some(ARROW_STREAM) {
-                return Err(Fault::Protocol(format!(
-                    "table `{}`: Content-Type {:?}, expected {ARROW_STREAM}",
-                    spec.name, frame.content_type
-                )));
-            }
-            if frame.body.len() as u64 != table.bytes {
-                return Err(Fault::Protocol(format!(
-                    "table `{}`: {} bytes announced, {} sent",
-                    spec.name,
-                    table.bytes,
-                    frame.body.len()
-                )));
-            }
+            let frame = receive_table(worker, deadline, table, spec)?;
             tables.push(decode_table(&frame.body, spec).map_err(Fault::Protocol)?);
         }
         Ok(Ok(SimOutput { tables }))
@@ -495,21 +481,7 @@ impl ExternalModel {
         let mut per_task: Vec<Vec<RecordBatch>> =
             (0..tasks.len()).map(|_| Vec::with_capacity(self.outputs.len())).collect();
         for (table, spec) in reply.tables.iter().zip(&self.outputs) {
-            let frame = worker.recv(deadline)?;
-            if frame.content_type.as_deref() != Some(ARROW_STREAM) {
-                return Err(Fault::Protocol(format!(
-                    "table `{}`: Content-Type {:?}, expected {ARROW_STREAM}",
-                    spec.name, frame.content_type
-                )));
-            }
-            if frame.body.len() as u64 != table.bytes {
-                return Err(Fault::Protocol(format!(
-                    "table `{}`: {} bytes announced, {} sent",
-                    spec.name,
-                    table.bytes,
-                    frame.body.len()
-                )));
-            }
+            let frame = receive_table(worker, deadline, table, spec)?;
             let parts =
                 decode_task_table(&frame.body, spec, &reply.results).map_err(Fault::Protocol)?;
             for (tables, part) in per_task.iter_mut().zip(parts) {
@@ -664,6 +636,32 @@ fn handshake(worker: &mut WorkerProcess, settings: &ExternalSettings) -> Result<
         }
     };
     Ok(Handshake { protocol_version, parameters: reply.parameters, outputs: reply.outputs })
+}
+
+/// Receives the Arrow frame of `table` (announced in a reply header) and checks its
+/// Content-Type and length.
+fn receive_table(
+    worker: &mut WorkerProcess,
+    deadline: Option<(Instant, Duration)>,
+    table: &TableRef,
+    spec: &OutputSpec,
+) -> Result<Frame, Fault> {
+    let frame = worker.recv(deadline)?;
+    if frame.content_type.as_deref() != Some(ARROW_STREAM) {
+        return Err(Fault::Protocol(format!(
+            "table `{}`: Content-Type {:?}, expected {ARROW_STREAM}",
+            spec.name, frame.content_type
+        )));
+    }
+    if frame.body.len() as u64 != table.bytes {
+        return Err(Fault::Protocol(format!(
+            "table `{}`: {} bytes announced, {} sent",
+            spec.name,
+            table.bytes,
+            frame.body.len()
+        )));
+    }
+    Ok(frame)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(frame: &Frame, what: &str) -> Result<T, Fault> {

@@ -118,17 +118,24 @@ pub fn commit_batch(
 
 /// Writes `tables[i]` to `tmps[i]` for every `i`, on up to `available_parallelism` threads;
 /// the results are in the order of `tables`.
+///
+/// The files are encoded in parallel; a large file's columns are too, with the threads the
+/// large files leave (a model with one output has one large file per batch: its columns get
+/// every thread; a model with as many outputs as threads, none).
 fn write_tables_parallel(
     layout: &OutputLayout,
     tables: &[BatchTable],
     tmps: &[PathBuf],
     props: &WriterProperties,
 ) -> Vec<Result<u64>> {
+    let large = tables.iter().filter(|t| is_large(&t.batches)).count();
+    let column_threads = (encoding_threads() / large.max(1)).max(1);
     let write = |i: usize| {
         let table = &tables[i];
         let props = table_properties(props, &table.schema);
-        create_dir_durable(&layout.dataset_dir(&table.dataset))
-            .and_then(|()| write_parquet(&tmps[i], &table.schema, &table.batches, props))
+        create_dir_durable(&layout.dataset_dir(&table.dataset)).and_then(|()| {
+            write_parquet_on(&tmps[i], &table.schema, &table.batches, props, column_threads)
+        })
     };
     let threads = encoding_threads().min(tables.len());
     if threads <= 1 {
@@ -241,11 +248,8 @@ pub fn table_properties(props: &WriterProperties, schema: &SchemaRef) -> WriterP
 /// ([`write_columns_parallel`]); below it, one thread encodes the file.
 pub const PARALLEL_ENCODING_MIN_ROWS: usize = 32 * 1024;
 
-/// Writes `batches` to a new file `path` and fsyncs it; returns the number of rows.
-///
-/// One large record batch (a model output's rows of a batch) has its column chunks encoded on
-/// up to `available_parallelism` threads ([`write_columns_parallel`]); other tables go through
-/// one `ArrowWriter`. Both give the same rows, encodings and compression.
+/// [`write_parquet_on`] with every encoding thread (tests).
+#[cfg(test)]
 fn write_parquet(
     path: &Path,
     schema: &SchemaRef,
@@ -255,6 +259,12 @@ fn write_parquet(
     write_parquet_on(path, schema, batches, props, encoding_threads())
 }
 
+/// True for a table given as one record batch of at least [`PARALLEL_ENCODING_MIN_ROWS`]
+/// rows: its columns are worth encoding on several threads.
+fn is_large(batches: &[RecordBatch]) -> bool {
+    matches!(batches, [batch] if batch.num_rows() >= PARALLEL_ENCODING_MIN_ROWS)
+}
+
 /// Threads that encode a batch's files: `available_parallelism`, read once per process (on
 /// Linux each call reads the cgroup's CPU quota files).
 fn encoding_threads() -> usize {
@@ -262,7 +272,11 @@ fn encoding_threads() -> usize {
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// [`write_parquet`] with at most `threads` encoding threads.
+/// Writes `batches` to a new file `path` and fsyncs it; returns the number of rows.
+///
+/// One large record batch (a model output's rows of a batch) has its column chunks encoded on
+/// up to `threads` threads ([`write_columns_parallel`]); other tables go through one
+/// `ArrowWriter`. Both give the same rows, encodings and compression.
 fn write_parquet_on(
     path: &Path,
     schema: &SchemaRef,
@@ -279,10 +293,7 @@ fn write_parquet_on(
     let mut writer = ArrowWriter::try_new(BufWriter::new(file), schema.clone(), Some(props))
         .map_err(parquet_err)?;
     if let [batch] = batches {
-        if batch.num_rows() >= PARALLEL_ENCODING_MIN_ROWS
-            && schema.fields().len() > 1
-            && threads > 1
-        {
+        if is_large(batches) && schema.fields().len() > 1 && threads > 1 {
             let (file_writer, factory) = writer.into_serialized_writer().map_err(parquet_err)?;
             let rows =
                 write_columns_parallel(file_writer, &factory, schema, batch, limits, threads)

@@ -180,7 +180,8 @@ class _Worker:
         chosen = max(version, min(maximum, ours)) if isinstance(maximum, int) else version
         if self.simulate is None and chosen < 2:
             return {"ok": False, "error": "this model has only simulate_many, which needs protocol "
-                    "version 2; simsweep offered %r" % maximum}
+                    "version 2; simsweep offered up to %r and SIMSWEEP_WORKER_MAX_PROTOCOL allows "
+                    "%r: give simulate too, or unset SIMSWEEP_WORKER_MAX_PROTOCOL" % (maximum, ours)}
         if self.initialize is not None:
             self.initialize(message.get("settings") or {})
         return {
@@ -196,11 +197,10 @@ class _Worker:
     def _call(self, params, seed):
         if self.simulate is not None:
             return self.simulate(params, seed)
-        result = self.simulate_many([params], [seed])
-        if isinstance(result, list):
-            return result[0]
-        return {name: _to_arrow(table, name).drop_columns([TASK_COLUMN])
-                for name, table in result.items()}
+        # One task through simulate_many: checked as in execute_many, then without `task`.
+        tables = self._vectorised_tables(self.simulate_many([params], [seed]), 1)
+        return {name: table.drop_columns([TASK_COLUMN])
+                for (name, _, _, _), table in zip(self.outputs, tables)}
 
     def _table(self, result, name, schema):
         """One task's output `name` as a table of `schema` (raises on anything else)."""
@@ -329,6 +329,12 @@ class _Worker:
                 for p, (_, _, _, many) in zip(parts, self.outputs)]
 
     def _vectorised_tables(self, result, count):
+        """simulate_many's `result` for `count` tasks as one table per output (with `task`).
+
+        Raises when the result is not of a form it may take, a `task` value is out of range, or
+        (dict form) a task has rows in no output: a task whose rows were left out would
+        otherwise pass as a success with no rows.
+        """
         if isinstance(result, list):
             if len(result) != count:
                 raise ValueError("simulate_many returned %d results for %d tasks"
@@ -362,9 +368,20 @@ class _Worker:
                 table = table.sort_by(TASK_COLUMN)
                 task = table.column(0).to_pylist()
                 if task and task[-1] >= count:
-                    raise ValueError("output `%s`: task %d, but there are %d tasks"
-                                     % (name, task[-1], count))
+                    raise ValueError(
+                        "simulate_many was given %d task(s) and returned rows of output `%s` "
+                        "for task %d; `task` is the index in the lists it was given"
+                        % (count, name, task[-1]))
             tables.append(table)
+        present = set()
+        for table in tables:
+            present.update(table.column(0).to_pylist())
+        missing = [i for i in range(count) if i not in present]
+        if missing:
+            raise ValueError(
+                "simulate_many returned no rows in any output for task(s) %s of %d; return "
+                "their rows, raise for a task that fails, or return a list of per-task dicts "
+                "for tasks that have no rows" % (missing[:10], count))
         return tables
 
 

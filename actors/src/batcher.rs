@@ -139,8 +139,8 @@ impl Batcher {
     /// What the dataflow measured so far, from the run's counters.
     fn measured(&self) -> Measured {
         let c = &self.counters;
-        let finished = c.simulations_finished.load(Ordering::Relaxed);
-        let busy_ns = c.worker_busy_ns.load(Ordering::Relaxed);
+        let finished = c.tasks_timed.load(Ordering::Relaxed);
+        let busy_ns = c.task_time_ns.load(Ordering::Relaxed);
         let taken = c.outputs_taken.load(Ordering::Relaxed);
         Measured {
             mean_task: (finished > 0).then(|| Duration::from_nanos(busy_ns / finished)),

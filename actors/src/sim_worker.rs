@@ -42,6 +42,9 @@ pub struct SimWorker {
     /// The parameter set of `params_point`.
     params: ParameterSet,
     panic_in: Option<PanicPoint>,
+    /// Whether this worker has run a chunk: its first is not used to size chunks (it may
+    /// include starting an external model's process, hundreds of times a task's time).
+    ran_a_chunk: bool,
     /// The run's `job` span, entered while handling (log lines name the job).
     span: tracing::Span,
     /// Dropped with the worker: the run waits for every worker's to be dropped (see
@@ -74,6 +77,7 @@ impl SimWorker {
             params_point: None,
             params: ParameterSet::new(),
             panic_in,
+            ran_a_chunk: false,
             _alive: alive,
             span,
         }
@@ -258,6 +262,11 @@ impl Handler<RunChunk> for SimWorker {
         let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         counters.worker_busy_ns.fetch_add(busy, Ordering::Relaxed);
         counters.simulations_finished.fetch_add(returns.len() as u64, Ordering::Relaxed);
+        if self.ran_a_chunk {
+            counters.task_time_ns.fetch_add(busy, Ordering::Relaxed);
+            counters.tasks_timed.fetch_add(returns.len() as u64, Ordering::Relaxed);
+        }
+        self.ran_a_chunk = true;
         // Into both mailboxes without waiting for the handlers: this thread blocks only while a
         // mailbox is full (a stage is behind), so the worker goes on to its next chunk at once.
         // The Aggregator stops when the writer it feeds has gone: name the writer then.

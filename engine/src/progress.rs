@@ -248,6 +248,11 @@ pub struct InFlightCounters {
     /// Simulations the workers finished in this run (see
     /// [`ProgressEvent::InFlight::simulations_finished`]).
     pub simulations_finished: AtomicU64,
+    /// Nanoseconds of the chunks that size the next ones: as `worker_busy_ns`, without each
+    /// worker's first chunk (which may include starting an external model's process).
+    pub task_time_ns: AtomicU64,
+    /// Tasks of the chunks counted in `task_time_ns`.
+    pub tasks_timed: AtomicU64,
     /// Batch commits started by the writer and not yet reported to the Batcher: a run does not
     /// end (and release its output directory) while one still writes.
     pub commits_running: Gauge,

@@ -399,10 +399,10 @@ impl ExternalModel {
 
     /// Runs `tasks` on `worker` with `execute_many` (protocol version 2), as
     /// [`PIPELINED_MESSAGES`] messages sent at once when there are at least 8 tasks: the worker
-    /// starts the second while simsweep decodes the first's tables. `timeout_seconds` applies
-    /// to each message as a whole (the engine puts about 50 ms of work in a call; a message that
-    /// times out is a fault of the call, and its tasks then run one by one, each with the full
-    /// timeout), counted from when its reply is awaited.
+    /// starts the second while simsweep decodes the first's tables. A message of `n` tasks may
+    /// take `n × timeout_seconds` (counted from when its reply is awaited), so no task within
+    /// the limit is cut short; one that times out is a fault of the call, and its tasks then
+    /// run one by one, each with `timeout_seconds`.
     fn execute_many(
         &self,
         worker: &mut WorkerProcess,
@@ -449,7 +449,10 @@ impl ExternalModel {
         tasks: &[(&ParameterSet, u32)],
         id: u64,
     ) -> Result<Vec<Result<SimOutput, String>>, Fault> {
-        let deadline = self.settings.timeout().map(|t| (Instant::now() + t, t));
+        let deadline = self.settings.timeout().map(|t| {
+            let t = t.saturating_mul(u32::try_from(tasks.len()).unwrap_or(u32::MAX));
+            (Instant::now() + t, t)
+        });
         let header = worker.recv(deadline)?;
         let reply: ExecuteManyReply = parse_json(&header, "execute_many reply")?;
         if reply.id != id {

@@ -501,3 +501,72 @@ fn execute_many_tables_are_split_by_task_and_checked() {
     .expect_err("refused");
     assert!(e.contains("`task` then the declared columns"), "{e}");
 }
+
+/// A `simulate_many` model (`x` < 0 raises, `x` = 7 leaves out its rows, `x` = 9 names a task
+/// that does not exist): through `execute_many` and through single `execute` messages alike,
+/// exactly those tasks fail, with what went wrong, and the others get the same rows.
+#[test]
+fn simulate_many_models_are_checked_task_by_task_on_both_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("many_model.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import sys
+sys.path.insert(0, {helper:?})
+import simsweep_worker
+
+def simulate_many(params, seeds):
+    task, k, value = [], [], []
+    for i, (p, seed) in enumerate(zip(params, seeds)):
+        x = p["x"]
+        if x < 0:
+            raise ValueError("x < 0")
+        if x == 7:
+            continue
+        index = len(params) if x == 9 else i
+        task += [index, index]
+        k += [0, 1]
+        value += [x * seed, x + seed]
+    return {{"values": {{"task": task, "k": k, "value": value}}}}
+
+simsweep_worker.run(simulate_many=simulate_many, parameters=["x"],
+                    outputs={{"values": {{"k": "int64", "value": "float64"}}}})
+"#,
+            helper = fault_model_path().parent().unwrap().join("../python").display().to_string()
+        ),
+    )
+    .expect("write");
+    let m = ExternalModel::new(ExternalSettings::new([
+        "python3".to_string(),
+        script.display().to_string(),
+    ]))
+    .expect("starts");
+    assert!(m.runs_many());
+    let xs = [1.0, -1.0, 2.0, 7.0, 3.0, 9.0, 4.0, 5.0, 6.0, 8.0];
+    let sets: Vec<ParameterSet> = xs
+        .iter()
+        .map(|&x| {
+            let mut p = ParameterSet::new();
+            p.insert("x", ParamValue::Float(x));
+            p
+        })
+        .collect();
+    let tasks: Vec<(&ParameterSet, u32)> = sets.iter().zip(10u32..).collect();
+    let many = m.simulate_many(&tasks).expect("one call");
+    let one: Vec<_> = tasks.iter().map(|(p, s)| m.simulate(p, *s)).collect();
+    assert_eq!(many, one);
+    let message = |r: &Result<SimOutput, SimError>| match r {
+        Err(SimError::Model(e)) => e.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(message(&many[1]), "ValueError: x < 0");
+    assert!(message(&many[3]).contains("no rows in any output for task(s) [0]"), "{:?}", many[3]);
+    assert!(message(&many[5]).contains("returned rows of output `values` for task 1"));
+    for (i, &x) in xs.iter().enumerate().filter(|(i, _)| ![1, 3, 5].contains(i)) {
+        let seed = 10.0 + i as f64;
+        let out = many[i].as_ref().expect("ok");
+        let v = out.tables[0].column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(v.values().to_vec(), vec![x * seed, x + seed], "task {i}");
+    }
+}

@@ -13,7 +13,7 @@
 //!
 //! Jobs: `overhead-{1k,10k,100k}` (no-op model, 100 rows per replicate, 10 replicates,
 //! 6 targets, batch 200); `batch-{50,1000}` (the 10k job at other batch sizes; batch 200 is
-//! `overhead-10k`); `flu` (the flu example, 200,000 `sir_bed` simulations), with the model's
+//! `overhead-10k`); `flu` (the flu example's sweep without its refine step, 200,000 `sir_bed` simulations), with the model's
 //! single-thread time per simulation measured in the same process, and the bound
 //! `time per simulation × simulations ÷ workers`; `flu-losses-only` (the same writing no model
 //! outputs: the dataflow's own cost without the Parquet volume); `overhead-10k-open3` and `flu-open3`, the
@@ -149,6 +149,24 @@ fn main() {
     }
 }
 
+/// `text` (a job file) without its `[refine]` table: the lines from `[refine]` to the next
+/// table header.
+fn without_refine(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut skipping = false;
+    for line in text.lines() {
+        let header = line.trim_start().starts_with('[');
+        if header {
+            skipping = line.trim() == "[refine]";
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Runs one job in this (fresh) process and prints one JSON line.
 fn child(args: &[String]) {
     // As the `simsweep` command does first thing.
@@ -167,12 +185,14 @@ fn child(args: &[String]) {
         }
         other => panic!("unknown job kind {other}"),
     };
-    let mut job = if args[0] == "flu-losses-only" {
-        // The same job writing no model outputs: parsed from its text with `model_outputs = []`
-        // (a job's fields cannot be changed after validation).
-        let text = std::fs::read_to_string(&job_path).expect("read the job");
-        simsweep::parse_job(&format!("model_outputs = []\n{text}"), &job_path)
-            .expect("parse the job")
+    let mut job = if args[0].starts_with("flu") {
+        // The example's sweep without its refine step (which `run` would add to the wall time,
+        // and whose counters would replace the sweep's); `flu-losses-only` also writes no model
+        // outputs (`model_outputs = []`). Parsed from the text: a job's fields cannot be changed
+        // after validation.
+        let text = without_refine(&std::fs::read_to_string(&job_path).expect("read the job"));
+        let prefix = if args[0] == "flu-losses-only" { "model_outputs = []\n" } else { "" };
+        simsweep::parse_job(&format!("{prefix}{text}"), &job_path).expect("parse the job")
     } else {
         simsweep::load_job(&job_path).expect("load the job")
     };

@@ -1248,21 +1248,6 @@ impl Target {
         let (model_times, time_nulls) = column(&self.time_column)?;
         let (values, value_nulls) = column(&self.column)?;
         let key = time_nulls.is_none().then(|| model_times.identity());
-        let present = |row: usize| {
-            !time_nulls.as_ref().is_some_and(|n| n.is_null(row)) && !model_times.get(row).is_nan()
-        };
-
-        // Observation indices in ascending time order; the identity (no allocation) when the
-        // data file is already in time order.
-        let sorted_obs: Option<Vec<usize>> = if self.times.windows(2).all(|w| w[0] < w[1]) {
-            None
-        } else {
-            let mut order: Vec<usize> = (0..self.times.len()).collect();
-            order.sort_by(|&a, &b| self.times[a].total_cmp(&self.times[b]));
-            Some(order)
-        };
-        let obs_at = |j: usize| sorted_obs.as_ref().map_or(j, |o| o[j]);
-
         let value_at = |obs: usize, row: usize| {
             if value_nulls.as_ref().is_some_and(|n| n.is_null(row)) {
                 return Err(AlignError::NullValue {
@@ -1279,6 +1264,21 @@ impl Target {
             }
             return Ok(());
         }
+        let present = |row: usize| {
+            !time_nulls.as_ref().is_some_and(|n| n.is_null(row)) && !model_times.get(row).is_nan()
+        };
+
+        // Observation indices in ascending time order; the identity (no allocation) when the
+        // data file is already in time order.
+        let sorted_obs: Option<Vec<usize>> = if self.times.windows(2).all(|w| w[0] < w[1]) {
+            None
+        } else {
+            let mut order: Vec<usize> = (0..self.times.len()).collect();
+            order.sort_by(|&a, &b| self.times[a].total_cmp(&self.times[b]));
+            Some(order)
+        };
+        let obs_at = |j: usize| sorted_obs.as_ref().map_or(j, |o| o[j]);
+
         cache.key = None;
         let mut rows_taken = std::mem::take(&mut cache.rows);
         rows_taken.clear();

@@ -170,20 +170,15 @@ struct ExecuteReply {
     tables: Vec<TableRef>,
 }
 
-/// The header of an `execute_many` reply (protocol version 2).
+/// The header of an `execute_many` reply (protocol version 2): an `execute` reply's fields and
+/// the tasks' results.
 #[derive(Debug, Deserialize)]
 struct ExecuteManyReply {
-    id: u64,
-    ok: bool,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
+    #[serde(flatten)]
+    header: ExecuteReply,
     /// One per task, in the request's order (on success).
     #[serde(default)]
     results: Vec<TaskResult>,
-    #[serde(default)]
-    tables: Vec<TableRef>,
 }
 
 /// One task's outcome in an `execute_many` reply.
@@ -362,20 +357,33 @@ impl ExternalModel {
         seed: u32,
     ) -> Result<Result<SimOutput, String>, Fault> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let params: serde_json::Map<String, serde_json::Value> =
-            params.iter().map(|(k, v)| (k.to_string(), param_json(v))).collect();
         let timeout = self.settings.timeout();
         let deadline = timeout.map(|t| (Instant::now() + t, t));
         worker.send(&serde_json::json!({
-            "method": "execute", "id": id, "params": params, "seed": seed,
+            "method": "execute", "id": id, "params": params_json(params), "seed": seed,
         }))?;
         let header = worker.recv(deadline)?;
         let reply: ExecuteReply = parse_json(&header, "execute reply")?;
+        if let Err(error) = self.check_reply(&reply, id)? {
+            return Ok(Err(error));
+        }
+        let mut tables = Vec::with_capacity(self.outputs.len());
+        for (table, spec) in reply.tables.iter().zip(&self.outputs) {
+            let frame = receive_table(worker, deadline, table, spec)?;
+            tables.push(decode_table(&frame.body, spec).map_err(Fault::Protocol)?);
+        }
+        Ok(Ok(SimOutput { tables }))
+    }
+
+    /// Checks a reply header to request `id`: `Ok(Err(message))` for a model error (`ok: false`,
+    /// kind `error`); a fault for another id, an OOM report, an unknown kind, or tables other
+    /// than the declared outputs.
+    fn check_reply(&self, reply: &ExecuteReply, id: u64) -> Result<Result<(), String>, Fault> {
         if reply.id != id {
             return Err(Fault::Protocol(format!("reply for id {} to request {id}", reply.id)));
         }
         if !reply.ok {
-            let error = reply.error.unwrap_or_else(|| "(no message)".into());
+            let error = reply.error.clone().unwrap_or_else(|| "(no message)".into());
             return match reply.kind.as_deref() {
                 None | Some("error") => Ok(Err(error)),
                 Some("oom") => Err(Fault::Oom(error)),
@@ -389,12 +397,7 @@ impl ExternalModel {
                 "reply has tables {names:?}; the model declared {declared:?}"
             )));
         }
-        let mut tables = Vec::with_capacity(self.outputs.len());
-        for (table, spec) in reply.tables.iter().zip(&self.outputs) {
-            let frame = receive_table(worker, deadline, table, spec)?;
-            tables.push(decode_table(&frame.body, spec).map_err(Fault::Protocol)?);
-        }
-        Ok(Ok(SimOutput { tables }))
+        Ok(Ok(()))
     }
 
     /// Runs `tasks` on `worker` with `execute_many` (protocol version 2), as
@@ -430,11 +433,9 @@ impl ExternalModel {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let requests: Vec<serde_json::Value> = tasks
             .iter()
-            .map(|(params, seed)| {
-                let params: serde_json::Map<String, serde_json::Value> =
-                    params.iter().map(|(k, v)| (k.to_string(), param_json(v))).collect();
-                serde_json::json!({ "params": params, "seed": seed })
-            })
+            .map(
+                |(params, seed)| serde_json::json!({ "params": params_json(params), "seed": seed }),
+            )
             .collect();
         worker.send(&serde_json::json!({
             "method": "execute_many", "id": id, "tasks": requests,
@@ -455,16 +456,8 @@ impl ExternalModel {
         });
         let header = worker.recv(deadline)?;
         let reply: ExecuteManyReply = parse_json(&header, "execute_many reply")?;
-        if reply.id != id {
-            return Err(Fault::Protocol(format!("reply for id {} to request {id}", reply.id)));
-        }
-        if !reply.ok {
-            let error = reply.error.unwrap_or_else(|| "(no message)".into());
-            return match reply.kind.as_deref() {
-                None | Some("error") => Ok(tasks.iter().map(|_| Err(error.clone())).collect()),
-                Some("oom") => Err(Fault::Oom(error)),
-                Some(other) => Err(Fault::Protocol(format!("unknown error kind `{other}`"))),
-            };
+        if let Err(error) = self.check_reply(&reply.header, id)? {
+            return Ok(tasks.iter().map(|_| Err(error.clone())).collect());
         }
         if reply.results.len() != tasks.len() {
             return Err(Fault::Protocol(format!(
@@ -473,17 +466,10 @@ impl ExternalModel {
                 tasks.len()
             )));
         }
-        let names: Vec<&str> = reply.tables.iter().map(|t| t.name.as_str()).collect();
-        let declared: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
-        if names != declared {
-            return Err(Fault::Protocol(format!(
-                "reply has tables {names:?}; the model declared {declared:?}"
-            )));
-        }
         // Per task, its tables in declared order.
         let mut per_task: Vec<Vec<RecordBatch>> =
             (0..tasks.len()).map(|_| Vec::with_capacity(self.outputs.len())).collect();
-        for (table, spec) in reply.tables.iter().zip(&self.outputs) {
+        for (table, spec) in reply.header.tables.iter().zip(&self.outputs) {
             let frame = receive_table(worker, deadline, table, spec)?;
             let parts =
                 decode_task_table(&frame.body, spec, &reply.results).map_err(Fault::Protocol)?;
@@ -678,6 +664,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(frame: &Frame, what: &str) -> Resu
         let shown = String::from_utf8_lossy(&frame.body[..frame.body.len().min(200)]).into_owned();
         Fault::Protocol(format!("{what} is not valid: {e}: {shown}"))
     })
+}
+
+/// A parameter set as the JSON object of a request's `params`.
+fn params_json(params: &ParameterSet) -> serde_json::Map<String, serde_json::Value> {
+    params.iter().map(|(k, v)| (k.to_string(), param_json(v))).collect()
 }
 
 fn param_json(value: &ParamValue) -> serde_json::Value {
